@@ -1,0 +1,239 @@
+"""``OmniEncoder``: one embedding model for text, images, audio, video and interleaved inputs.
+
+The encoder owns everything between a list of user items and a matrix of vectors: validation,
+grouping by modality, length-sorted batching, the forward pass under ``inference_mode``,
+last-token pooling and L2 normalisation, and LoRA adapters. The model family specifics live in
+:mod:`lcoemb.backbones`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lcoemb.backbones import Backbone, load_backbone
+from lcoemb.backbones.base import DEFAULT_MAX_TEXT_TOKENS
+from lcoemb.inputs import Limits, LoadedItem, inspect_item, load_item
+
+CONFIG_NAME = "lcoemb.json"
+ADAPTER_DIR = "adapter"
+
+
+def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'bfloat16', 'float16' or 'float32'")
+    return value
+
+
+class OmniEncoder:
+    """Embeds text, images, audio, video and interleaved lists with a multimodal LLM.
+
+    Use :meth:`from_pretrained` to build one. Vectors are the final layer's last-token state
+    after the chat template and a one-word-summary prompt, L2-normalised (the LCO-EMB recipe).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        limits: Limits | None = None,
+        adapter: str | os.PathLike[str] | None = None,
+    ):
+        self.backbone = backbone
+        self.limits = limits or Limits()
+        self.peft_model: Any = None
+        if adapter is not None:
+            self.load_adapter(adapter)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        adapter: str | os.PathLike[str] | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        *,
+        attn_implementation: str | None = None,
+        max_text_tokens: int | None = DEFAULT_MAX_TEXT_TOKENS,
+        max_image_pixels: int | None = None,
+        limits: Limits | None = None,
+    ) -> OmniEncoder:
+        """Load a backbone (Hugging Face id or local folder) and optionally a peft LoRA adapter.
+
+        ``dtype`` defaults to bfloat16, the precision of the reference recipe. A folder written by
+        :meth:`save_pretrained` restores its settings and adapter; explicit arguments win.
+        """
+        path = Path(os.fspath(name_or_path))
+        saved: dict[str, Any] = {}
+        if (path / CONFIG_NAME).is_file():
+            saved = json.loads((path / CONFIG_NAME).read_text())
+            if adapter is None and saved.get("adapter"):
+                adapter = path / saved["adapter"]
+            max_text_tokens = saved.get("max_text_tokens", max_text_tokens)
+            max_image_pixels = saved.get("max_image_pixels", max_image_pixels)
+            if limits is None and "limits" in saved:
+                limits = Limits(**saved["limits"])
+        backbone = load_backbone(
+            name_or_path,
+            device=device,
+            dtype=_parse_dtype(dtype),
+            attn_implementation=attn_implementation,
+            max_text_tokens=max_text_tokens,
+            max_image_pixels=max_image_pixels,
+        )
+        return cls(backbone, limits=limits or Limits(), adapter=adapter)
+
+    def load_adapter(self, adapter: str | os.PathLike[str]) -> None:
+        """Inject a peft LoRA adapter folder into the backbone (unmerged, so it can be removed)."""
+        from peft import PeftModel
+
+        if self.peft_model is not None:
+            raise ValueError("an adapter is already loaded; load a fresh encoder for another one")
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise FileNotFoundError(
+                f"no peft adapter (adapter_config.json) in {os.fspath(adapter)!r}"
+            )
+        self.peft_model = PeftModel.from_pretrained(self.backbone.model, os.fspath(adapter))
+        self.peft_model.eval()
+
+    def save_pretrained(self, path: str | os.PathLike[str]) -> None:
+        """Write the backbone, its processor, any adapter and the encoder settings to ``path``."""
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        adapter = None
+        if self.peft_model is not None:
+            from peft import PeftModel
+
+            self.peft_model.save_pretrained(out / ADAPTER_DIR)
+            # Save the bare base weights, then inject the adapter again from its saved copy.
+            self.backbone.model = self.peft_model.unload()
+            self.backbone.save_pretrained(out)
+            self.peft_model = PeftModel.from_pretrained(self.backbone.model, out / ADAPTER_DIR)
+            self.peft_model.eval()
+            adapter = ADAPTER_DIR
+        else:
+            self.backbone.save_pretrained(out)
+        settings = {
+            "family": self.backbone.family,
+            "adapter": adapter,
+            "max_text_tokens": getattr(self.backbone, "max_text_tokens", None),
+            "max_image_pixels": getattr(self.backbone, "max_image_pixels", None),
+            "limits": dataclasses.asdict(self.limits),
+        }
+        (out / CONFIG_NAME).write_text(json.dumps(settings, indent=2) + "\n")
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.backbone.hidden_size
+
+    @property
+    def modalities(self) -> frozenset[str]:
+        return frozenset(self.backbone.modalities)
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.device
+
+    # ------------------------------------------------------------------ encoding
+
+    def plan_batches(self, inputs: Sequence[Any], batch_size: int) -> list[list[int]]:
+        """Validate every item, then group indices by modality and sort each group by size
+        (longest first, so an out-of-memory shows up at once), cut into batches."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        groups: dict[str, list[tuple[float, int]]] = {}
+        for i, item in enumerate(inputs):
+            info = inspect_item(item, i)
+            groups.setdefault(info.group, []).append((info.cost, i))
+        batches = []
+        for members in groups.values():
+            order = [i for _, i in sorted(members, key=lambda ci: (-ci[0], ci[1]))]
+            batches += [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+        return batches
+
+    def _load(self, inputs: Sequence[Any], batch: list[int]) -> list[LoadedItem]:
+        items = [load_item(inputs[i], i, self.limits) for i in batch]
+        for i, item in zip(batch, items):
+            self.backbone.check_modalities(item, i)
+        return items
+
+    def iter_hidden_states(
+        self,
+        inputs: Sequence[Any],
+        *,
+        batch_size: int = 8,
+        show_progress: bool = False,
+        instruction: str | None = None,
+        all_layers: bool = False,
+    ) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """Yield ``(indices, last-token states)`` batch by batch, in planned (not input) order.
+
+        States are ``(B, d)``, or ``(num_layers + 1, B, d)`` with ``all_layers``; they stay in
+        the model's dtype. This is the single forward path behind :meth:`encode` and the
+        analyses.
+        """
+        batches = self.plan_batches(inputs, batch_size)
+        bar = tqdm(total=len(inputs), desc="Encoding", unit="item", disable=not show_progress)
+        with bar:
+            for batch in batches:
+                items = self._load(inputs, batch)
+                with torch.inference_mode():
+                    states = self.backbone.forward(
+                        self.backbone.prepare(items, instruction), all_layers=all_layers
+                    )
+                yield batch, states
+                bar.update(len(batch))
+
+    def encode(
+        self,
+        inputs: Sequence[Any] | Any,
+        batch_size: int = 8,
+        show_progress: bool = False,
+        normalize: bool = True,
+        *,
+        instruction: str | None = None,
+    ) -> np.ndarray:
+        """Embed items (``str``, ``PIL.Image.Image``, :class:`~lcoemb.Audio`,
+        :class:`~lcoemb.Video`, or a ``list`` of these for one interleaved item).
+
+        Returns a float32 array ``(n, d)`` in input order. ``instruction`` is prepended to every
+        item, for query-side task instructions. A single non-list item gives shape ``(1, d)``.
+        """
+        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
+            inputs = [inputs]
+        out = np.zeros((len(inputs), self.embedding_dim), dtype=np.float32)
+        for batch, states in self.iter_hidden_states(
+            inputs, batch_size=batch_size, show_progress=show_progress, instruction=instruction
+        ):
+            if normalize:
+                # normalise in the model's dtype, as the reference does, then widen
+                states = torch.nn.functional.normalize(states, p=2, dim=-1)
+            out[batch] = states.float().cpu().numpy()
+        return out
+
+    def generate(
+        self, inputs: Sequence[Any], prompt: str, *, max_new_tokens: int = 32, batch_size: int = 8
+    ) -> list[str]:
+        """Generate text for each item followed by ``prompt`` (used to score generation ability)."""
+        results: list[str] = [""] * len(inputs)
+        for batch in self.plan_batches(inputs, batch_size):
+            items = self._load(inputs, batch)
+            texts = self.backbone.generate(items, prompt, max_new_tokens=max_new_tokens)
+            for i, text in zip(batch, texts):
+                results[i] = text
+        return results

@@ -1,0 +1,63 @@
+"""Per-modality prompt suffixes and the chat message an item becomes.
+
+LCO-EMB pools the last token of a prompt that asks the model to summarise its input "in one
+word" (after E5-V): the generative model compresses the input into the next-token state, and
+that state is the embedding. The suffix names the modality, so it is part of the recipe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lcoemb.inputs import LoadedItem, Modality
+
+SUFFIXES: dict[str, str] = {
+    "text": "\nSummarize the above text in one word:",
+    "image": "\nSummarize the above image in one word:",
+    "audio": "\nSummarize the above audio in one word:",
+    "video": "\nSummarize the above video in one word:",
+    "interleaved": "\nSummarize the above in one word:",
+}
+
+#: Order of content items in the user turn, as in the reference wrapper (mteb ``LCOEmbedding``).
+CONTENT_ORDER: tuple[Modality, ...] = ("video", "audio", "image", "text")
+
+#: Which modality names the suffix when several are present (the authors' template).
+SUFFIX_PRIORITY: tuple[Modality, ...] = ("image", "video", "audio")
+
+
+def suffix_for(item: LoadedItem) -> str:
+    """The suffix of an item. An interleaved list gets the generic suffix; a single part (or a
+    reference-style composite) names the first of image > video > audio present, else text."""
+    if item.interleaved:
+        return SUFFIXES["interleaved"]
+    present = set(item.modalities)
+    return SUFFIXES[next((m for m in SUFFIX_PRIORITY if m in present), "text")]
+
+
+def build_content(item: LoadedItem, instruction: str | None = None) -> list[dict[str, Any]]:
+    """The user turn's content list for ``item``; media values are placeholders (the processor
+    receives the decoded media separately, in the same order).
+
+    Single items and composites follow :data:`CONTENT_ORDER`; interleaved lists keep the user's
+    order. An ``instruction`` (query-side tasks) comes first, on its own line.
+    """
+    parts = item.parts
+    if not item.interleaved:
+        parts = sorted(parts, key=lambda p: CONTENT_ORDER.index(p[0]))
+    content: list[dict[str, Any]] = []
+    if instruction:
+        content.append({"type": "text", "text": f"{instruction}\n"})
+    for modality, value in parts:
+        if modality == "text":
+            content.append({"type": "text", "text": value})
+        else:
+            content.append({"type": modality, modality: "placeholder"})
+    content.append({"type": "text", "text": suffix_for(item)})
+    return content
+
+
+def build_messages(item: LoadedItem, instruction: str | None = None) -> list[dict[str, Any]]:
+    """One user turn holding the item, ready for ``apply_chat_template``."""
+    return [{"role": "user", "content": build_content(item, instruction)}]
+
