@@ -390,7 +390,6 @@ def _part_from_record(record: Any, where: str, base_dir: Path | None) -> Part:
     return Video(path, fps=None if fps is None else float(fps))
 
 
-
 def read_items_jsonl(path: str | os.PathLike[str]) -> tuple[list[RawItem], list[int]]:
     """Read an items file (one JSON record per line, see :func:`item_from_record`).
 

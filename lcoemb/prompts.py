@@ -60,4 +60,3 @@ def build_content(item: LoadedItem, instruction: str | None = None) -> list[dict
 def build_messages(item: LoadedItem, instruction: str | None = None) -> list[dict[str, Any]]:
     """One user turn holding the item, ready for ``apply_chat_template``."""
     return [{"role": "user", "content": build_content(item, instruction)}]
-

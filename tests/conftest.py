@@ -1,0 +1,107 @@
+"""Shared fixtures: tiny random checkpoints built locally and deterministic media files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lcoemb.testing import make_tiny_qwen2_5_omni_thinker, make_tiny_qwen2_5_vl
+
+# Images are capped at 8x8 merged patches so the tiny vision tower stays fast.
+TINY_MAX_PIXELS = 8 * 8 * 28 * 28
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may reach a model hub."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def omni_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_qwen2_5_omni_thinker(
+        tmp_path_factory.mktemp("tiny-omni"), max_pixels=TINY_MAX_PIXELS
+    )
+
+
+@pytest.fixture(scope="session")
+def vl_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny-vl"), max_pixels=TINY_MAX_PIXELS)
+
+
+@pytest.fixture(scope="session")
+def omni_encoder(omni_path: Path):
+    from lcoemb import OmniEncoder
+
+    return OmniEncoder.from_pretrained(omni_path, device="cpu")
+
+
+def tone(seconds: float, sr: int, freq: float = 440.0, channels: int = 1) -> np.ndarray:
+    """A sine (channels, samples) float32, each channel at a slightly different level."""
+    t = np.arange(int(seconds * sr)) / sr
+    wave = 0.3 * np.sin(2 * np.pi * freq * t).astype(np.float32)
+    return np.stack([wave * (1 - 0.2 * c) for c in range(channels)])
+
+
+def write_video(path: Path, seconds: float, fps: int, size: tuple[int, int] = (64, 48)) -> Path:
+    """An H.264 clip of a square moving left to right over a coloured background."""
+    w, h = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(int(seconds * fps)):
+            img = np.full((h, w, 3), (30, 60, 90), np.uint8)
+            x = int(i / max(1, seconds * fps - 1) * (w - 16))
+            img[16:32, x : x + 16] = (250, 200, 20)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_m4a(path: Path, wave: np.ndarray, sr: int) -> Path:
+    """AAC audio in an MP4 container (a compressed format soundfile does not read)."""
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=sr)
+        stream.layout = "mono"
+        samples = (wave[0] * 32767).astype(np.int16)[None]
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = sr
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("media")
+    files: dict[str, Path] = {}
+    sf.write(d / "tone16k.wav", tone(2.0, 16_000)[0], 16_000)
+    sf.write(d / "stereo44k.wav", tone(1.5, 44_100, channels=2).T, 44_100)
+    sf.write(d / "empty.wav", np.zeros((0,), np.float32), 16_000)
+    files["wav16k"], files["wav44k_stereo"], files["wav_empty"] = (
+        d / "tone16k.wav",
+        d / "stereo44k.wav",
+        d / "empty.wav",
+    )
+    files["m4a"] = write_m4a(d / "tone.m4a", tone(1.0, 22_050), 22_050)
+    files["mp4"] = write_video(d / "clip.mp4", seconds=3, fps=10)
+    files["mp4_long"] = write_video(d / "long.mp4", seconds=40, fps=4, size=(32, 32))
+    (d / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk" * 4)
+    (d / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)
+    (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    files["wav_corrupt"], files["mp4_corrupt"], files["png_corrupt"] = (
+        d / "corrupt.wav",
+        d / "corrupt.mp4",
+        d / "corrupt.png",
+    )
+    files["audio_only_mp4"] = write_m4a(d / "audio_only.mp4", tone(1.0, 16_000), 16_000)
+    return files
