@@ -59,13 +59,22 @@ def test_qwen_vl_matches_an_independent_transformers_forward(vl_path, vl_encoder
         return torch.nn.functional.normalize(h, dim=-1).float().numpy()[0]
 
     suffix = "\nSummarize the above {} in one word:"
-    expected = [direct([{"type": "image"}, {"type": "text", "text": suffix.format("image")}],
-                       images=[im]) for im in images]
-    expected += [direct([{"type": "text", "text": t}, {"type": "text", "text": suffix.format("text")}])
-                 for t in texts]
+    expected = [
+        direct([{"type": "image"}, {"type": "text", "text": suffix.format("image")}], images=[im])
+        for im in images
+    ]
+    expected += [
+        direct([{"type": "text", "text": t}, {"type": "text", "text": suffix.format("text")}])
+        for t in texts
+    ]
     video = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
-    expected.append(direct([{"type": "video"}, {"type": "text", "text": suffix.format("video")}],
-                           videos=[video], videos_kwargs={"do_sample_frames": False}))
+    expected.append(
+        direct(
+            [{"type": "video"}, {"type": "text", "text": suffix.format("video")}],
+            videos=[video],
+            videos_kwargs={"do_sample_frames": False},
+        )
+    )
     # one item per batch on both sides: this checks the recipe; batching is checked below
     ours = vl_encoder.encode([*images, *texts, Video(frames)], batch_size=1)
     assert _cos(ours, np.stack(expected)).min() >= 0.9999
@@ -158,6 +167,7 @@ def test_adapter_roundtrip_through_save_pretrained(omni_path, tmp_path):
 
 
 def test_generate_returns_text_per_item(omni_encoder, media):
-    out = omni_encoder.generate(["hello", _images(8, 1)[0], Audio(media["wav16k"])], "Describe:",
-                                max_new_tokens=3)
+    out = omni_encoder.generate(
+        ["hello", _images(8, 1)[0], Audio(media["wav16k"])], "Describe:", max_new_tokens=3
+    )
     assert len(out) == 3 and all(isinstance(s, str) for s in out)
