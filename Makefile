@@ -1,0 +1,27 @@
+# `make test` = install into .venv (CPU torch set, see requirements/cpu.txt) and run the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: install test lint bench
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements/cpu.txt
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first with torchvision, then torchaudio: the order that resolves from local wheels
+	$(PIP) install -q torch==2.9.1 torchvision==0.24.1
+	$(PIP) install -q torch==2.9.1 torchaudio==2.9.1 torchcodec==0.8.1
+	$(PIP) install -q -c requirements/cpu.txt -e '.[dev]'
+	touch $@
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: install
+	$(PY) benchmarks/encode_throughput.py

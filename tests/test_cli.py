@@ -1,0 +1,92 @@
+"""The `lcoemb encode` command: output file, rows in order, and errors that name the line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from lcoemb.cli import main
+
+
+def _write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_encode_writes_vectors_in_input_order(omni_path, omni_encoder, media, tmp_path):
+    items = _write(
+        tmp_path / "items.jsonl",
+        [
+            {"text": "a red circle"},
+            {"audio": str(media["wav16k"])},
+            {"video": str(media["mp4"])},
+            {"parts": [{"text": "listen:"}, {"audio": str(media["wav16k"])}]},
+        ],
+    )
+    out = tmp_path / "out" / "vecs.npy"
+    code = main(
+        [
+            "encode",
+            "--model",
+            str(omni_path),
+            "--input",
+            str(items),
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+            "--quiet",
+            "--batch-size",
+            "2",
+        ]
+    )
+    assert code == 0
+    vecs = np.load(out)
+    assert vecs.shape == (4, omni_encoder.embedding_dim) and vecs.dtype == np.float32
+    first = omni_encoder.encode(["a red circle"])[0]
+    assert float(vecs[0] @ first) / np.linalg.norm(vecs[0]) / np.linalg.norm(first) > 0.9999
+
+
+def test_bad_lines_stop_with_line_number_and_write_nothing(omni_path, media, tmp_path, capsys):
+    out = tmp_path / "vecs.npy"
+    cases = {
+        "malformed": ('{"text": "ok"}\n{"text": oops}\n', ":2: invalid JSON"),
+        "missing": (
+            json.dumps({"text": "ok"}) + "\n" + json.dumps({"audio": "gone.wav"}) + "\n",
+            ":2: audio file not found",
+        ),
+        "empty": ('{"text": "ok"}\n{"text": "ok"}\n{"text": " "}\n', ":3: empty text"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(content)
+        code = main(
+            [
+                "encode",
+                "--model",
+                str(omni_path),
+                "--input",
+                str(path),
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        err = capsys.readouterr().err
+        assert code == 2, name
+        assert f"{name}.jsonl{message}" in err, err
+        assert not out.exists()
+        assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_console_script_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "lcoemb.cli", "encode", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert "--adapter" in result.stdout and "line number" in result.stdout
