@@ -69,12 +69,16 @@ class OmniEncoder:
         attn_implementation: str | None = None,
         max_text_tokens: int | None = DEFAULT_MAX_TEXT_TOKENS,
         max_image_pixels: int | None = None,
+        max_video_pixels: int | None = None,
         limits: Limits | None = None,
     ) -> OmniEncoder:
         """Load a backbone (Hugging Face id or local folder) and optionally a peft LoRA adapter.
 
-        ``dtype`` defaults to bfloat16, the precision of the reference recipe. A folder written by
-        :meth:`save_pretrained` restores its settings and adapter; explicit arguments win.
+        ``dtype`` defaults to bfloat16, the precision of the reference recipe. The caps default to
+        the reference's: ``max_text_tokens`` 300; ``max_image_pixels``/``max_video_pixels``
+        ``None`` keep the processor's own per-image and per-frame bounds; ``limits`` sets audio
+        length and video frame sampling. A folder written by :meth:`save_pretrained` restores its
+        settings and adapter.
         """
         path = Path(os.fspath(name_or_path))
         saved: dict[str, Any] = {}
@@ -84,6 +88,7 @@ class OmniEncoder:
                 adapter = path / saved["adapter"]
             max_text_tokens = saved.get("max_text_tokens", max_text_tokens)
             max_image_pixels = saved.get("max_image_pixels", max_image_pixels)
+            max_video_pixels = saved.get("max_video_pixels", max_video_pixels)
             if limits is None and "limits" in saved:
                 limits = Limits(**saved["limits"])
         backbone = load_backbone(
@@ -93,6 +98,7 @@ class OmniEncoder:
             attn_implementation=attn_implementation,
             max_text_tokens=max_text_tokens,
             max_image_pixels=max_image_pixels,
+            max_video_pixels=max_video_pixels,
         )
         return cls(backbone, limits=limits or Limits(), adapter=adapter)
 
@@ -131,6 +137,7 @@ class OmniEncoder:
             "adapter": adapter,
             "max_text_tokens": getattr(self.backbone, "max_text_tokens", None),
             "max_image_pixels": getattr(self.backbone, "max_image_pixels", None),
+            "max_video_pixels": getattr(self.backbone, "max_video_pixels", None),
             "limits": dataclasses.asdict(self.limits),
         }
         (out / CONFIG_NAME).write_text(json.dumps(settings, indent=2) + "\n")

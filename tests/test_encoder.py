@@ -171,3 +171,18 @@ def test_generate_returns_text_per_item(omni_encoder, media):
         ["hello", _images(8, 1)[0], Audio(media["wav16k"])], "Describe:", max_new_tokens=3
     )
     assert len(out) == 3 and all(isinstance(s, str) for s in out)
+
+
+def test_pixel_caps_reach_the_processor(omni_path, omni_encoder):
+    from lcoemb.inputs import load_item
+
+    capped = OmniEncoder.from_pretrained(
+        omni_path, device="cpu", max_image_pixels=4 * 28 * 28, max_video_pixels=4 * 28 * 28
+    )
+    image = load_item(_images(9, 3)[2], 0)  # 150 x 100 px
+    frames = [np.zeros((224, 224, 3), np.uint8)] * 2
+    video = load_item(Video(frames), 1)
+    default = omni_encoder.backbone.prepare([image, video])
+    small = capped.backbone.prepare([image, video])
+    assert small["image_grid_thw"].prod() <= 2 * 2 * 4 < default["image_grid_thw"].prod()
+    assert small["video_grid_thw"].prod() < default["video_grid_thw"].prod()

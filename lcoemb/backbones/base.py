@@ -122,6 +122,7 @@ class HFChatBackbone(Backbone):
         *,
         max_text_tokens: int | None = DEFAULT_MAX_TEXT_TOKENS,
         max_image_pixels: int | None = None,
+        max_video_pixels: int | None = None,
     ):
         self.model = model
         self.processor = processor
@@ -129,6 +130,7 @@ class HFChatBackbone(Backbone):
         self.name_or_path = name_or_path
         self.max_text_tokens = max_text_tokens
         self.max_image_pixels = max_image_pixels
+        self.max_video_pixels = max_video_pixels
 
     @classmethod
     def from_pretrained(
@@ -189,8 +191,11 @@ class HFChatBackbone(Backbone):
             if media:
                 kwargs[arg] = media
         if "videos" in kwargs:
-            # frames are already sampled (lcoemb.inputs), and mteb passes no fps either
+            # Frames are already sampled (lcoemb.inputs). No fps is passed: the processor then
+            # assumes 2 fps for the temporal positions, as in the reference wrapper.
             kwargs["videos_kwargs"] = {"do_sample_frames": False}
+            if self.max_video_pixels is not None:
+                kwargs["videos_kwargs"]["max_pixels"] = self.max_video_pixels
         if "images" in kwargs and self.max_image_pixels is not None:
             kwargs["images_kwargs"] = {"max_pixels": self.max_image_pixels}
         return kwargs
