@@ -58,6 +58,83 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+_TRAIN_HELP = {
+    "model": "base MLLM: Hugging Face id or local folder",
+    "output": "output folder (adapter/, log.jsonl, tensorboard/, checkpoints/step-N/)",
+    "data": "triplet sources: .jsonl/.csv/.parquet files or dataset names (equal weight)",
+    "mix": "SOURCE:WEIGHT entries mixed by ratio, e.g. text.jsonl:0.8 calib.jsonl:0.2",
+    "max_steps": "stop after this many optimiser steps (overrides --epochs)",
+    "epochs": "passes over the data (default 2)",
+    "batch_size": "global contrastive batch over all processes (default 1056)",
+    "mini_batch_size": "GradCache chunk per process (default 32)",
+    "lr": "peak learning rate (default 4e-4)",
+    "warmup_steps": "linear warm-up steps, then linear decay (default 100)",
+    "temperature": "InfoNCE temperature (default 0.03)",
+    "lora_r": "LoRA rank (default 64)",
+    "lora_alpha": "LoRA alpha (default 128)",
+    "save_steps": "checkpoint every N steps (default 500)",
+    "resume": "continue from the newest complete checkpoint in OUTPUT/checkpoints",
+    "seed": "seed for data order, LoRA init and dropout (default 42)",
+    "matryoshka_dims": "also train truncated vectors of these sizes",
+    "skip_bad": "skip malformed data lines, count them, and report at the end",
+}
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; unset flags stay out of the namespace so a --config
+    YAML file can supply them."""
+    import dataclasses
+    import typing
+
+    from lcoemb.training.config import TrainConfig
+
+    p.add_argument("--config", help="YAML file of settings (flags given here override it)")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        kw: dict = {"default": argparse.SUPPRESS, "help": _TRAIN_HELP.get(f.name)}
+        if kind is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is list:
+            kw["nargs"] = "+"
+            kw["type"] = typing.get_args(kind)[0]
+        else:
+            args = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+            kw["type"] = args[0]
+        p.add_argument(flag, **kw)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lcoemb.training.config import TrainConfig
+    from lcoemb.training.trainer import train
+
+    given = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names()}
+    config = TrainConfig.from_yaml(args.config, **given) if args.config else TrainConfig(**given)
+    if not config.model or not config.output:
+        raise ValueError("--model and --output are required (as flags or in --config)")
+    result = train(config)
+    print(f"trained {result.steps} steps, final loss {result.final_loss:.4f}")
+    print(f"adapter: {result.adapter}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from lcoemb.training.merge import merge_adapter
+
+    out = merge_adapter(args.model, args.adapter, args.output, dtype=args.dtype)
+    print(f"merged {args.adapter} into {args.model}: {out}")
+    return 0
+
+
+def cmd_soup(args: argparse.Namespace) -> int:
+    from lcoemb.training.merge import soup_adapters
+
+    out = soup_adapters(args.adapters, args.output, weights=args.weights)
+    print(f"averaged {len(args.adapters)} adapters into {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lcoemb",
@@ -82,6 +159,29 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--no-normalize", action="store_true", help="skip L2 normalisation")
     enc.add_argument("--quiet", action="store_true", help="no progress bar")
     enc.set_defaults(func=cmd_encode)
+
+    tr = sub.add_parser(
+        "train",
+        help="text-only LoRA contrastive training (the LCO-EMB recipe)",
+        description="Train a LoRA adapter on the language model with InfoNCE over triplets "
+        "(anchor, positive, optional negative). Defaults are the reference recipe. Run on "
+        "several processes with `accelerate launch -m lcoemb.cli train ...` or torchrun.",
+    )
+    _add_train_args(tr)
+    tr.set_defaults(func=cmd_train)
+
+    mg = sub.add_parser("merge", help="merge a LoRA adapter into its backbone (merge_and_unload)")
+    mg.add_argument("--model", required=True, help="base checkpoint the adapter was trained on")
+    mg.add_argument("--adapter", required=True, help="peft adapter folder")
+    mg.add_argument("--output", required=True, help="folder for the merged checkpoint")
+    mg.add_argument("--dtype", default=None, help="weights dtype (default: the checkpoint's)")
+    mg.set_defaults(func=cmd_merge)
+
+    sp = sub.add_parser("soup", help="average LoRA adapters (a model soup)")
+    sp.add_argument("--adapters", nargs="+", required=True, help="adapter folders to average")
+    sp.add_argument("--weights", nargs="+", type=float, help="one weight per adapter")
+    sp.add_argument("--output", required=True, help="folder for the averaged adapter")
+    sp.set_defaults(func=cmd_soup)
     return parser
 
 

@@ -179,6 +179,15 @@ class OmniEncoder:
             self.backbone.check_modalities(item, i)
         return items
 
+    def embed(self, items: Sequence[Any], instruction: str | None = None) -> torch.Tensor:
+        """Differentiable last-token states ``(B, d)`` for one batch, unnormalised, in input order.
+
+        The training path: the same loading, prompting and pooling as :meth:`encode`, but with
+        autograd enabled (when the caller enables it) and no sorting or batching of its own.
+        """
+        loaded = self._load(items, list(range(len(items))))
+        return self.backbone.forward(self.backbone.prepare(loaded, instruction))
+
     def iter_hidden_states(
         self,
         inputs: Sequence[Any],

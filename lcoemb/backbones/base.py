@@ -70,6 +70,11 @@ class Backbone(ABC):
     @abstractmethod
     def num_layers(self) -> int: ...
 
+    @abstractmethod
+    def lora_target_modules(self) -> list[str]:
+        """Names of the modules LoRA adapts: every Linear of the language model except the LM
+        head. Vision and audio towers and their projectors stay frozen (the reference recipe)."""
+
     def check_modalities(self, item: LoadedItem, index: int) -> None:
         """Raise :class:`ModalityError` if ``item`` needs a tower this backbone lacks."""
         missing = sorted(set(item.modalities) - self.modalities)
@@ -111,6 +116,8 @@ class HFChatBackbone(Backbone):
 
     model_class: ClassVar[Any]
     processor_class: ClassVar[Any]
+    #: where the language model's decoder lives inside ``model``
+    language_model_prefix: ClassVar[str] = "model.language_model."
     #: processor argument name for each media modality
     processor_args: ClassVar[dict[str, str]] = {"image": "images", "video": "videos"}
 
@@ -167,6 +174,16 @@ class HFChatBackbone(Backbone):
     @property
     def tokenizer(self) -> Any:
         return self.processor.tokenizer
+
+    def lora_target_modules(self) -> list[str]:
+        names = []
+        for name, module in self.model.named_modules():
+            if not isinstance(module, torch.nn.Linear) or ".lora_" in name:
+                continue
+            name = name.removesuffix(".base_layer")  # already adapted by peft
+            if name.startswith(self.language_model_prefix):
+                names.append(name)
+        return names
 
     def truncate_text(self, text: str) -> str:
         """Cut ``text`` to :attr:`max_text_tokens` token ids, decoding the kept prefix (as the

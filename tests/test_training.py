@@ -1,0 +1,283 @@
+"""Text-only LoRA contrastive training on a tiny Qwen2.5-Omni thinker: what is trained, GradCache
+on the real model, outputs, exact resume after SIGKILL, merge, soup, generation preserved."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lcoemb import OmniEncoder
+from lcoemb.training.checkpoints import latest_checkpoint
+from lcoemb.training.config import TrainConfig
+from lcoemb.training.trainer import Trainer, train
+
+COLOURS = ["red", "blue", "green", "yellow", "purple", "orange"]
+SHAPES = ["circle", "square", "triangle", "star"]
+
+
+def write_triplets(path: Path) -> Path:
+    """Anchor: a scene; positive: a paraphrase; negative: the same scene in another colour."""
+    rows = []
+    for i, (c, s) in enumerate((c, s) for c in COLOURS for s in SHAPES):
+        other = COLOURS[(COLOURS.index(c) + 1) % len(COLOURS)]
+        rows.append(
+            {"anchor": f"a {c} {s}", "positive": f"the {s} is {c}", "negative": f"a {other} {s}"}
+        )
+        if i % 3 == 0:
+            rows[-1].pop("negative")  # negatives are optional
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def triplets(tmp_path_factory) -> Path:
+    return write_triplets(tmp_path_factory.mktemp("data") / "triplets.jsonl")
+
+
+def _config(omni_path, triplets, output, **kw) -> TrainConfig:
+    base = dict(
+        model=str(omni_path),
+        data=[str(triplets)],
+        output=str(output),
+        max_steps=4,
+        batch_size=8,
+        mini_batch_size=3,
+        lr=2e-3,
+        warmup_steps=1,
+        lora_r=4,
+        lora_alpha=8,
+        save_steps=2,
+        seed=0,
+        device="cpu",
+        temperature=0.05,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_lora_sits_on_every_language_model_linear_and_only_it_learns(omni_path, triplets, tmp_path):
+    trainer = Trainer(_config(omni_path, triplets, tmp_path))
+    encoder = trainer.build_model()
+    model = encoder.peft_model
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    adapted = {n.split(".lora_")[0] for n in trainable}
+    targets = encoder.backbone.lora_target_modules()
+    assert len(adapted) == len(targets) == 7 * encoder.backbone.num_layers  # q k v o gate up down
+    assert not any("audio_tower" in n or "visual" in n or "lm_head" in n for n in adapted)
+    reps = encoder.embed(["a red circle", "a blue star"])
+    reps.sum().backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert with_grad and with_grad <= trainable
+
+
+def test_grad_cache_matches_unchunked_loss_and_lora_gradients(omni_path, triplets, tmp_path):
+    from lcoemb.training.gradcache import grad_cache_step
+
+    # dropout off: chunking changes how many random numbers a forward draws, so masks differ
+    trainer = Trainer(_config(omni_path, triplets, tmp_path, lora_dropout=0.0))
+    encoder = trainer.build_model()
+    loss_fn = trainer.build_loss()
+    groups = {
+        "anchor": ["a red circle", "a blue star", "a green square", "a red star", "one more"],
+        "positive": ["the circle is red", "the star is blue", "green square", "red star", "x"],
+        "negative": ["a blue circle", "a red star", "a yellow square"],
+    }
+    params = [p for p in encoder.peft_model.parameters() if p.requires_grad]
+    for p in params:  # make LoRA B non-zero so every LoRA weight has a gradient
+        p.data.normal_(0, 0.05)
+
+    def run(chunk: int) -> tuple[float, list[torch.Tensor]]:
+        torch.manual_seed(123)
+        loss = grad_cache_step(
+            encoder.embed,
+            groups,
+            lambda r: loss_fn(r["anchor"], r["positive"], r.get("negative")),
+            chunk_size=chunk,
+        )
+        grads = [p.grad.clone() for p in params]
+        for p in params:
+            p.grad = None
+        return loss, grads
+
+    torch.manual_seed(123)
+    plain = loss_fn(*(encoder.embed(groups[k]) for k in ("anchor", "positive", "negative")))
+    plain.backward()
+    plain_grads = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    for chunk in (2, 5):
+        loss, grads = run(chunk)
+        assert loss == pytest.approx(plain.item(), abs=1e-5)
+        for g, ref in zip(grads, plain_grads):
+            torch.testing.assert_close(g, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_training_outputs_and_adapter_loading(omni_path, triplets, tmp_path):
+    result = train(_config(omni_path, triplets, tmp_path / "run", max_steps=6, save_steps=3))
+    out = tmp_path / "run"
+    assert result.steps == 6 and np.isfinite(result.final_loss)
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert all({"loss", "lr"} <= r.keys() for r in records)
+    assert records[-1]["loss"] < records[0]["loss"]  # it learns
+    assert list((out / "tensorboard").iterdir())
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-3", "step-6"]
+
+    texts = ["a red circle", "the circle is red", "a blue square"]
+    base = OmniEncoder.from_pretrained(omni_path, device="cpu", dtype="float32").encode(texts)
+    ours = OmniEncoder.from_pretrained(
+        omni_path, adapter=out / "adapter", device="cpu", dtype="float32"
+    ).encode(texts)
+    assert np.abs(base - ours).max() > 1e-3  # the adapter changes the vectors
+    # ... and plain peft loads the same folder
+    from peft import PeftModel
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    plain = PeftModel.from_pretrained(
+        Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(omni_path), out / "adapter"
+    )
+    assert any("lora_A" in n for n, _ in plain.named_parameters())
+
+
+def _cli_train(omni_path, triplets, output, *extra) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "lcoemb.cli",
+        "train",
+        "--model",
+        str(omni_path),
+        "--data",
+        str(triplets),
+        "--output",
+        str(output),
+        "--batch-size",
+        "8",
+        "--mini-batch-size",
+        "4",
+        "--lr",
+        "2e-3",
+        "--warmup-steps",
+        "2",
+        "--lora-r",
+        "4",
+        "--lora-alpha",
+        "8",
+        "--save-steps",
+        "2",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--max-steps",
+        "24",
+        *extra,
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_an_uninterrupted_run(omni_path, triplets, tmp_path):
+    reference = _cli_train(omni_path, triplets, tmp_path / "ref")
+    assert reference.wait(timeout=600) == 0, reference.stdout.read().decode()
+
+    victim = _cli_train(omni_path, triplets, tmp_path / "cut")
+    checkpoints = tmp_path / "cut" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (checkpoints / "step-4").exists():
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(timeout=60) == -signal.SIGKILL
+    assert not (tmp_path / "cut" / "adapter").exists(), "the run finished before the kill"
+    killed_at = latest_checkpoint(checkpoints)
+    assert killed_at is not None and killed_at.name != "step-24"
+
+    resumed = _cli_train(omni_path, triplets, tmp_path / "cut", "--resume")
+    assert resumed.wait(timeout=600) == 0, resumed.stdout.read().decode()
+
+    a = load_file(str(tmp_path / "ref" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+    log = [json.loads(x) for x in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 25))  # no duplicated or missing steps
+
+
+def test_partial_checkpoint_is_never_trusted(omni_path, triplets, tmp_path):
+    out = tmp_path / "run"
+    train(_config(omni_path, triplets, out, max_steps=2, save_steps=2))
+    # a save killed half-way: a temp folder with some files but no state
+    partial = out / "checkpoints" / ".tmp-step-4-999"
+    partial.mkdir()
+    (partial / "optimizer.pt").write_bytes(b"half")
+    assert latest_checkpoint(out / "checkpoints").name == "step-2"
+    result = train(_config(omni_path, triplets, out, max_steps=4, save_steps=2, resume=True))
+    assert result.steps == 4 and not partial.exists()
+    records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+
+
+def test_resume_refuses_changed_settings(omni_path, triplets, tmp_path):
+    out = tmp_path / "run"
+    train(_config(omni_path, triplets, out, max_steps=2, save_steps=2))
+    with pytest.raises(ValueError, match="settings changed.*batch_size"):
+        train(_config(omni_path, triplets, out, max_steps=4, batch_size=4, resume=True))
+
+
+def test_merge_soup_and_generation(omni_path, triplets, tmp_path):
+    from mteb.models.model_implementations.lco_embedding_models import LCOEmbedding
+    from peft import PeftModel
+    from transformers import AutoProcessor, Qwen2_5OmniThinkerForConditionalGeneration
+
+    from lcoemb.training.merge import merge_adapter, soup_adapters
+
+    a = train(_config(omni_path, triplets, tmp_path / "a", max_steps=2)).adapter
+    b = train(_config(omni_path, triplets, tmp_path / "b", max_steps=2, seed=1)).adapter
+
+    merged = merge_adapter(omni_path, a, tmp_path / "merged")
+    texts = ["a red circle", "a green star"]
+    via_adapter = OmniEncoder.from_pretrained(omni_path, adapter=a, device="cpu").encode(texts)
+    via_merge = OmniEncoder.from_pretrained(merged, device="cpu").encode(texts)
+    cos = (via_adapter * via_merge).sum(1)
+    assert cos.min() > 0.999
+    assert LCOEmbedding(str(merged), device="cpu").model is not None  # the reference loads it
+
+    soup = soup_adapters([a, b], tmp_path / "soup", weights=[3, 1])
+    sa, sb, ss = (load_file(str(p / "adapter_model.safetensors")) for p in (a, b, soup))
+    for k in ss:
+        torch.testing.assert_close(ss[k], 0.75 * sa[k] + 0.25 * sb[k])
+    with pytest.raises(ValueError, match="at least two"):
+        soup_adapters([a], tmp_path / "x")
+
+    # generation is preserved: disabling the adapter gives the base model's output exactly,
+    # and the merged checkpoint still generates
+    processor = AutoProcessor.from_pretrained(omni_path)
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "text", "text": "Describe a red circle."}]}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    inputs = processor(text=[prompt], return_tensors="pt")
+    gen = dict(max_new_tokens=6, do_sample=False)
+    base = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(omni_path)
+    expected = base.generate(**inputs, **gen)
+    peft_model = PeftModel.from_pretrained(base, a)
+    with peft_model.disable_adapter():
+        assert torch.equal(peft_model.generate(**inputs, **gen), expected)
+    merged_model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(merged)
+    out = merged_model.generate(**inputs, **gen)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
