@@ -234,7 +234,7 @@ def test_partial_checkpoint_is_never_trusted(omni_path, triplets, tmp_path):
 def test_resume_refuses_changed_settings(omni_path, triplets, tmp_path):
     out = tmp_path / "run"
     train(_config(omni_path, triplets, out, max_steps=2, save_steps=2))
-    with pytest.raises(ValueError, match="settings changed.*batch_size"):
+    with pytest.raises(ValueError, match=r"settings changed.*batch_size"):
         train(_config(omni_path, triplets, out, max_steps=4, batch_size=4, resume=True))
 
 

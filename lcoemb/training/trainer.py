@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
+
+from lcoemb.training import checkpoints as ckpt
+from lcoemb.training.config import TrainConfig
 from lcoemb.training.data import (
     Triplet,
     TripletSet,
@@ -29,10 +33,6 @@ from lcoemb.training.data import (
 )
 from lcoemb.training.gradcache import grad_cache_step
 from lcoemb.training.losses import InfoNCELoss, MatryoshkaLoss
-from tqdm.auto import tqdm
-
-from lcoemb.training import checkpoints as ckpt
-from lcoemb.training.config import TrainConfig
 
 ADAPTER_DIR = "adapter"
 LOG_FILE = "log.jsonl"
