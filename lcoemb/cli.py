@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="text-only LoRA contrastive training (the LCO-EMB recipe)",
         description="Train a LoRA adapter on the language model with InfoNCE over triplets "
         "(anchor, positive, optional negative). Defaults are the reference recipe. Run on "
-        "several processes with `accelerate launch -m lcoemb.cli train ...` or torchrun.",
+        "several processes with `torchrun --nproc_per_node N -m lcoemb.cli train ...` "
+        "(or `accelerate launch`): embeddings are gathered so every process sees the global batch.",
     )
     _add_train_args(tr)
     tr.set_defaults(func=cmd_train)
