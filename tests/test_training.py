@@ -284,3 +284,47 @@ def test_two_processes_train_like_one(omni_path, triplets, tmp_path):
     a = load_file(str(tmp_path / "one" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "two" / "adapter" / "adapter_model.safetensors"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-4
+
+
+def test_cli_yaml_config_mix_and_skip_bad(omni_path, triplets, tmp_path, capsys):
+    from lcoemb.cli import main
+
+    bad = tmp_path / "calib.jsonl"
+    bad.write_text(
+        '{"anchor": "a red circle", "positive": "red round shape"}\n'
+        "not json\n"
+        '{"anchor": "a blue star", "positive": "blue pointed shape"}\n'
+        '{"anchor": "a green square", "positive": "green box", "negative": "a red box"}\n'
+    )
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        f"model: {omni_path}\noutput: {tmp_path / 'run'}\nbatch-size: 4\nmini_batch_size: 2\n"
+        "lora_r: 4\nlora_alpha: 8\nmax_steps: 5\nsave_steps: 10\nwarmup_steps: 1\n"
+        "device: cpu\nlr: 1.0e-3\n"
+    )
+    code = main(
+        [
+            "train",
+            "--config",
+            str(config),
+            "--mix",
+            f"{triplets}:0.8",
+            f"{bad}:0.2",
+            "--skip-bad",
+            "--max-steps",
+            "2",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["max_steps"] == 2 and saved["batch_size"] == 4  # flag beats YAML
+    assert "skipped 1 bad lines" in out and "calib.jsonl:2" in out
+
+    code = main(["train", "--config", str(config), "--data", str(bad)])
+    assert code == 2
+    assert "calib.jsonl:2" in capsys.readouterr().err
+
+    config.write_text("model: x\nbatchsize: 3\n")
+    assert main(["train", "--config", str(config)]) == 2
+    assert "unknown settings ['batchsize']" in capsys.readouterr().err
