@@ -45,6 +45,8 @@ class Backbone(ABC):
 
     model: torch.nn.Module
     name_or_path: str
+    tokenizer: Any
+    max_text_tokens: int | None = DEFAULT_MAX_TEXT_TOKENS
 
     @classmethod
     @abstractmethod
@@ -69,6 +71,30 @@ class Backbone(ABC):
     @property
     @abstractmethod
     def num_layers(self) -> int: ...
+
+    def truncate_text(self, text: str) -> str:
+        """Cut ``text`` to :attr:`max_text_tokens` token ids, decoding the kept prefix (as the
+        reference does, so the cut text is templated again like any other)."""
+        if self.max_text_tokens is None:
+            return text
+        ids = self.tokenizer(text).input_ids
+        if len(ids) <= self.max_text_tokens:
+            return text
+        return self.tokenizer.decode(ids[: self.max_text_tokens])
+
+    def truncate_item(self, item: LoadedItem) -> LoadedItem:
+        """``item`` with every text part cut by :meth:`truncate_text`."""
+        if self.max_text_tokens is None:
+            return item
+        parts = [(m, self.truncate_text(v) if m == "text" else v) for m, v in item.parts]
+        return LoadedItem(parts, item.interleaved)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute activations in the backward pass (training); disables the KV cache."""
+        self.model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+        self.model.config.use_cache = False
 
     @abstractmethod
     def lora_target_modules(self) -> list[str]:
@@ -185,16 +211,6 @@ class HFChatBackbone(Backbone):
                 names.append(name)
         return names
 
-    def truncate_text(self, text: str) -> str:
-        """Cut ``text`` to :attr:`max_text_tokens` token ids, decoding the kept prefix (as the
-        reference does, so the cut text is templated again like any other)."""
-        if self.max_text_tokens is None:
-            return text
-        ids = self.tokenizer(text).input_ids
-        if len(ids) <= self.max_text_tokens:
-            return text
-        return self.tokenizer.decode(ids[: self.max_text_tokens])
-
     def _template(self, messages: list[dict[str, Any]]) -> str:
         return self.processor.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
@@ -224,14 +240,9 @@ class HFChatBackbone(Backbone):
         return batch.to(self.device)
 
     def prepare(self, items: list[LoadedItem], instruction: str | None = None) -> dict[str, Any]:
-        texts = []
-        for item in items:
-            if self.max_text_tokens is not None:
-                item = LoadedItem(
-                    [(m, self.truncate_text(v) if m == "text" else v) for m, v in item.parts],
-                    item.interleaved,
-                )
-            texts.append(self._template(build_messages(item, instruction)))
+        texts = [
+            self._template(build_messages(self.truncate_item(item), instruction)) for item in items
+        ]
         return self._processor_inputs(texts, items)
 
     def forward(self, inputs: dict[str, Any], *, all_layers: bool = False) -> torch.Tensor:

