@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from lcoemb.backbones.base import Backbone, HFChatBackbone, ModalityError
+from lcoemb.backbones.mini import MiniBackbone
 from lcoemb.backbones.qwen2_5_omni import QwenOmniBackbone
 from lcoemb.backbones.qwen2_5_vl import QwenVLBackbone
 
-BACKBONES: tuple[type[Backbone], ...] = (QwenOmniBackbone, QwenVLBackbone)
+BACKBONES: tuple[type[Backbone], ...] = (QwenOmniBackbone, QwenVLBackbone, MiniBackbone)
 
 
 def backbone_class(model_type: str) -> type[Backbone]:
@@ -32,10 +35,14 @@ def load_backbone(
     **kwargs: Any,
 ) -> Backbone:
     """Load a Hugging Face id or local folder with the adapter its config names."""
-    from transformers import AutoConfig
+    local = Path(os.fspath(name_or_path)) / "config.json"
+    if local.is_file():  # read directly: AutoConfig does not know lcoemb's own model types
+        model_type = json.loads(local.read_text()).get("model_type", "")
+    else:
+        from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(os.fspath(name_or_path))
-    return backbone_class(config.model_type).from_pretrained(
+        model_type = AutoConfig.from_pretrained(os.fspath(name_or_path)).model_type
+    return backbone_class(model_type).from_pretrained(
         name_or_path, device=device, dtype=dtype, attn_implementation=attn_implementation, **kwargs
     )
 
@@ -44,6 +51,7 @@ __all__ = [
     "BACKBONES",
     "Backbone",
     "HFChatBackbone",
+    "MiniBackbone",
     "ModalityError",
     "QwenOmniBackbone",
     "QwenVLBackbone",
