@@ -135,6 +135,25 @@ def cmd_soup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mini_pretrain(args: argparse.Namespace) -> int:
+    import json
+
+    from lcoemb.mini.pretrain import PretrainConfig, pretrain
+
+    config = PretrainConfig(
+        output=args.output,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        eval_size=args.eval_size,
+    )
+    report = pretrain(config, base=args.base)
+    scores = {k: v for k, v in report["scores"].items() if not k.endswith("_examples")}
+    print(json.dumps({"seconds": report["seconds"], "scores": scores}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lcoemb",
@@ -183,6 +202,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--weights", nargs="+", type=float, help="one weight per adapter")
     sp.add_argument("--output", required=True, help="folder for the averaged adapter")
     sp.set_defaults(func=cmd_soup)
+
+    mini = sub.add_parser("mini", help="the embedded default backbone LCO-Mini")
+    mini_sub = mini.add_subparsers(dest="mini_command", required=True)
+    pt = mini_sub.add_parser(
+        "pretrain",
+        help="stage-1 generative pretraining of the LCO-Mini projectors",
+        description="Train LCO-Mini's projectors with next-token loss on generated captioning, "
+        "OCR, digit, ASR and clip-description data (towers and LM frozen), then score "
+        "generation on held-out data. Writes config.json, projectors.safetensors, "
+        "pretrain_log.jsonl and pretrain_report.json to OUTPUT.",
+    )
+    pt.add_argument("--output", required=True)
+    pt.add_argument("--steps", type=int, default=1500)
+    pt.add_argument("--batch-size", type=int, default=16)
+    pt.add_argument("--lr", type=float, default=1e-3)
+    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--eval-size", type=int, default=100, help="held-out samples per task")
+    pt.add_argument("--base", help="continue from an LCO-Mini folder instead of from scratch")
+    pt.set_defaults(func=cmd_mini_pretrain)
     return parser
 
 

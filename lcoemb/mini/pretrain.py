@@ -1,0 +1,317 @@
+"""Stage 1 of LCO-Mini: generative pretraining of the projectors, the source of the implicit
+cross-modal alignment that text-only contrastive training later unlocks.
+
+Next-token loss on generation tasks over data from :mod:`lcoemb.mini.data`: captioning scenes,
+reading rendered text (OCR), naming digits, transcribing espeak-ng speech (ASR) and describing
+clips of moving objects. The towers and the LM stay frozen; only the projectors learn, so the
+frozen tower features are computed once and cached, and the chat template's fixed prefix is the
+same for every example.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lcoemb.inputs import Audio, Video
+
+#: task → (modality, instruction). The instruction is the user's text after the media.
+TASKS: dict[str, tuple[str, str]] = {
+    "scene": ("image", "Describe the image in a few words."),
+    "ocr": ("image", "What text is written in the image?"),
+    "digit": ("image", "Which digit is shown?"),
+    "speech": ("audio", "Transcribe the audio."),
+    "clip": ("video", "Describe the video in a few words."),
+}
+
+
+@dataclass
+class PretrainConfig:
+    output: str = ""
+    steps: int = 1500
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    #: training examples generated per task
+    train_size: dict[str, int] = field(
+        default_factory=lambda: {
+            "scene": 4000,
+            "ocr": 3000,
+            "digit": 1500,
+            "speech": 1500,
+            "clip": 800,
+        }
+    )
+    #: how often each task is drawn for a batch slot
+    task_weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "scene": 0.25,
+            "ocr": 0.3,
+            "digit": 0.1,
+            "speech": 0.2,
+            "clip": 0.15,
+        }
+    )
+    eval_size: int = 100
+    seed: int = 0
+    log_steps: int = 10
+
+
+def to_item(sample: Any, modality: str) -> Any:
+    """A generated sample as an encoder item (its media part)."""
+    if modality == "image":
+        return sample.image
+    if modality == "audio":
+        return Audio(sample.wave, sampling_rate=sample.sampling_rate)
+    return Video(sample.frames)
+
+
+@dataclass
+class Example:
+    task: str
+    features: torch.Tensor  # frozen tower output: (9, 1280), (frames, 9, 1280) or (T, 384)
+    target: str
+
+
+def _features(backbone: Any, modality: str, samples: list[Any], batch: int = 32) -> list[Any]:
+    """Frozen tower outputs for samples, computed once (towers never change in stage 1)."""
+    from lcoemb.mini.towers import load_audio_tower, load_image_tower
+
+    out: list[torch.Tensor] = []
+    for s in range(0, len(samples), batch):
+        chunk = samples[s : s + batch]
+        if modality == "image":
+            out += list(load_image_tower()([x.image for x in chunk]).to(torch.bfloat16))
+        elif modality == "audio":
+            out += [f.to(torch.bfloat16) for f in load_audio_tower()([x.wave for x in chunk])]
+        else:
+            cap = backbone.model.mini_config.max_video_frames
+            for x in chunk:
+                idx = np.linspace(0, len(x.frames) - 1, min(cap, len(x.frames))).round()
+                frames = [_pil(x.frames[int(i)]) for i in idx]
+                out.append(load_image_tower()(frames).to(torch.bfloat16))
+    return out
+
+
+def _pil(frame: Any) -> Any:
+    import PIL.Image
+
+    return frame if isinstance(frame, PIL.Image.Image) else PIL.Image.fromarray(frame)
+
+
+def build_examples(backbone: Any, config: PretrainConfig) -> list[Example]:
+    from lcoemb.mini.data import dataset
+
+    examples: list[Example] = []
+    for task, n in config.train_size.items():
+        modality, _ = TASKS[task]
+        samples = dataset(task, "train", n)
+        feats = _features(backbone, modality, samples)
+        examples += [Example(task, f, s.text) for f, s in zip(feats, samples)]
+    return examples
+
+
+def _media_embedding(model: Any, modality: str, features: torch.Tensor) -> torch.Tensor:
+    if modality == "audio":
+        return model.embed_audio_features(features.float())
+    if modality == "video":
+        return model.embed_image_features(features.float()).flatten(0, 1)
+    return model.embed_image_features(features.float()[None])[0]
+
+
+class PrefixCache:
+    """Keys and values of the chat template's fixed prefix (system turn + ``<|im_start|>user``).
+
+    Every stage-1 example starts with the same tokens, and the LM is frozen, so their keys and
+    values never change: computing them once halves the cost of a step. (With LoRA on the LM, as
+    in the contrastive stage, they would have to be recomputed every step.)
+    """
+
+    def __init__(self, backbone: Any):
+        from lcoemb.mini.model import MARKERS
+
+        tok = backbone.tokenizer
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": MARKERS["image"]}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        prefix = text.split(MARKERS["image"])[0]
+        ids = tok(prefix, add_special_tokens=False, return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = backbone.model.lm(input_ids=ids.to(backbone.device), use_cache=True)
+        self.length = ids.shape[1]
+        self.cache = out.cache
+
+    def expanded(self, batch: int) -> Any:
+        import copy
+
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(batch)
+        return cache
+
+
+def batch_loss(backbone: Any, examples: list[Example], prefix: PrefixCache) -> torch.Tensor:
+    """Mean next-token loss on the targets (prompt tokens are not scored); the shared prefix
+    comes from ``prefix``, the rest of each sequence is right-padded."""
+    model, tok = backbone.model, backbone.tokenizer
+    embed = model.input_embeddings
+    seqs, labels = [], []
+    for ex in examples:
+        modality, instruction = TASKS[ex.task]
+        content = [{"type": modality}, {"type": "text", "text": "\n" + instruction}]
+        prompt = backbone._sequence(content, [_media_embedding(model, modality, ex.features)])
+        prompt = prompt[prefix.length :]
+        target = tok(ex.target + tok.eos_token, add_special_tokens=False).input_ids
+        target_ids = torch.tensor(target, device=prompt.device)
+        seqs.append(torch.cat([prompt, embed(target_ids)]))
+        labels.append(torch.cat([torch.full((len(prompt),), -100), target_ids.cpu()]))
+    length = max(len(s) for s in seqs)
+    d = seqs[0].shape[-1]
+    inputs = seqs[0].new_zeros(len(seqs), length, d)
+    mask = torch.zeros(len(seqs), prefix.length + length, dtype=torch.long)
+    mask[:, : prefix.length] = 1
+    lab = torch.full((len(seqs), length), -100)
+    for i, (s, y) in enumerate(zip(seqs, labels)):
+        inputs[i, : len(s)] = s
+        mask[i, prefix.length : prefix.length + len(s)] = 1
+        lab[i, : len(y)] = y
+    out = model.lm(
+        inputs_embeds=inputs,
+        attention_mask=mask.to(inputs.device),
+        labels=lab.to(inputs.device),
+        cache=prefix.expanded(len(seqs)),
+        use_cache=True,
+    )
+    return out.loss
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def _normalise(text: str) -> str:
+    return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
+
+
+def generation_scores(encoder: Any, n: int = 100, tasks: list[str] | None = None) -> dict:
+    """Held-out generation quality: caption/clip/digit exact match, OCR character accuracy
+    (1 − CER) and ASR word error rate, each on ``n`` test-split samples per task."""
+    import jiwer
+
+    from lcoemb.mini.data import dataset
+
+    scores: dict[str, float] = {}
+    for task in tasks or list(TASKS):
+        modality, instruction = TASKS[task]
+        samples = dataset(task, "test", n)
+        outputs = encoder.generate(
+            [to_item(s, modality) for s in samples], "\n" + instruction, max_new_tokens=16
+        )
+        refs = [_normalise(s.text) for s in samples]
+        hyps = [_normalise(o) for o in outputs]
+        if task == "ocr":
+            scores["ocr_char_accuracy"] = max(0.0, 1 - jiwer.cer(refs, hyps))
+        elif task == "speech":
+            scores["asr_wer"] = jiwer.wer(refs, [h or "<empty>" for h in hyps])
+        else:
+            scores[f"{task}_exact_match"] = float(np.mean([r == h for r, h in zip(refs, hyps)]))
+        scores[f"{task}_examples"] = [  # a few, so a reader can see what the model says
+            {"reference": s.text, "generated": o} for s, o in zip(samples[:3], outputs[:3])
+        ]
+    return scores
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
+    """Train the projectors from scratch (or continue from ``base``) and write the folder."""
+    from lcoemb.backbones.mini import MiniBackbone
+    from lcoemb.encoder import OmniEncoder
+    from lcoemb.mini.model import LCOMini, LCOMiniConfig, load_smollm2
+
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    t_start = time.perf_counter()
+    if base is None:
+        lm, tok = load_smollm2()
+        backbone = MiniBackbone(LCOMini(LCOMiniConfig(), lm), tok, str(out))
+    else:
+        backbone = MiniBackbone.from_pretrained(base, device="cpu")
+    model = backbone.model
+    t0 = time.perf_counter()
+    examples = build_examples(backbone, config)
+    feature_seconds = time.perf_counter() - t0
+    by_task: dict[str, list[Example]] = {}
+    for ex in examples:
+        by_task.setdefault(ex.task, []).append(ex)
+    tasks = list(by_task)
+    weights = [config.task_weights.get(t, 0.0) for t in tasks]
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+    def lr_at(step: int) -> float:  # warm-up, then cosine decay: a constant rate wanders
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    rng = random.Random(config.seed)
+    model.train()
+    prefix = PrefixCache(backbone)
+    log = (out / "pretrain_log.jsonl").open("w")
+    t0 = time.perf_counter()
+    bar = tqdm(range(config.steps), desc="Stage-1 pretraining", unit="step")
+    for step in bar:
+        batch = [
+            rng.choice(by_task[rng.choices(tasks, weights)[0]]) for _ in range(config.batch_size)
+        ]
+        loss = batch_loss(backbone, batch, prefix)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % config.log_steps == 0:
+            log.write(
+                json.dumps(
+                    {"step": step + 1, "loss": loss.item(), "lr": scheduler.get_last_lr()[0]}
+                )
+                + "\n"
+            )
+            log.flush()
+    log.close()
+    train_seconds = time.perf_counter() - t0
+    model.eval()
+    model.save_projectors(out)
+
+    encoder = OmniEncoder(backbone)
+    t0 = time.perf_counter()
+    scores = generation_scores(encoder, config.eval_size)
+    report = {
+        "config": asdict(config),
+        "seconds": {
+            "features": feature_seconds,
+            "training": train_seconds,
+            "evaluation": time.perf_counter() - t0,
+            "total": time.perf_counter() - t_start,
+        },
+        "machine": f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+        "scores": scores,
+    }
+    (out / "pretrain_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
