@@ -1,0 +1,121 @@
+"""LCO-Mini: the assembled model behind the backbone interface, and stage-1 pretraining."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lcoemb import Audio, OmniEncoder, Video
+from lcoemb.backbones import MiniBackbone
+from lcoemb.mini import data
+from lcoemb.mini.model import LCOMini, LCOMiniConfig, load_smollm2
+
+
+@pytest.fixture(scope="session")
+def mini_dir(tmp_path_factory):
+    """Random projectors on the real SmolLM2 (a fresh, untrained LCO-Mini)."""
+    path = tmp_path_factory.mktemp("mini-random")
+    lm, _ = load_smollm2()
+    torch.manual_seed(0)
+    LCOMini(LCOMiniConfig(), lm).save_projectors(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mini(mini_dir):
+    return OmniEncoder.from_pretrained(mini_dir, device="cpu")
+
+
+def test_folder_is_small_and_reloads_identically(mini, mini_dir, tmp_path):
+    assert isinstance(mini.backbone, MiniBackbone)
+    assert (mini_dir / "projectors.safetensors").stat().st_size < 20e6
+    mini.save_pretrained(tmp_path / "copy")
+    again = OmniEncoder.from_pretrained(tmp_path / "copy", device="cpu")
+    texts = ["a red circle", "hello"]
+    np.testing.assert_allclose(again.encode(texts), mini.encode(texts), atol=1e-5)
+
+
+def test_every_modality_encodes_and_padding_does_not_move_positions(mini):
+    scene = data.scene(0)
+    speech = data.speech(0)
+    clip = data.clip(0)
+    items = [
+        "a red circle",
+        scene.image,
+        Audio(speech.wave, sampling_rate=speech.sampling_rate),
+        Video(clip.frames),
+        ["the caption", scene.image],
+        "a much longer text that forces the short ones to be padded on the left " * 3,
+    ]
+    together = mini.encode(items, batch_size=6)
+    alone = np.concatenate([mini.encode([x]) for x in items])
+    assert together.shape == (6, 576)
+    cos = (
+        (together * alone).sum(1) / np.linalg.norm(together, axis=1) / np.linalg.norm(alone, axis=1)
+    )
+    assert cos.min() > 0.9999
+
+
+def test_lora_targets_and_generation(mini):
+    targets = mini.backbone.lora_target_modules()
+    assert len(targets) == 7 * mini.backbone.num_layers
+    assert all(t.startswith("lm.model.layers.") for t in targets)
+    out = mini.generate(["What is two plus two?"], "Answer:", max_new_tokens=5)
+    assert len(out) == 1 and out[0]
+
+
+def test_prefix_cache_gives_the_uncached_loss(mini):
+    from lcoemb.mini.pretrain import TASKS, Example, PrefixCache, _media_embedding, batch_loss
+
+    backbone = mini.backbone
+    torch.manual_seed(0)
+    examples = [
+        Example("scene", torch.randn(9, 1280).bfloat16(), t)
+        for t in ["two red circles on the left", "a star", "three blue squares at the top"]
+    ]
+    tok, model = backbone.tokenizer, backbone.model
+    with torch.no_grad():
+        cached = batch_loss(backbone, examples, PrefixCache(backbone))
+        seqs, labels = [], []
+        for ex in examples:
+            modality, instruction = TASKS[ex.task]
+            content = [{"type": modality}, {"type": "text", "text": "\n" + instruction}]
+            prompt = backbone._sequence(content, [_media_embedding(model, modality, ex.features)])
+            target = torch.tensor(
+                tok(ex.target + tok.eos_token, add_special_tokens=False).input_ids
+            )
+            seqs.append(torch.cat([prompt, model.input_embeddings(target)]))
+            labels.append(torch.cat([torch.full((len(prompt),), -100), target]))
+        n = max(len(s) for s in seqs)
+        x = torch.zeros(3, n, 576)
+        m = torch.zeros(3, n, dtype=torch.long)
+        y = torch.full((3, n), -100)
+        for i, (s, lab) in enumerate(zip(seqs, labels)):
+            x[i, : len(s)], m[i, : len(s)], y[i, : len(lab)] = s, 1, lab
+        plain = model.lm(inputs_embeds=x, attention_mask=m, labels=y).loss
+    assert cached.item() == pytest.approx(plain.item(), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_pretrain_writes_weights_log_and_report(tmp_path):
+    from lcoemb.mini.pretrain import PretrainConfig, pretrain
+
+    config = PretrainConfig(
+        output=str(tmp_path / "stage1"),
+        steps=3,
+        batch_size=4,
+        log_steps=1,
+        eval_size=2,
+        train_size={"scene": 8, "ocr": 8, "digit": 4, "speech": 4, "clip": 4},
+    )
+    report = pretrain(config)
+    out = tmp_path / "stage1"
+    assert (out / "projectors.safetensors").is_file() and (out / "config.json").is_file()
+    assert len((out / "pretrain_log.jsonl").read_text().splitlines()) == 3
+    saved = json.loads((out / "pretrain_report.json").read_text())
+    keys = {"scene_exact_match", "ocr_char_accuracy", "digit_exact_match", "asr_wer"}
+    assert keys <= saved["scores"].keys() and report["seconds"]["training"] > 0
+    OmniEncoder.from_pretrained(out, device="cpu")  # loads as a backbone
