@@ -72,7 +72,11 @@ class OmniEncoder:
         max_video_pixels: int | None = None,
         limits: Limits | None = None,
     ) -> OmniEncoder:
-        """Load a backbone (Hugging Face id or local folder) and optionally a peft LoRA adapter.
+        """Load a backbone and optionally a peft LoRA adapter.
+
+        ``name_or_path`` is a Hugging Face id, a local folder, or an embedded default:
+        ``"lco-mini"`` (LCO-Mini with its text-only LCO adapter) or ``"lco-mini-base"``
+        (generative stage only).
 
         ``dtype`` defaults to bfloat16, the precision of the reference recipe. The caps default to
         the reference's: ``max_text_tokens`` 300; ``max_image_pixels``/``max_video_pixels``
@@ -80,6 +84,12 @@ class OmniEncoder:
         length and video frame sampling. A folder written by :meth:`save_pretrained` restores its
         settings and adapter.
         """
+        from lcoemb.mini.registry import resolve
+
+        embedded = resolve(os.fspath(name_or_path))
+        if embedded is not None:  # "lco-mini" / "lco-mini-base"
+            name_or_path, default_adapter = embedded
+            adapter = adapter if adapter is not None else default_adapter
         path = Path(os.fspath(name_or_path))
         saved: dict[str, Any] = {}
         if (path / CONFIG_NAME).is_file():

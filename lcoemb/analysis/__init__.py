@@ -1,0 +1,1 @@
+"""Analyses of the embedding space and plots."""

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval metrics here; mteb integration and the offline benchmark follow."""
