@@ -57,6 +57,7 @@ def _config(omni_path, triplets, output, **kw) -> TrainConfig:
         lora_r=4,
         lora_alpha=8,
         save_steps=2,
+        precision="fp32",
         seed=0,
         device="cpu",
         temperature=0.05,
@@ -156,7 +157,7 @@ def _cli_train(omni_path, triplets, output, *extra, launcher=()) -> subprocess.P
     settings = (
         f"--model {omni_path} --data {triplets} --output {output} --batch-size 8 "
         "--mini-batch-size 4 --lr 2e-3 --warmup-steps 2 --lora-r 4 --lora-alpha 8 "
-        "--save-steps 2 --seed 0 --device cpu --max-steps 12"
+        "--save-steps 2 --seed 0 --device cpu --max-steps 12 --precision fp32"
     ).split()
     cmd = [*(launcher or [sys.executable]), "-m", "lcoemb.cli", "train", *settings, *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
