@@ -60,10 +60,11 @@ class MiniBackbone(Backbone):
         **kwargs: Any,
     ) -> MiniBackbone:
         """Build the LM from its GGUF and load the projectors of a folder written by
-        :meth:`save_pretrained`. The default dtype is float32: the model is small and CPU-bound."""
+        :meth:`save_pretrained`. The default dtype is bfloat16, as for every backbone (the
+        reference recipe's precision)."""
         path = os.fspath(name_or_path)
         config = LCOMiniConfig.load(path)
-        lm, tokenizer = load_smollm2(dtype or torch.float32)
+        lm, tokenizer = load_smollm2(dtype or torch.bfloat16)
         model = LCOMini(config, lm)
         model.load_projectors(path)
         model.to(device if device is not None else default_device()).eval()
