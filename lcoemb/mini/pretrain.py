@@ -65,6 +65,9 @@ class PretrainConfig:
     eval_size: int = 100
     seed: int = 0
     log_steps: int = 10
+    #: bf16 autocast for the LM's matmuls (several times faster on CPUs with AMX); the
+    #: projectors and their optimiser state stay float32
+    bf16: bool = True
 
 
 def to_item(sample: Any, modality: str) -> Any:
@@ -279,7 +282,8 @@ def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
         batch = [
             rng.choice(by_task[rng.choices(tasks, weights)[0]]) for _ in range(config.batch_size)
         ]
-        loss = batch_loss(backbone, batch, prefix)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            loss = batch_loss(backbone, batch, prefix)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
