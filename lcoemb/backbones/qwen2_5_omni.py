@@ -8,12 +8,13 @@ from typing import Any, ClassVar
 from transformers import Qwen2_5OmniProcessor, Qwen2_5OmniThinkerForConditionalGeneration
 
 from lcoemb.backbones.base import HFChatBackbone
-from lcoemb.inputs import TARGET_SAMPLING_RATE, LoadedItem
+from lcoemb.inputs import LoadedItem
 
-#: Zero samples kept after the longest clip. The mel STFT is centred (n_fft 400), so the last
-#: valid frames must see zeros, as they do when the processor pads to 300 s; a second of
-#: headroom, rounded to whole seconds, keeps the features of every valid frame identical.
-_AUDIO_PAD_SECONDS = 1
+#: Zero samples kept after the longest clip. The mel STFT is centred (window 400, hop 160), so
+#: the last valid frames must see zeros, as they do when the processor pads to 300 s; one window
+#: of zeros, rounded up to whole hops, keeps the features of every valid frame identical.
+_AUDIO_PAD_SAMPLES = 400
+_HOP = 160
 
 
 class QwenOmniBackbone(HFChatBackbone):
@@ -35,6 +36,6 @@ class QwenOmniBackbone(HFChatBackbone):
             # (300 s by default) and then drops the padded frames; padding only to the batch's
             # longest clip gives the same features at a fraction of the cost.
             longest = max(len(a) for a in kwargs["audio"])
-            seconds = math.ceil(longest / TARGET_SAMPLING_RATE) + _AUDIO_PAD_SECONDS
-            kwargs["audio_kwargs"] = {"max_length": seconds * TARGET_SAMPLING_RATE}
+            hops = math.ceil((longest + _AUDIO_PAD_SAMPLES) / _HOP)
+            kwargs["audio_kwargs"] = {"max_length": hops * _HOP}
         return kwargs
