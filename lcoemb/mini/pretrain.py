@@ -86,12 +86,14 @@ class Example:
     target: str
 
 
-def _features(backbone: Any, modality: str, samples: list[Any], batch: int = 32) -> list[Any]:
+def _features(
+    backbone: Any, modality: str, samples: list[Any], batch: int = 32, desc: str = "features"
+) -> list[Any]:
     """Frozen tower outputs for samples, computed once (towers never change in stage 1)."""
     from lcoemb.mini.towers import load_audio_tower, load_image_tower
 
     out: list[torch.Tensor] = []
-    for s in range(0, len(samples), batch):
+    for s in tqdm(range(0, len(samples), batch), desc=desc, unit="batch"):
         chunk = samples[s : s + batch]
         if modality == "image":
             out += list(load_image_tower()([x.image for x in chunk]).to(torch.bfloat16))
@@ -119,7 +121,7 @@ def build_examples(backbone: Any, config: PretrainConfig) -> list[Example]:
     for task, n in config.train_size.items():
         modality, _ = TASKS[task]
         samples = dataset(task, "train", n)
-        feats = _features(backbone, modality, samples)
+        feats = _features(backbone, modality, samples, desc=f"{task} features")
         examples += [Example(task, f, s.text) for f, s in zip(feats, samples)]
     return examples
 
