@@ -183,7 +183,10 @@ class HFChatBackbone(Backbone):
             attn_implementation=attn_implementation or "sdpa",
         )
         model.to(device if device is not None else default_device()).eval()
-        return cls(model, processor, path, **kwargs)
+        compile_layers = kwargs.pop("compile", False)
+        backbone = cls(model, processor, path, **kwargs)
+        backbone.enable_fast_path(compile=compile_layers)
+        return backbone
 
     @property
     def text_config(self) -> Any:
@@ -245,9 +248,33 @@ class HFChatBackbone(Backbone):
         ]
         return self._processor_inputs(texts, items)
 
+    def enable_fast_path(self, *, compile: bool = False) -> None:
+        """Install the inference fast paths of :mod:`lcoemb.backbones.fastpath` on this model
+        instance (the class and any other model are untouched). ``compile`` also fuses the
+        per-layer elementwise work with ``torch.compile`` (opt-in: a one-off compile per
+        process and a C++ compiler)."""
+        from lcoemb.backbones import fastpath
+
+        inner = self.model.model
+        text = inner.language_model
+        if fastpath.supports_fast_path(text):
+            self._fast_text_forward = fastpath.last_token_states(text, compile=compile)
+        visual = getattr(inner, "visual", None)
+        if visual is not None:
+            visual.patch_embed.forward = fastpath.patch_embed_as_linear(visual.patch_embed)
+
     def forward(self, inputs: dict[str, Any], *, all_layers: bool = False) -> torch.Tensor:
         # The inner multimodal model: merges media embeddings and computes (M-)RoPE positions,
         # but skips the LM head, whose vocabulary-sized logits an embedding never needs.
+        fast = getattr(self, "_fast_text_forward", None)
+        if fast is not None and not all_layers:
+            text = self.model.model.language_model
+            text.forward = fast  # an instance attribute, only for this call
+            try:
+                out = self.model.model(**inputs, use_cache=False, return_dict=True)
+            finally:
+                del text.forward
+            return out.last_hidden_state[:, -1]
         out = self.model.model(
             **inputs, output_hidden_states=all_layers, use_cache=False, return_dict=True
         )

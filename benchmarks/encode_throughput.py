@@ -1,0 +1,614 @@
+"""Encode throughput of lcoemb's ``OmniEncoder`` against mteb's reference ``LCOEmbedding`` wrapper.
+
+What it measures
+----------------
+Items per second for two ways of embedding the *same* inputs with the *same* checkpoint, in one
+process, one after the other:
+
+* the peer: mteb 2.x ``mteb.models.model_implementations.lco_embedding_models.LCOEmbedding``,
+  fed through mteb's own input path: a ``datasets.Dataset`` (a ``text`` column, a
+  ``datasets.Image()`` or a ``datasets.Audio()`` column) turned into a ``DataLoader`` by
+  ``mteb._create_dataloaders.create_dataloader`` with the metadata of a real mteb task of that
+  modality (the wrapper swaps in its own ``AudioCollator`` for audio);
+* ours: ``lcoemb.OmniEncoder.encode`` on plain Python items (``str``, ``PIL.Image.Image``,
+  ``lcoemb.Audio(array, sampling_rate)``).
+
+Both run with the same batch size, bf16 weights, SDPA attention and ``torch.set_num_threads``.
+Each path encodes one batch of every set once (warm-up), then the whole set is timed with
+``time.perf_counter`` ``--repeats`` times, interleaved (wrapper, lcoemb, wrapper, ...), and the
+fastest run counts. Every timed run also records how much of the CPU *other* processes used
+meanwhile (from ``/proc/stat``): two threads on two cores slow down several-fold when anything
+else runs, so a path whose best run was not quiet (> 5 %) is run again, up to ``--retries``
+times, and the table notes any set whose kept runs were still noisy. Vectors are compared item
+by item; the table shows the minimum cosine between ours and the wrapper's (expected >= 0.9999;
+``--noise-floor`` also shows what merely re-batching does to lcoemb's own vectors in bf16).
+
+The model is a randomly initialised Qwen2.5-Omni thinker written by
+``lcoemb.testing.make_tiny_qwen2_5_omni_thinker`` into a temporary folder: by default a
+1024-wide, 8-layer text decoder (16 query / 8 key-value heads, MLP 2816, ~94 M non-embedding
+parameters), a 2-block vision tower and a 2-layer audio tower of the same width. Weights are
+drawn from N(0, 0.02), Qwen's ``initializer_range`` (``--init-std``): at this width that keeps
+unrelated inputs apart (mean pairwise cosine ~0.4-0.9 per set) while the activations stay in a
+sane range; the helper's default for tiny test models (0.2) makes a 1024-wide bf16 model
+chaotic, so that merely re-batching moves vectors by more than 1e-3. The image
+processor keeps Qwen2.5-Omni's shipped pixel cap (``max_pixels`` 12,845,056), so the 64-400 px
+images here are never downscaled and cost what they would cost with the released checkpoint
+(one LM token per 28x28 pixels, at least 56x56 pixels).
+
+Input sets (seeded, deterministic)
+----------------------------------
+* text: 5-250 words, log-normal lengths (median 40 words), drawn from the words the checkpoint's
+  tokenizer keeps whole, so a word costs ~1.3 tokens as with Qwen's real vocabulary;
+* image: RGB pictures with independent random sides in 64-400 px;
+* audio: 2-8 s clips (tones plus noise), 3 in 4 at 16 kHz and 1 in 4 at 44.1 kHz, so both
+  paths resample. Clips go through ``datasets.Audio()`` (16-bit WAV); ours get the decoded
+  arrays, so both paths see identical samples.
+
+Text FLOPs and roofline
+-----------------------
+For the text set the script counts the real (non-padding) tokens of every item by templating it
+exactly as the wrapper does (300-token cap, chat template, one-word suffix) and tokenising it
+with the checkpoint's processor. With ``P`` the non-embedding parameters of the language model
+(attention and MLP weights and biases, norms), ``n_layers`` its depth, ``d`` its width and ``L``
+an item's real tokens, the forward pass costs
+
+    FLOPs(item) = 2 * P * L + 4 * n_layers * d * L**2
+
+(weight matmuls, plus QK^T and AV counted densely, the PaLM convention). GFLOP/s is the sum over
+items divided by the encode time of each path, and "% roofline" compares it with a plain bf16
+2048x2048 @ 2048x2048 matmul timed in the same run on the same threads.
+
+Padding is the fraction of LM sequence positions (batch size x longest item, per batch) that
+are padding: the wrapper batches in input order, ours in :meth:`OmniEncoder.plan_batches` order.
+For audio the script also reports the share of the mel spectrogram input that is zero padding
+(the wrapper pads every clip to 300 s, lcoemb to the batch's longest clip plus 1 s).
+
+Run
+---
+    python benchmarks/encode_throughput.py              # full default run, ~5 min on 2 idle cores
+    python benchmarks/encode_throughput.py --quick      # smoke run, < 1 min
+    python benchmarks/encode_throughput.py --sets text --n-text 512 --batch-size 16
+
+Needs the ``eval`` extra (mteb, datasets, torchcodec) and no network access.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SETS = ("text", "image", "audio")
+#: A timing counts as quiet when other processes used at most this share of the CPU.
+QUIET = 0.05
+#: Qwen2.5-Omni's shipped image cap (preprocessor_config.json ``max_pixels``).
+QWEN_OMNI_MAX_PIXELS = 12_845_056
+#: mteb tasks whose metadata builds each set's DataLoader (only their metadata is read).
+MTEB_TASKS = {
+    "text": "TwentyNewsgroupsClustering.v2",
+    "image": "CIFAR10Clustering",
+    "audio": "AmbientAcousticContextClustering",
+}
+
+
+# --------------------------------------------------------------------------- input sets
+
+
+def vocabulary(tokenizer: Any) -> list[str]:
+    """Words the checkpoint's tokenizer keeps whole (one token after a space).
+
+    The tiny checkpoint's BPE has only a few hundred merges, so ordinary English would cost ~3
+    tokens a word; drawing from its whole-word tokens gives ~1.3 tokens a word with punctuation,
+    as Qwen's 151k vocabulary gives on English, so token counts (and cost) are realistic.
+    """
+    words = (t[1:] for t in tokenizer.get_vocab() if t.startswith("\u0120"))
+    return sorted(w for w in words if w.isalpha() and len(w) > 1)
+
+
+def make_texts(n: int, seed: int, words: list[str]) -> list[str]:
+    """``n`` texts of 5-250 words with a long-tailed (log-normal, median 40) length distribution."""
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(np.round(np.exp(rng.normal(math.log(40), 0.8, n))), 5, 250).astype(int)
+    texts = []
+    for length in lengths:
+        chosen = [str(w) for w in rng.choice(words, size=length)]
+        sentences, start = [], 0
+        while start < length:
+            stop = min(length, start + int(rng.integers(6, 18)))
+            sentence = " ".join(chosen[start:stop])
+            sentences.append(sentence[0].upper() + sentence[1:] + ".")
+            start = stop
+        texts.append(" ".join(sentences))
+    return texts
+
+
+def make_images(n: int, seed: int) -> list[Any]:
+    """``n`` RGB images, each side uniform in 64-400 px (smooth colour fields plus noise)."""
+    import PIL.Image
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(n):
+        w, h = (int(v) for v in rng.integers(64, 401, size=2))
+        y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+        fx, fy = rng.uniform(0.005, 0.05, size=2)
+        base = np.stack(
+            [np.sin(x * fx + c) * np.cos(y * fy - c) for c in rng.uniform(0, 6.28, size=3)],
+            axis=-1,
+        )
+        pixels = 127.5 + 100 * base + rng.normal(0, 12, size=(h, w, 3))
+        images.append(PIL.Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB"))
+    return images
+
+
+def make_audio(n: int, seed: int) -> list[tuple[np.ndarray, int]]:
+    """``n`` mono clips of 2-8 s: ``(float32 samples, sampling_rate)``, 1 in 4 at 44.1 kHz."""
+    rng = np.random.default_rng(seed)
+    clips = []
+    for i in range(n):
+        sr = 44_100 if i % 4 == 3 else 16_000
+        t = np.arange(int(rng.uniform(2.0, 8.0) * sr), dtype=np.float32) / sr
+        wave = sum(
+            rng.uniform(0.05, 0.2) * np.sin(2 * np.pi * rng.uniform(80, 4000) * t) for _ in range(3)
+        )
+        wave = wave + rng.normal(0, 0.02, size=t.shape)
+        clips.append((wave.astype(np.float32), sr))
+    return clips
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def matmul_roofline(reps: int = 20) -> float:
+    """GFLOP/s of a bf16 2048x2048 @ 2048x2048 matmul (best of three timings)."""
+    import torch
+
+    a = torch.randn(2048, 2048, dtype=torch.bfloat16)
+    b = torch.randn(2048, 2048, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    best = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * 2048**3 * reps / best / 1e9
+
+
+def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
+    """Share of ``sum(len(batch) * longest)`` positions that are padding."""
+    total = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    return 1.0 - sum(lengths[i] for b in batches for i in b) / total
+
+
+def input_order_batches(n: int, batch_size: int) -> list[list[int]]:
+    return [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
+
+
+class OtherLoad:
+    """Share of all cores used by *other* processes (and hypervisor steal) during a block.
+
+    Read from ``/proc/stat`` minus this process's own CPU time; ``None`` where there is no
+    ``/proc/stat``. Two threads on two cores slow down several-fold when anything else runs, so
+    each timing records this and noisy runs are repeated (``--retries``).
+    """
+
+    share: float | None = None
+
+    @staticmethod
+    def _busy() -> float | None:
+        try:
+            with open("/proc/stat") as f:
+                ticks = [int(v) for v in f.readline().split()[1:]]
+        except OSError:
+            return None
+        idle = ticks[3] + ticks[4]  # idle + iowait
+        return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> OtherLoad:
+        self._start = (self._busy(), sum(os.times()[:4]), time.perf_counter())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy, own, wall = self._busy(), sum(os.times()[:4]), time.perf_counter()
+        busy0, own0, wall0 = self._start
+        if busy is None or busy0 is None:
+            return
+        other = (busy - busy0) - (own - own0)
+        self.share = max(0.0, other / ((wall - wall0) * (os.cpu_count() or 1)))
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return float((a * b).sum(axis=1).min())
+
+
+@dataclass
+class SetResult:
+    name: str
+    n: int
+    wrapper_s: float
+    ours_s: float
+    min_cos: float
+    pad_wrapper: float
+    pad_ours: float
+    gflop: float | None = None
+    extra: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, model_dir: Path):
+        import mteb
+        import torch
+        from mteb.models.model_implementations.lco_embedding_models import LCOEmbedding
+
+        from lcoemb import OmniEncoder
+
+        self.args = args
+        self.torch = torch
+        self.wrapper = LCOEmbedding(str(model_dir), device="cpu", attn_implementation="sdpa")
+        self.ours = OmniEncoder.from_pretrained(
+            model_dir, device="cpu", dtype="bfloat16", attn_implementation="sdpa"
+        )
+        self.processor = self.wrapper.processor
+        self.metadata = {s: mteb.get_task(MTEB_TASKS[s]).metadata for s in SETS}
+        text_model = self.ours.backbone.model.model.language_model
+        embed = text_model.embed_tokens.weight.numel()
+        self.text_params = sum(p.numel() for p in text_model.parameters()) - embed
+        config = self.ours.backbone.text_config
+        self.n_layers = int(config.num_hidden_layers)
+        self.width = int(config.hidden_size)
+
+    # mteb's input path ------------------------------------------------------------------
+
+    def dataloader(self, name: str, column: list[Any]) -> Any:
+        import datasets
+        from mteb._create_dataloaders import create_dataloader
+
+        feature = {"text": datasets.Value("string"), "image": datasets.Image()}.get(
+            name, datasets.Audio()
+        )
+        dataset = datasets.Dataset.from_dict(
+            {name: column}, features=datasets.Features({name: feature})
+        )
+        return create_dataloader(
+            dataset,
+            task_metadata=self.metadata[name],
+            input_column=name,
+            batch_size=self.args.batch_size,
+        )
+
+    def run_wrapper(self, name: str, column: list[Any]) -> tuple[np.ndarray, float, float | None]:
+        """The wrapper's vectors, its encode time (DataLoader iteration included) and the share
+        of the CPU other processes used meanwhile."""
+        loader = self.dataloader(name, column)
+        with OtherLoad() as load:
+            start = time.perf_counter()
+            out = self.wrapper.encode(
+                loader, task_metadata=self.metadata[name], hf_split="test", hf_subset="default"
+            )
+            elapsed = time.perf_counter() - start
+        return np.asarray(out, dtype=np.float32), elapsed, load.share
+
+    def run_ours(self, items: list[Any]) -> tuple[np.ndarray, float, float | None]:
+        with OtherLoad() as load:
+            start = time.perf_counter()
+            out = self.ours.encode(items, batch_size=self.args.batch_size)
+            elapsed = time.perf_counter() - start
+        return out, elapsed, load.share
+
+    # LM sequence lengths, as the wrapper templates and processes each item alone -------------
+
+    def lm_lengths(self, name: str, values: list[Any]) -> list[int]:
+        lengths = []
+        for value in values:
+            messages = self.wrapper._build_messages({name: [value]})
+            text = self.processor.apply_chat_template(
+                messages[0], tokenize=False, add_generation_prompt=True
+            )
+            kwargs: dict[str, Any] = {}
+            if name == "image":
+                kwargs["images"] = [value]
+            elif name == "audio":
+                kwargs["audio"] = [value]
+                seconds = math.ceil(len(value) / 16_000) + 1
+                kwargs["audio_kwargs"] = {"max_length": seconds * 16_000}
+            ids = self.processor(text=[text], return_tensors="pt", **kwargs)["input_ids"]
+            lengths.append(int(ids.shape[1]))
+        return lengths
+
+    def text_flops(self, lengths: list[int]) -> float:
+        return float(
+            sum(2 * self.text_params * n + 4 * self.n_layers * self.width * n * n for n in lengths)
+        )
+
+    # one set --------------------------------------------------------------------------------
+
+    def run_set(self, name: str) -> SetResult:
+        from mteb.models.modality_collators import AudioCollator
+
+        from lcoemb import Audio
+
+        a = self.args
+        bs = a.batch_size
+        extra: list[str] = []
+        if name == "text":
+            column: list[Any] = make_texts(a.n_text, a.seed, vocabulary(self.processor.tokenizer))
+            items: list[Any] = list(column)
+            values: list[Any] = list(column)
+        elif name == "image":
+            column = make_images(a.n_images, a.seed + 1)
+            items = list(column)
+            values = list(column)
+        else:
+            clips = make_audio(a.n_audio, a.seed + 2)
+            column = [{"array": x, "sampling_rate": sr} for x, sr in clips]
+            # decode once through datasets.Audio (16-bit WAV), so ours gets identical samples
+            decoded = [row[name] for row in self.dataloader(name, column).dataset]
+            items = [Audio(np.asarray(d["array"]), int(d["sampling_rate"])) for d in decoded]
+            values = [
+                AudioCollator.resample_audio({"audio": d}, target_sampling_rate=16_000)
+                for d in decoded
+            ]
+            seconds = [len(v) / 16_000 for v in values]
+            extra.append(
+                f"{len(values)} clips, {sum(seconds):.0f} s of audio "
+                f"({sum(sr != 16_000 for _, sr in clips)} at 44.1 kHz)"
+            )
+        lengths = self.lm_lengths(name, values)
+        pad_wrapper = padding_fraction(lengths, input_order_batches(len(items), bs))
+        plan = self.ours.plan_batches(items, bs)
+        pad_ours = padding_fraction(lengths, plan)
+        if name == "audio":
+            n_samples = [len(v) for v in values]
+            real = sum(n_samples)
+            wrapper_mel = len(values) * self.wrapper.max_audio_length
+            ours_mel = sum(
+                len(b) * (math.ceil(max(n_samples[i] for i in b) / 16_000) + 1) * 16_000
+                for b in plan
+            )
+            extra.append(
+                f"mel input that is zero padding: wrapper {1 - real / wrapper_mel:.1%}, "
+                f"lcoemb {1 - real / ours_mel:.1%}"
+            )
+
+        # warm-up: one batch through each path; then the best of `repeats` timings, interleaved,
+        # with up to `retries` more runs of a path whose best run shared the CPU
+        self.run_wrapper(name, column[:bs])
+        self.run_ours(items[:bs])
+        runs = {
+            "wrapper": lambda: self.run_wrapper(name, column),
+            "ours": lambda: self.run_ours(items),
+        }
+        best: dict[str, tuple[float, float | None]] = {k: (math.inf, None) for k in runs}
+        vecs: dict[str, np.ndarray] = {}
+        for attempt in range(a.repeats + a.retries):
+            for path, run in runs.items():
+                seconds, share = best[path]
+                if attempt >= a.repeats and (share is None or share <= QUIET):
+                    continue
+                vecs[path], elapsed, load = run()
+                if elapsed < seconds:
+                    best[path] = (elapsed, load)
+        (wrapper_s, wrapper_load), (ours_s, ours_load) = best["wrapper"], best["ours"]
+        wrapper_vecs, ours_vecs = vecs["wrapper"], vecs["ours"]
+        if wrapper_load is not None and ours_load is not None:
+            extra.append(
+                f"other processes used {wrapper_load:.0%} / {ours_load:.0%} of the CPU during "
+                "the kept wrapper / lcoemb runs"
+                + ("" if max(wrapper_load, ours_load) <= QUIET else "  (NOISY: rerun when idle)")
+            )
+        if a.noise_floor:
+            single = self.ours.encode(items, batch_size=1)
+            extra.append(
+                f"noise floor: min cos lcoemb batch {bs} vs batch 1 = "
+                f"{min_cosine(ours_vecs, single):.6f}"
+            )
+
+        gflop = None
+        if name == "text":
+            gflop = self.text_flops(lengths) / 1e9
+            extra.append(
+                f"{len(items)} texts, {sum(lengths)} real tokens (mean {np.mean(lengths):.0f}, "
+                f"max {max(lengths)}), {gflop:.0f} GFLOP"
+            )
+        elif name == "image":
+            sizes = [im.size[0] * im.size[1] for im in values]
+            extra.append(
+                f"{len(items)} images, {np.mean(sizes) / 1e3:.0f} kpx mean, "
+                f"LM tokens mean {np.mean(lengths):.0f}, max {max(lengths)}"
+            )
+        return SetResult(
+            name,
+            len(items),
+            wrapper_s,
+            ours_s,
+            min_cosine(wrapper_vecs, ours_vecs),
+            pad_wrapper,
+            pad_ours,
+            gflop,
+            extra,
+        )
+
+
+def print_table(results: list[SetResult], roofline: float) -> None:
+    header = (
+        "set",
+        "n",
+        "wrapper items/s",
+        "lcoemb items/s",
+        "ratio",
+        "min cos",
+        "wrapper GFLOP/s (% roofline)",
+        "lcoemb GFLOP/s (% roofline)",
+        "padding wrapper/lcoemb",
+    )
+    rows = []
+    for r in results:
+
+        def gf(seconds: float, r: SetResult = r) -> str:
+            if r.gflop is None:
+                return "-"
+            rate = r.gflop / seconds
+            return f"{rate:.0f} ({rate / roofline:.0%})"
+
+        rows.append(
+            (
+                r.name,
+                str(r.n),
+                f"{r.n / r.wrapper_s:.2f}",
+                f"{r.n / r.ours_s:.2f}",
+                f"{r.wrapper_s / r.ours_s:.2f}x",
+                f"{r.min_cos:.6f}",
+                gf(r.wrapper_s),
+                gf(r.ours_s),
+                f"{r.pad_wrapper:.1%} / {r.pad_ours:.1%}",
+            )
+        )
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+    for r in results:
+        for line in r.extra:
+            print(f"  {r.name}: {line}")
+        print(f"  {r.name}: wall time wrapper {r.wrapper_s:.1f} s, lcoemb {r.ours_s:.1f} s")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small model and sets (< 1 min)")
+    p.add_argument("--hidden-size", type=int, default=1024)
+    p.add_argument("--layers", type=int, default=8, help="text decoder layers")
+    p.add_argument("--heads", type=int, default=16)
+    p.add_argument("--kv-heads", type=int, default=8)
+    p.add_argument("--intermediate-size", type=int, default=2816)
+    p.add_argument("--vision-depth", type=int, default=2)
+    p.add_argument("--audio-layers", type=int, default=2)
+    p.add_argument("--n-text", type=int, default=512)
+    p.add_argument("--n-images", type=int, default=96)
+    p.add_argument("--n-audio", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--sets", default=",".join(SETS), help="comma-separated: text,image,audio")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=2, help="timed runs per path; the best counts")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="extra runs of a path while its best run shared the CPU with other processes",
+    )
+    p.add_argument(
+        "--init-std",
+        type=float,
+        default=0.02,
+        help="std of the random weights (0.02 = Qwen's initializer_range)",
+    )
+    p.add_argument(
+        "--noise-floor",
+        action="store_true",
+        help="also encode every set with lcoemb at batch size 1 and report the min cosine to its "
+        "batched vectors (what reordering alone does in bf16)",
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        args.hidden_size, args.layers, args.intermediate_size = 256, 2, 704
+        args.heads, args.kv_heads, args.vision_depth, args.audio_layers = 4, 2, 1, 1
+        args.n_text, args.n_images, args.n_audio, args.repeats = 32, 8, 8, 1
+    args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    unknown = set(args.sets) - set(SETS)
+    if unknown:
+        p.error(f"unknown sets {sorted(unknown)}; choose from {', '.join(SETS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    # progress bars off before tqdm is first imported (it reads TQDM_* at import time)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    warnings.filterwarnings("ignore")
+
+    import datasets
+    import mteb
+    import torch
+    import transformers
+
+    import lcoemb
+    from lcoemb.testing import make_tiny_qwen2_5_omni_thinker
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    torch.set_num_threads(args.threads)
+
+    print(
+        f"python {platform.python_version()}, torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, mteb {mteb.__version__}, datasets {datasets.__version__}, "
+        f"lcoemb {lcoemb.__version__}; {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}"
+    )
+    roofline = matmul_roofline()
+    print(
+        f"roofline: bf16 2048x2048 @ 2048x2048 matmul = {roofline:.0f} GFLOP/s; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+
+    with tempfile.TemporaryDirectory(prefix="lcoemb-bench-") as tmp:
+        model_dir = make_tiny_qwen2_5_omni_thinker(
+            Path(tmp) / "model",
+            hidden_size=args.hidden_size,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.heads,
+            num_key_value_heads=args.kv_heads,
+            intermediate_size=args.intermediate_size,
+            vision_depth=args.vision_depth,
+            audio_layers=args.audio_layers,
+            max_pixels=QWEN_OMNI_MAX_PIXELS,
+            dtype=torch.bfloat16,
+            init_std=args.init_std,
+        )
+        bench = Bench(args, model_dir)
+        towers = {
+            name: sum(p.numel() for p in module.parameters()) / 1e6
+            for name, module in bench.ours.backbone.model.model.named_children()
+        }
+        print(
+            f"model: random Qwen2.5-Omni thinker, text {args.hidden_size} wide x {args.layers} "
+            f"layers ({args.heads}/{args.kv_heads} heads, MLP {args.intermediate_size}), "
+            f"{bench.text_params / 1e6:.1f} M non-embedding text params; towers (M params): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in towers.items())
+        )
+        print(f"batch size {args.batch_size}, sets {', '.join(args.sets)}\n")
+        results = []
+        for name in args.sets:
+            start = time.perf_counter()
+            results.append(bench.run_set(name))
+            print(f"  [{name} done in {time.perf_counter() - start:.0f} s]", file=sys.stderr)
+    after = matmul_roofline()
+    print(
+        f"\nroofline again after the run: {after:.0f} GFLOP/s; load average "
+        f"{os.getloadavg()[0]:.2f} (other processes on the machine skew every number)\n"
+    )
+    print_table(results, max(roofline, after))
+
+
+if __name__ == "__main__":
+    main()
