@@ -263,7 +263,11 @@ class Bench:
         self.torch = torch
         self.wrapper = LCOEmbedding(str(model_dir), device="cpu", attn_implementation="sdpa")
         self.ours = OmniEncoder.from_pretrained(
-            model_dir, device="cpu", dtype="bfloat16", attn_implementation="sdpa"
+            model_dir,
+            device="cpu",
+            dtype="bfloat16",
+            attn_implementation="sdpa",
+            compile=args.compile,
         )
         self.processor = self.wrapper.processor
         self.metadata = {s: mteb.get_task(MTEB_TASKS[s]).metadata for s in SETS}
@@ -494,6 +498,12 @@ def print_table(results: list[SetResult], roofline: float) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small model and sets (< 1 min)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="lcoemb with compile=True (torch.compile of the decoder layers; the one-off "
+        "compile happens during warm-up and is not timed)",
+    )
     p.add_argument("--hidden-size", type=int, default=1024)
     p.add_argument("--layers", type=int, default=8, help="text decoder layers")
     p.add_argument("--heads", type=int, default=16)
