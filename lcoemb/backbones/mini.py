@@ -153,7 +153,7 @@ class MiniBackbone(Backbone):
             elif piece:
                 ids = self.tokenizer(piece, add_special_tokens=False, return_tensors="pt")
                 pieces.append(embed(ids.input_ids[0].to(self.device)))
-        return torch.cat([p.to(pieces[0].dtype) for p in pieces])
+        return torch.cat([p.to(embed.weight.dtype) for p in pieces])
 
     def _batch(self, sequences: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Left-pad embedding sequences; positions count real tokens only."""
