@@ -147,6 +147,7 @@ def cmd_mini_pretrain(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         eval_size=args.eval_size,
+        cache_dir=args.cache_dir,
     )
     report = pretrain(config, base=args.base)
     scores = {k: v for k, v in report["scores"].items() if not k.endswith("_examples")}
@@ -249,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--eval-size", type=int, default=100, help="held-out samples per task")
     pt.add_argument("--base", help="continue from an LCO-Mini folder instead of from scratch")
+    pt.add_argument(
+        "--cache-dir", help="keep the frozen tower features here, to reuse in later runs"
+    )
     pt.set_defaults(func=cmd_mini_pretrain)
     return parser
 

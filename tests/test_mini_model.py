@@ -111,8 +111,16 @@ def test_pretrain_writes_weights_log_and_report(tmp_path):
         log_steps=1,
         eval_size=2,
         train_size={"scene": 8, "ocr": 8, "digit": 4, "speech": 4, "clip": 4},
+        cache_dir=str(tmp_path / "features"),
     )
     report = pretrain(config)
+    cached = sorted(p.name for p in (tmp_path / "features").iterdir())
+    assert cached == [f"{t}-v1-n{n}.safetensors" for t, n in sorted(config.train_size.items())]
+    # a second run reads the features back instead of recomputing them (no backbone needed)
+    from lcoemb.mini.pretrain import build_examples
+
+    again = build_examples(None, config)
+    assert len(again) == 28 and again[0].features.dtype == torch.bfloat16
     out = tmp_path / "stage1"
     assert (out / "projectors.safetensors").is_file() and (out / "config.json").is_file()
     assert len((out / "pretrain_log.jsonl").read_text().splitlines()) == 3

@@ -65,6 +65,8 @@ class PretrainConfig:
     eval_size: int = 100
     seed: int = 0
     log_steps: int = 10
+    #: where frozen tower features are kept between runs (None: recompute every run)
+    cache_dir: str | None = None
     #: keep the frozen LM in bf16 (fast on CPUs with AMX, and no per-step weight casts as under
     #: autocast); the projectors and their optimiser state stay float32
     bf16: bool = True
@@ -114,14 +116,39 @@ def _pil(frame: Any) -> Any:
     return frame if isinstance(frame, PIL.Image.Image) else PIL.Image.fromarray(frame)
 
 
+def _cached_features(
+    backbone: Any, task: str, samples: list[Any], cache_dir: Path | None
+) -> list[torch.Tensor]:
+    """Tower features of ``samples``, read from ``cache_dir`` when an earlier run computed them
+    (the key names the data version, task and count, so a changed generator is never reused)."""
+    from safetensors.torch import load_file, save_file
+
+    from lcoemb.mini.data import DATA_VERSION
+
+    modality, _ = TASKS[task]
+    path = None
+    if cache_dir is not None:
+        path = cache_dir / f"{task}-v{DATA_VERSION}-n{len(samples)}.safetensors"
+        if path.is_file():
+            stored = load_file(str(path))
+            return [stored[str(i)] for i in range(len(samples))]
+    feats = _features(backbone, modality, samples, desc=f"{task} features")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({str(i): f.contiguous() for i, f in enumerate(feats)}, str(tmp))
+        tmp.replace(path)
+    return feats
+
+
 def build_examples(backbone: Any, config: PretrainConfig) -> list[Example]:
     from lcoemb.mini.data import dataset
 
+    cache_dir = Path(config.cache_dir) if config.cache_dir else None
     examples: list[Example] = []
     for task, n in config.train_size.items():
-        modality, _ = TASKS[task]
         samples = dataset(task, "train", n)
-        feats = _features(backbone, modality, samples, desc=f"{task} features")
+        feats = _cached_features(backbone, task, samples, cache_dir)
         examples += [Example(task, f, s.text) for f, s in zip(feats, samples)]
     return examples
 
