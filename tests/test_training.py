@@ -257,6 +257,14 @@ def test_merge_soup_and_generation(omni_path, triplets, tmp_path):
     assert out.shape[1] > inputs["input_ids"].shape[1]
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.slow
 def test_two_processes_train_like_one(omni_path, triplets, tmp_path):
     """2 CPU processes (gloo) on the same global batch give the same adapter as one process:
@@ -268,7 +276,7 @@ def test_two_processes_train_like_one(omni_path, triplets, tmp_path):
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29517",
+        str(_free_port()),
     ]
     extra = ("--max-steps", "3", "--lora-dropout", "0", "--no-gradient-checkpointing")
     one = _cli_train(omni_path, triplets, tmp_path / "one", *extra)
