@@ -234,7 +234,7 @@ class Trainer:
         from accelerate.utils import DistributedType
 
         if acc.distributed_type == DistributedType.DEEPSPEED:
-            raise NotImplementedError(
+            raise ValueError(
                 "DeepSpeed is not supported yet: GradCache runs several backward passes per "
                 "step, which DeepSpeed counts as micro-steps. Use torchrun/accelerate DDP."
             )
