@@ -109,9 +109,10 @@ class MiniBackbone(Backbone):
                 if modality == "image":
                     frames.append(value)
                 elif modality == "video":
-                    cap = self.model.mini_config.max_video_frames
-                    idx = torch.linspace(0, len(value) - 1, min(cap, len(value))).round().long()
-                    frames += [PIL.Image.fromarray(value[i].permute(1, 2, 0).numpy()) for i in idx]
+                    frames += [
+                        PIL.Image.fromarray(value[i].permute(1, 2, 0).numpy())
+                        for i in self.model.frame_indices(len(value))
+                    ]
                 elif modality == "audio":
                     waves.append(value)
         device = self.device
@@ -130,7 +131,7 @@ class MiniBackbone(Backbone):
                     embs.append(image_tokens[f])
                     f += 1
                 elif modality == "video":
-                    n = min(self.model.mini_config.max_video_frames, len(value))
+                    n = len(self.model.frame_indices(len(value)))
                     embs.append(image_tokens[f : f + n].flatten(0, 1))
                     f += n
                 elif modality == "audio":

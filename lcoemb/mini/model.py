@@ -157,6 +157,15 @@ class LCOMini(nn.Module):
         proj = self.audio_projector
         return proj(grouped.to(proj[1].weight.dtype))
 
+    def frame_indices(self, n_frames: int) -> list[int]:
+        """The frames of an ``n_frames`` clip that become video tokens: at most
+        ``max_video_frames``, evenly spaced (the same rule in pretraining and encoding)."""
+        from lcoemb.inputs import Limits, frame_indices
+
+        return frame_indices(
+            n_frames, None, Limits(max_video_frames=self.mini_config.max_video_frames)
+        )
+
     @property
     def input_embeddings(self) -> nn.Module:
         return self.lm.get_input_embeddings()

@@ -73,7 +73,8 @@ class PretrainConfig:
 
 
 def to_item(sample: Any, modality: str) -> Any:
-    """A generated sample as an encoder item (its media part)."""
+    """A generated sample as an encoder item (its media part). A clip's frames are passed
+    without fps, i.e. as already sampled, exactly as stage 1 saw them."""
     if modality == "image":
         return sample.image
     if modality == "audio":
@@ -102,10 +103,8 @@ def _features(
         elif modality == "audio":
             out += [f.to(torch.bfloat16) for f in load_audio_tower()([x.wave for x in chunk])]
         else:
-            cap = backbone.model.mini_config.max_video_frames
             for x in chunk:
-                idx = np.linspace(0, len(x.frames) - 1, min(cap, len(x.frames))).round()
-                frames = [_pil(x.frames[int(i)]) for i in idx]
+                frames = [_pil(x.frames[i]) for i in backbone.model.frame_indices(len(x.frames))]
                 out.append(load_image_tower()(frames).to(torch.bfloat16))
     return out
 

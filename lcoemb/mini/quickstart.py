@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lcoemb.evaluation.retrieval import relevance_by_text, retrieval_metrics
-from lcoemb.inputs import Audio, Video
+from lcoemb.mini.pretrain import to_item
 
 #: retrieval sets: name → (generator kind, media modality, directions)
 RETRIEVAL_SETS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -27,14 +27,6 @@ RETRIEVAL_SETS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "speech": ("speech", "audio", ("audio→text", "text→audio")),
     "clip": ("clip", "video", ("video→text", "text→video")),
 }
-
-
-def _media(sample: Any, modality: str) -> Any:
-    if modality == "image":
-        return sample.image
-    if modality == "audio":
-        return Audio(sample.wave, sampling_rate=sample.sampling_rate)
-    return Video(sample.frames)
 
 
 def evaluate_retrieval(encoder: Any, n: int = 50, batch_size: int = 16) -> dict[str, dict]:
@@ -46,7 +38,7 @@ def evaluate_retrieval(encoder: Any, n: int = 50, batch_size: int = 16) -> dict[
     for name, (kind, modality, directions) in RETRIEVAL_SETS.items():
         samples = dataset(kind, "test", n)
         texts = [s.text for s in samples]
-        media = encoder.encode([_media(s, modality) for s in samples], batch_size=batch_size)
+        media = encoder.encode([to_item(s, modality) for s in samples], batch_size=batch_size)
         text = encoder.encode(texts, batch_size=batch_size)
         relevant = relevance_by_text(texts, texts)
         for direction in directions:
