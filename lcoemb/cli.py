@@ -135,6 +135,25 @@ def cmd_soup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lcoemb import OmniEncoder
+    from lcoemb.evaluation import MTEBEncoder, evaluate, format_table, model_name, resolve_tasks
+
+    names = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    tasks = resolve_tasks(args.benchmark, names, offline_size=args.offline_size)
+    encoder = OmniEncoder.from_pretrained(
+        args.model, adapter=args.adapter, device=args.device, dtype=args.dtype
+    )
+    name = model_name(args.model)
+    model = MTEBEncoder(
+        encoder, name, adapter=args.adapter, use_instructions=not args.no_instructions
+    )
+    summary = evaluate(model, tasks, args.output, batch_size=args.batch_size)
+    print(format_table(summary, name=name, compare=args.compare))
+    print(f"\nwrote {Path(args.output) / 'summary.json'} and mteb's result files under it")
+    return 0
+
+
 def cmd_mini_pretrain(args: argparse.Namespace) -> int:
     import json
 
@@ -218,6 +237,36 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--weights", nargs="+", type=float, help="one weight per adapter")
     sp.add_argument("--output", required=True, help="folder for the averaged adapter")
     sp.set_defaults(func=cmd_soup)
+
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate with mteb: MIEB(lite), MAEB, MVEB, any mteb task, or the offline benchmark",
+        description="Run mteb benchmarks or tasks on a model and summarise them per task type "
+        "(the MIEB leaderboard's categories). Keeps mteb's result files under OUTPUT and writes "
+        "OUTPUT/summary.json; tasks needing a modality the model lacks are skipped and listed. "
+        "'offline' is the project's generated four-modality benchmark (no dataset hub needed); "
+        "the others download their data from the Hugging Face hub.",
+    )
+    _add_model_args(ev)
+    which = ev.add_mutually_exclusive_group(required=True)
+    which.add_argument("--benchmark", help="MIEB(lite), MAEB, MVEB, any mteb benchmark, offline")
+    which.add_argument("--tasks", help="comma-separated mteb or offline task names")
+    ev.add_argument("--output", required=True, help="results folder")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument(
+        "--compare", action="store_true", help="add the published MIEB-Lite reference rows"
+    )
+    ev.add_argument(
+        "--no-instructions",
+        action="store_true",
+        help="ignore task instructions (exactly the reference wrapper's behaviour)",
+    )
+    ev.add_argument(
+        "--offline-size",
+        type=int,
+        help="shrink each offline set to at most N items, for a quick check",
+    )
+    ev.set_defaults(func=cmd_eval)
 
     qs = sub.add_parser(
         "quickstart",

@@ -1,4 +1,11 @@
-"""Input values and their loading: text, images, audio, video and interleaved lists.
+"""Input values and their loading: text, images, audio, video, interleaved lists and composites.
+
+An item is one part (``str``, ``PIL.Image.Image``, :class:`Audio`, :class:`Video`), a ``list``
+of parts (interleaved: the parts keep their order and the prompt names no modality), or a
+``dict`` from modality name to one part, ``{"image": img, "text": "caption"}`` (a composite:
+the parts are laid out in the reference order video, audio, image, text and the prompt names
+the first of image > video > audio present, as mteb's ``LCOEmbedding`` does for a row with
+several columns).
 
 Everything a user can pass to :meth:`lcoemb.OmniEncoder.encode` is checked and decoded here, so
 that a backbone only ever sees clean data: strings, RGB ``PIL`` images, 16 kHz mono float32
@@ -15,7 +22,7 @@ Every error is an :class:`InputError` that names the item's index and the cause.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +33,9 @@ import torch
 
 Modality = Literal["text", "image", "audio", "video"]
 MODALITIES: tuple[Modality, ...] = ("text", "image", "audio", "video")
+
+#: Order of a composite's parts in the prompt, as in the reference wrapper (mteb ``LCOEmbedding``).
+CONTENT_ORDER: tuple[Modality, ...] = ("video", "audio", "image", "text")
 
 #: Sampling rate every backbone receives audio at (Whisper-style audio towers).
 TARGET_SAMPLING_RATE = 16_000
@@ -65,7 +75,7 @@ class Video:
 
 
 Part = str | PIL.Image.Image | Audio | Video
-RawItem = Part | Sequence[Part]
+RawItem = Part | Sequence[Part] | Mapping[str, Part]
 
 
 @dataclass(frozen=True)
@@ -165,8 +175,32 @@ def _part_cost(modality: Modality, part: Any, index: int) -> float:
     return float(len(part.source))
 
 
+def _composite_parts(item: Mapping[Any, Any], index: int) -> list[Any]:
+    """The parts of a composite, checked: known modality keys, each holding its own kind."""
+    if not item:
+        raise InputError(index, "empty composite item (a dict with no parts)")
+    parts = []
+    for key, part in item.items():
+        if key not in MODALITIES:
+            raise InputError(
+                index, f"unknown composite key {key!r}; expected some of {list(MODALITIES)}"
+            )
+        if _part_modality(part, index) != key:
+            raise InputError(
+                index, f"composite part {key!r} holds a {type(part).__name__}, not a {key}"
+            )
+        parts.append(part)
+    return parts
+
+
 def inspect_item(item: Any, index: int) -> ItemInfo:
     """Validate ``item`` without decoding media; raise :class:`InputError` naming ``index``."""
+    if isinstance(item, Mapping):
+        parts = _composite_parts(item, index)
+        parts.sort(key=lambda p: CONTENT_ORDER.index(_part_modality(p, index)))
+        mods = tuple(_part_modality(p, index) for p in parts)
+        cost = sum(_part_cost(m, p, index) for m, p in zip(mods, parts))
+        return ItemInfo("composite:" + "+".join(sorted(mods)), cost, mods)
     if isinstance(item, (list, tuple)):
         if not item:
             raise InputError(index, "empty interleaved list")
@@ -329,7 +363,12 @@ def load_image(image: PIL.Image.Image, index: int) -> PIL.Image.Image:
 def load_item(item: Any, index: int, limits: Limits = Limits()) -> LoadedItem:
     """Decode one item (see the module docstring); raises :class:`InputError` naming ``index``."""
     info = inspect_item(item, index)
-    raw = list(item) if info.group == "interleaved" else [item]
+    if info.group == "interleaved":
+        raw = list(item)
+    elif isinstance(item, Mapping):
+        raw = sorted(item.values(), key=lambda p: CONTENT_ORDER.index(_part_modality(p, index)))
+    else:
+        raw = [item]
     parts: list[tuple[Modality, Any]] = []
     for modality, part in zip(info.modalities, raw):
         if modality == "image":

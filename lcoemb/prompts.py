@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lcoemb.inputs import LoadedItem, Modality
+from lcoemb.inputs import CONTENT_ORDER, LoadedItem, Modality
 
 SUFFIXES: dict[str, str] = {
     "text": "\nSummarize the above text in one word:",
@@ -19,8 +19,7 @@ SUFFIXES: dict[str, str] = {
     "interleaved": "\nSummarize the above in one word:",
 }
 
-#: Order of content items in the user turn, as in the reference wrapper (mteb ``LCOEmbedding``).
-CONTENT_ORDER: tuple[Modality, ...] = ("video", "audio", "image", "text")
+__all__ = ["CONTENT_ORDER", "SUFFIXES", "build_content", "build_messages", "suffix_for"]
 
 #: Which modality names the suffix when several are present (the authors' template).
 SUFFIX_PRIORITY: tuple[Modality, ...] = ("image", "video", "audio")
@@ -39,12 +38,11 @@ def build_content(item: LoadedItem, instruction: str | None = None) -> list[dict
     """The user turn's content list for ``item``; media values are placeholders (the processor
     receives the decoded media separately, in the same order).
 
-    Single items and composites follow :data:`CONTENT_ORDER`; interleaved lists keep the user's
-    order. An ``instruction`` (query-side tasks) comes first, on its own line.
+    The parts come in the item's order: a composite's were put in :data:`CONTENT_ORDER` when it
+    was loaded, an interleaved list keeps the user's. An ``instruction`` (query-side tasks) comes
+    first, on its own line.
     """
     parts = item.parts
-    if not item.interleaved:
-        parts = sorted(parts, key=lambda p: CONTENT_ORDER.index(p[0]))
     content: list[dict[str, Any]] = []
     if instruction:
         content.append({"type": "text", "text": f"{instruction}\n"})

@@ -197,3 +197,29 @@ def test_jsonl_items_and_errors_name_file_and_line(tmp_path, media):
         good.write_text(content)
         with pytest.raises(InputError, match=pattern):
             read_items_jsonl(good)
+
+
+def test_composite_items_are_laid_out_in_reference_order():
+    from lcoemb.prompts import SUFFIXES, build_content
+
+    image = PIL.Image.new("RGB", (8, 8))
+    item = load_item({"text": "a caption", "image": image}, 0)
+    assert item.modalities == ["image", "text"] and not item.interleaved
+    content = build_content(item)
+    assert [c["type"] for c in content] == ["image", "text", "text"]
+    assert content[-1]["text"] == SUFFIXES["image"]
+    assert inspect_item({"image": image, "text": "x"}, 0).group == "composite:image+text"
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ({}, "empty composite"),
+        ({"picture": "x"}, "unknown composite key 'picture'"),
+        ({"image": "not an image"}, "composite part 'image' holds a str"),
+        ({"text": ""}, "empty text"),
+    ],
+)
+def test_bad_composites_name_the_item(item, message):
+    with pytest.raises(InputError, match=f"item 5: {message}"):
+        inspect_item(item, 5)

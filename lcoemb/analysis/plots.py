@@ -42,3 +42,122 @@ def retrieval_bars(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def layer_curves(
+    series: dict[str, list[float]],
+    path: str | Path,
+    title: str,
+    ylabel: str,
+    compare: dict[str, list[float]] | None = None,
+    labels: tuple[str, str] = ("before", "after"),
+) -> Path:
+    """One line per key of ``series`` against layer index; ``compare`` dashed, same colours.
+
+    Drawn for the paper's per-layer analyses (anisotropy per modality, kernel alignment per
+    modality pair), where the point is how a curve moves between two checkpoints. With
+    ``compare`` the legend names ``series`` by ``labels[0]`` and ``compare`` by
+    ``labels[1]`` (argument order), so the default reads ``layer_curves(base, ...,
+    compare=trained)``. NaN values (an undefined metric at some layer) leave gaps.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (key, values) in enumerate(series.items()):
+        colour = colours[i % len(colours)]
+        label = f"{key} ({labels[0]})" if compare is not None else key
+        ax.plot(range(len(values)), values, color=colour, marker=".", label=label)
+        if compare is not None and key in compare:
+            other = compare[key]
+            ax.plot(
+                range(len(other)),
+                other,
+                color=colour,
+                linestyle="--",
+                marker=".",
+                label=f"{key} ({labels[1]})",
+            )
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def grsl_scatter(
+    points: list[dict],
+    fit: dict,
+    path: str | Path,
+    xlabel: str = "generation score",
+    ylabel: str = "representation score",
+    title: str = "Generation-Representation Scaling Law",
+) -> Path:
+    """Backbones as labelled points, coloured by ``group``, with the fitted law(s).
+
+    ``points`` are rows of :func:`lcoemb.grsl.fit.read_scores` and ``fit`` the dict of
+    :func:`lcoemb.grsl.fit.fit_law`. The linear fit is drawn solid and, when present, the
+    log-linear fit dashed, so one sees whether the law bends over the range measured.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    groups = list(dict.fromkeys(p.get("group") for p in points))
+    for group in groups:
+        members = [p for p in points if p.get("group") == group]
+        ax.scatter(
+            [p["generation"] for p in members],
+            [p["representation"] for p in members],
+            label=group if group is not None else ("ungrouped" if len(groups) > 1 else None),
+            zorder=3,
+        )
+    for p in points:
+        ax.annotate(
+            p["model"],
+            (p["generation"], p["representation"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
+        )
+    xs = np.array([p["generation"] for p in points], dtype=float)
+    grid = np.linspace(xs.min(), xs.max(), 200)
+
+    def r2_text(r2: float | None) -> str:
+        return "n/a" if r2 is None else f"{r2:.2f}"
+
+    ax.plot(
+        grid,
+        fit["intercept"] + fit["slope"] * grid,
+        color="black",
+        label=(
+            f"linear: y = {fit['intercept']:.3g} + {fit['slope']:.3g}·x (r²={r2_text(fit['r2'])})"
+        ),
+    )
+    log_fit = fit.get("log_linear")
+    if log_fit is not None:
+        ax.plot(
+            grid,
+            log_fit["intercept"] + log_fit["slope"] * np.log(grid),
+            color="grey",
+            linestyle="--",
+            label=(
+                f"log-linear: y = {log_fit['intercept']:.3g} + {log_fit['slope']:.3g}·ln x "
+                f"(r²={r2_text(log_fit['r2'])})"
+            ),
+        )
+    spearman = fit.get("spearman")
+    subtitle = f"n={fit['n']}" + ("" if spearman is None else f", Spearman ρ={spearman:.2f}")
+    ax.set_title(f"{title}\n{subtitle}", fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

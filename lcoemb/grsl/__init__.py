@@ -1,0 +1,21 @@
+"""The Generation-Representation Scaling Law: fitting it across backbones, and its bound."""
+
+from lcoemb.grsl.fit import fit_file, fit_law, read_scores
+from lcoemb.grsl.pacbayes import (
+    binary_kl,
+    gaussian_kl,
+    kl_inverse,
+    lora_gaussian_kl,
+    pac_bayes_bound,
+)
+
+__all__ = [
+    "binary_kl",
+    "fit_file",
+    "fit_law",
+    "gaussian_kl",
+    "kl_inverse",
+    "lora_gaussian_kl",
+    "pac_bayes_bound",
+    "read_scores",
+]

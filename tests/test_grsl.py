@@ -1,0 +1,239 @@
+"""GRSL: reading scores, fitting the law, writing its report, and the PAC-Bayes bound."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import brentq
+
+from lcoemb.grsl import (
+    binary_kl,
+    fit_file,
+    fit_law,
+    gaussian_kl,
+    lora_gaussian_kl,
+    pac_bayes_bound,
+    read_scores,
+)
+
+# fitting
+
+
+def test_fit_recovers_a_planted_line() -> None:
+    rng = np.random.default_rng(0)
+    x = np.linspace(10.0, 90.0, 40)
+    y = 5.0 + 0.7 * x + rng.normal(scale=1.0, size=x.shape)
+    fit = fit_law(x, y)
+    assert fit["slope"] == pytest.approx(0.7, abs=0.03)
+    assert fit["intercept"] == pytest.approx(5.0, abs=1.5)
+    assert fit["r2"] > 0.98
+    assert fit["pearson"] == pytest.approx(math.sqrt(fit["r2"]))
+    assert fit["spearman"] > 0.95
+    assert fit["n"] == 40
+
+
+def test_fit_exact_line_and_negative_trend() -> None:
+    fit = fit_law([1.0, 2.0, 3.0], [7.0, 5.0, 3.0])
+    assert fit["slope"] == pytest.approx(-2.0)
+    assert fit["intercept"] == pytest.approx(9.0)
+    assert fit["r2"] == pytest.approx(1.0)
+    assert fit["spearman"] == pytest.approx(-1.0)
+
+
+def test_log_linear_fit_recovers_a_planted_curve() -> None:
+    x = np.array([1.0, 2.0, 5.0, 10.0, 40.0, 100.0])
+    fit = fit_law(x, 2.0 + 3.0 * np.log(x))
+    assert fit["log_linear"]["slope"] == pytest.approx(3.0)
+    assert fit["log_linear"]["intercept"] == pytest.approx(2.0)
+    assert fit["log_linear"]["r2"] == pytest.approx(1.0)
+    assert fit["r2"] < 0.95  # the straight line fits the same points worse
+    assert "log_linear_skipped" not in fit
+
+
+def test_log_linear_needs_positive_generation_scores() -> None:
+    fit = fit_law([0.0, 1.0, 2.0], [1.0, 2.0, 3.5])
+    assert fit["log_linear"] is None
+    assert "> 0" in fit["log_linear_skipped"]
+
+
+def test_constant_representation_has_no_correlation() -> None:
+    fit = fit_law([1.0, 2.0, 3.0], [4.0, 4.0, 4.0])
+    assert fit["slope"] == pytest.approx(0.0, abs=1e-12)
+    assert fit["r2"] is None and fit["pearson"] is None and fit["spearman"] is None
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "message"),
+    [
+        ([1.0], [2.0], "at least 2"),
+        ([1.0, 2.0], [2.0], "equal length"),
+        ([3.0, 3.0], [1.0, 2.0], "two values"),
+        ([1.0, float("nan")], [1.0, 2.0], "finite"),
+    ],
+)
+def test_fit_rejects_unusable_points(x, y, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        fit_law(x, y)
+
+
+# reading scores
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "scores.csv"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_read_scores_with_and_without_group(tmp_path) -> None:
+    rows = read_scores(
+        _write(
+            tmp_path,
+            "model,generation,representation,group\n"
+            "llava-next-8b,63.9,66.5,LLaVA\n"
+            "\n"
+            "qwen2.5-vl-7b, 81.1 ,75.0,\n",
+        )
+    )
+    assert rows == [
+        {"model": "llava-next-8b", "generation": 63.9, "representation": 66.5, "group": "LLaVA"},
+        {"model": "qwen2.5-vl-7b", "generation": 81.1, "representation": 75.0, "group": None},
+    ]
+    no_group = read_scores(_write(tmp_path, "representation,model,generation\n1,a,2\n3,b,4\n"))
+    assert [r["group"] for r in no_group] == [None, None]
+    assert no_group[1] == {"model": "b", "generation": 4.0, "representation": 3.0, "group": None}
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        ("model,generation\na,1\nb,2\n", ":1:", "missing column.*representation"),
+        ("model,generation,representation\na,1,2\nb,high,3\n", ":3:", "generation.*'high'"),
+        ("model,generation,representation\na,1,2\nb,2,\n", ":3:", "no representation"),
+        ("model,generation,representation\na,1,2\n,2,3\n", ":3:", "empty model"),
+        ("model,generation,representation\na,1,2,9\nb,2,3\n", ":2:", "more values"),
+        ("model,generation,representation\na,1,2\nb,inf,3\n", ":3:", "not finite"),
+        ("model,generation,representation\na,1,2\n", ":", "at least 2 rows"),
+    ],
+)
+def test_read_scores_errors_name_file_and_line(tmp_path, text, where, problem) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ValueError, match=problem) as info:
+        read_scores(path)
+    assert str(info.value).startswith(f"{path}{where}")
+
+
+def test_fit_file_writes_json_and_png(tmp_path) -> None:
+    scores = _write(
+        tmp_path,
+        "model,generation,representation,group\n"
+        "llava-next-8b,63.9,66.5,LLaVA\n"
+        "qwen2.5-vl-3b,74.0,70.1,Qwen\n"
+        "qwen2.5-vl-7b,81.1,75.0,Qwen\n",
+    )
+    result = fit_file(scores, tmp_path / "out")
+    written = json.loads((tmp_path / "out" / "grsl.json").read_text())
+    assert written == result
+    assert written["n"] == 3 and written["slope"] > 0
+    assert [p["model"] for p in written["points"]] == [
+        "llava-next-8b",
+        "qwen2.5-vl-3b",
+        "qwen2.5-vl-7b",
+    ]
+    assert written["log_linear"]["slope"] > 0
+    assert written["plot"] == "grsl.png"
+    assert (tmp_path / "out" / "grsl.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# PAC-Bayes
+
+
+def test_bound_matches_hand_computation() -> None:
+    # budget = (KL + ln(2·sqrt(n)/δ)) / n = (10 + ln(2·sqrt(1000)/0.05)) / 1000
+    #        = (10 + 7.142757) / 1000 = 0.017142757
+    budget = 0.017142757093605007
+    # square-root form: 0.2 + sqrt(budget / 2) = 0.2 + 0.0925817 = 0.2925817
+    assert pac_bayes_bound(0.2, 10.0, 1000, 0.05, form="sqrt") == pytest.approx(0.2925817398)
+
+    # kl form: the p > 0.2 with kl(0.2 || p) = budget, solved here independently
+    def kl(q, p):
+        return q * math.log(q / p) + (1 - q) * math.log((1 - q) / (1 - p))
+
+    expected = brentq(lambda p: kl(0.2, p) - budget, 0.2, 1 - 1e-12)
+    bound = pac_bayes_bound(0.2, 10.0, 1000, 0.05)
+    assert bound == pytest.approx(expected, abs=1e-9)
+    assert bound == pytest.approx(0.2803742, abs=1e-6)
+    assert bound < pac_bayes_bound(0.2, 10.0, 1000, 0.05, form="sqrt")  # kl form is tighter
+    assert binary_kl(0.2, bound) == pytest.approx(budget, rel=1e-6)
+
+
+@pytest.mark.parametrize("form", ["kl", "sqrt"])
+def test_bound_is_monotone(form) -> None:
+    def bound(loss=0.3, kl=50.0, n=5000):
+        return pac_bayes_bound(loss, kl, n, 0.05, form=form)
+
+    assert bound(n=50_000) < bound(n=5000) < bound(n=500)  # more samples: tighter
+    assert bound(kl=5.0) < bound(kl=50.0) < bound(kl=500.0)  # larger KL: looser
+    assert bound(loss=0.1) < bound(loss=0.3) < bound(loss=0.5)  # lower loss: tighter
+    assert bound() > 0.3  # never below the empirical loss
+    tighter_delta = pac_bayes_bound(0.3, 50.0, 5000, 0.01, form=form)
+    assert tighter_delta > bound()  # more confidence costs width
+
+
+def test_bound_rescales_a_loss_range_and_saturates() -> None:
+    unit = pac_bayes_bound(0.2, 10.0, 1000)
+    assert pac_bayes_bound(2.0, 10.0, 1000, loss_range=(0.0, 10.0)) == pytest.approx(10 * unit)
+    assert pac_bayes_bound(0.2, 1e6, 100) == pytest.approx(1.0)  # vacuous: capped at the max
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"empirical_loss": 1.5}, "outside loss_range"),
+        ({"kl": -1.0}, "kl must be >= 0"),
+        ({"n": 5}, "n must be >= 8"),
+        ({"delta": 1.0}, "delta"),
+        ({"loss_range": (1.0, 1.0)}, "loss_range"),
+        ({"form": "catoni"}, "form"),
+    ],
+)
+def test_bound_rejects_invalid_inputs(kwargs, message) -> None:
+    args = {"empirical_loss": 0.2, "kl": 1.0, "n": 100, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        pac_bayes_bound(**args)
+
+
+def test_gaussian_kl_hand_value_and_zero() -> None:
+    # KL(N(1, 0.5²) || N(0, 1)) = ln(1/0.5) + (0.25 + 1) / 2 - 1/2
+    assert gaussian_kl(1.0, 0.5) == pytest.approx(math.log(2.0) + 0.625 - 0.5)
+    mean = np.random.default_rng(0).normal(size=(3, 4))
+    assert gaussian_kl(mean, 0.2, mean, 0.2) == pytest.approx(0.0, abs=1e-12)
+    assert gaussian_kl(np.zeros(12), 0.5) == pytest.approx(12 * (math.log(2.0) + 0.125 - 0.5))
+    with pytest.raises(ValueError, match="positive"):
+        gaussian_kl(0.0, 0.0)
+
+
+def test_lora_gaussian_kl_sums_over_adapter_tensors() -> None:
+    g = torch.Generator().manual_seed(0)
+    trained = {
+        "layers.0.q_proj.lora_A.weight": torch.randn(4, 8, generator=g),
+        "layers.0.q_proj.lora_B.weight": 0.1 * torch.randn(8, 4, generator=g),
+    }
+    init = {"layers.0.q_proj.lora_A.weight": torch.randn(4, 8, generator=g)}  # B starts at 0
+    expected = gaussian_kl(
+        trained["layers.0.q_proj.lora_A.weight"], 0.01, init["layers.0.q_proj.lora_A.weight"], 0.1
+    ) + gaussian_kl(trained["layers.0.q_proj.lora_B.weight"], 0.01, 0.0, 0.1)
+    assert lora_gaussian_kl(trained, 0.01, 0.1, prior=init) == pytest.approx(expected)
+    at_init = {k: torch.zeros_like(v) for k, v in trained.items()}
+    assert lora_gaussian_kl(at_init, 0.1, 0.1) == pytest.approx(0.0, abs=1e-9)
+    # moving further from the prior costs more, so the certified risk gets looser
+    assert lora_gaussian_kl(trained, 0.01, 0.1) < lora_gaussian_kl(
+        {k: 2 * v for k, v in trained.items()}, 0.01, 0.1
+    )
+    with pytest.raises(ValueError, match="lacks"):
+        lora_gaussian_kl(trained, 0.01, 0.1, prior={"other.lora_A.weight": torch.zeros(1)})
