@@ -154,6 +154,77 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import json
+
+    from lcoemb import OmniEncoder
+    from lcoemb.analysis.space import analyze, offline_pairs, read_pairs, write_report
+
+    pairs = offline_pairs(args.n) if args.pairs == "offline" else read_pairs(args.pairs)
+    alignment = [m.strip() for m in args.alignment.split(",") if m.strip()]
+
+    def run(adapter: str | None, model: str = args.model) -> dict:
+        encoder = OmniEncoder.from_pretrained(
+            model, adapter=adapter, device=args.device, dtype=args.dtype
+        )
+        return analyze(
+            encoder,
+            pairs,
+            layers=args.layers,
+            k=args.k,
+            alignment=alignment,
+            batch_size=args.batch_size,
+        )
+
+    result = run(args.adapter)
+    compare = labels = None
+    if args.compare_adapter or args.compare_model:
+        compare = run(args.compare_adapter, args.compare_model or args.model)
+        labels = (
+            Path(args.adapter).name if args.adapter else Path(args.model).name,
+            Path(args.compare_adapter).name if args.compare_adapter else args.compare_model,
+        )
+    plots = write_report(result, args.output, compare, labels or ("before", "after"))
+    final = {m: v[-1] for m, v in result["anisotropy"].items()}
+    print("final-layer anisotropy:", json.dumps(final))
+    if compare is not None:
+        print("compared:", json.dumps({m: v[-1] for m, v in compare["anisotropy"].items()}))
+    print(f"wrote {Path(args.output) / 'analysis.json'} and {', '.join(map(str, plots))}")
+    return 0
+
+
+def cmd_grsl_fit(args: argparse.Namespace) -> int:
+    import json
+
+    from lcoemb.grsl.fit import fit_file
+
+    fit = fit_file(args.scores, args.output)
+    keys = ("slope", "intercept", "r2", "pearson", "spearman", "n")
+    print(json.dumps({k: fit[k] for k in keys if k in fit}, indent=2))
+    print(f"wrote {Path(args.output) / 'grsl.json'} and {Path(args.output) / 'grsl.png'}")
+    return 0
+
+
+def cmd_grsl_measure(args: argparse.Namespace) -> int:
+    from lcoemb.grsl.measure import measure
+
+    report = measure(
+        args.models,
+        args.output,
+        adapters=args.adapters,
+        train_steps=args.train_steps,
+        n_generation=args.n_generation,
+        offline_size=args.offline_size,
+    )
+    for row in report["models"]:
+        print(
+            f"{row['model']:<40} generation {row['generation']:.3f}  "
+            f"representation {row['representation']:.3f}"
+        )
+    print(f"wrote {Path(args.output) / 'scores.csv'}")
+    return 0
+
+
 def cmd_mini_pretrain(args: argparse.Namespace) -> int:
     import json
 
@@ -267,6 +338,60 @@ def build_parser() -> argparse.ArgumentParser:
         help="shrink each offline set to at most N items, for a quick check",
     )
     ev.set_defaults(func=cmd_eval)
+
+    an = sub.add_parser(
+        "analyze",
+        help="anisotropy and cross-modal kernel alignment per layer and modality",
+        description="Per layer: anisotropy (mean pairwise cosine of last-token states) of each "
+        "modality, and mutual-kNN alignment (optionally CKA, CKNNA) between paired media and "
+        "texts. Writes OUTPUT/analysis.json and one PNG per measure; with --compare-adapter or "
+        "--compare-model the second model's curves are overlaid dashed.",
+    )
+    _add_model_args(an)
+    an.add_argument(
+        "--pairs",
+        required=True,
+        help='JSONL of {"text": ..., "image"|"audio"|"video": path} lines, or "offline" '
+        "for the project's generated scene, speech and clip pairs",
+    )
+    an.add_argument("--output", required=True)
+    an.add_argument("--compare-adapter", help="a second adapter on the same model")
+    an.add_argument("--compare-model", help="a second model (e.g. lco-mini against lco-mini-base)")
+    an.add_argument("--layers", default="all", help="all, last, or indices like 0,12,-1")
+    an.add_argument("--k", type=int, default=10, help="neighbours for mutual kNN and CKNNA")
+    an.add_argument(
+        "--alignment", default="mutual_knn", help="comma-separated: mutual_knn, cka, cknna"
+    )
+    an.add_argument("--n", type=int, default=200, help="pairs per modality with --pairs offline")
+    an.add_argument("--batch-size", type=int, default=8)
+    an.set_defaults(func=cmd_analyze)
+
+    gr = sub.add_parser("grsl", help="the Generation-Representation Scaling Law")
+    gr_sub = gr.add_subparsers(dest="grsl_command", required=True)
+    gf = gr_sub.add_parser(
+        "fit",
+        help="fit representation against generation across models",
+        description="Fit the linear law (and a log-linear alternative) to a CSV with columns "
+        "model,generation,representation[,group]; writes OUTPUT/grsl.json and grsl.png.",
+    )
+    gf.add_argument("--scores", required=True, help="CSV of model,generation,representation")
+    gf.add_argument("--output", required=True)
+    gf.set_defaults(func=cmd_grsl_fit)
+    gm = gr_sub.add_parser(
+        "measure",
+        help="measure generation and representation scores of models",
+        description="For each model: generation scores by its own generate (caption accuracy, "
+        "OCR character accuracy, ASR WER where it has audio) and the offline benchmark's mean "
+        "after the same short text-only LCO training (or with --adapters). Writes "
+        "OUTPUT/scores.csv for `grsl fit`, measure.json, and the fit for 3 or more models.",
+    )
+    gm.add_argument("--models", nargs="+", required=True)
+    gm.add_argument("--output", required=True)
+    gm.add_argument("--adapters", nargs="+", help="one trained adapter per model (skip training)")
+    gm.add_argument("--train-steps", type=int, default=60)
+    gm.add_argument("--n-generation", type=int, default=50, help="items per generation task")
+    gm.add_argument("--offline-size", type=int, help="shrink the offline sets (quick check)")
+    gm.set_defaults(func=cmd_grsl_measure)
 
     qs = sub.add_parser(
         "quickstart",

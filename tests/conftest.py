@@ -41,6 +41,26 @@ def omni_encoder(omni_path: Path):
     return OmniEncoder.from_pretrained(omni_path, device="cpu")
 
 
+@pytest.fixture(scope="session")
+def omni_adapter(omni_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random, non-identity LoRA adapter for the tiny thinker (q and v projections)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    base = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(omni_path)
+    lora = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)")
+    )
+    torch.manual_seed(0)
+    for name, p in lora.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    out = tmp_path_factory.mktemp("tiny-omni-adapter") / "adapter"
+    lora.save_pretrained(out)
+    return out
+
+
 def tone(seconds: float, sr: int, freq: float = 440.0, channels: int = 1) -> np.ndarray:
     """A sine (channels, samples) float32, each channel at a slightly different level."""
     t = np.arange(int(seconds * sr)) / sr

@@ -51,8 +51,10 @@ def layer_curves(
     ylabel: str,
     compare: dict[str, list[float]] | None = None,
     labels: tuple[str, str] = ("before", "after"),
+    x: list[int] | None = None,
 ) -> Path:
-    """One line per key of ``series`` against layer index; ``compare`` dashed, same colours.
+    """One line per key of ``series`` against layer index (``x``, default 0, 1, ...);
+    ``compare`` dashed, same colours.
 
     Drawn for the paper's per-layer analyses (anisotropy per modality, kernel alignment per
     modality pair), where the point is how a curve moves between two checkpoints. With
@@ -66,11 +68,11 @@ def layer_curves(
     for i, (key, values) in enumerate(series.items()):
         colour = colours[i % len(colours)]
         label = f"{key} ({labels[0]})" if compare is not None else key
-        ax.plot(range(len(values)), values, color=colour, marker=".", label=label)
+        ax.plot(x or range(len(values)), values, color=colour, marker=".", label=label)
         if compare is not None and key in compare:
             other = compare[key]
             ax.plot(
-                range(len(other)),
+                x or range(len(other)),
                 other,
                 color=colour,
                 linestyle="--",

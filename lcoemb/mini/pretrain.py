@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -227,41 +226,6 @@ def batch_loss(backbone: Any, examples: list[Example], prefix: PrefixCache) -> t
     return out.loss
 
 
-# ----------------------------------------------------------------------------- scoring
-
-
-def _normalise(text: str) -> str:
-    return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
-
-
-def generation_scores(encoder: Any, n: int = 100, tasks: list[str] | None = None) -> dict:
-    """Held-out generation quality: caption/clip/digit exact match, OCR character accuracy
-    (1 − CER) and ASR word error rate, each on ``n`` test-split samples per task."""
-    import jiwer
-
-    from lcoemb.mini.data import dataset
-
-    scores: dict[str, float] = {}
-    for task in tasks or list(TASKS):
-        modality, instruction = TASKS[task]
-        samples = dataset(task, "test", n)
-        outputs = encoder.generate(
-            [to_item(s, modality) for s in samples], "\n" + instruction, max_new_tokens=16
-        )
-        refs = [_normalise(s.text) for s in samples]
-        hyps = [_normalise(o) for o in outputs]
-        if task == "ocr":
-            scores["ocr_char_accuracy"] = max(0.0, 1 - jiwer.cer(refs, hyps))
-        elif task == "speech":
-            scores["asr_wer"] = jiwer.wer(refs, [h or "<empty>" for h in hyps])
-        else:
-            scores[f"{task}_exact_match"] = float(np.mean([r == h for r, h in zip(refs, hyps)]))
-        scores[f"{task}_examples"] = [  # a few, so a reader can see what the model says
-            {"reference": s.text, "generated": o} for s, o in zip(samples[:3], outputs[:3])
-        ]
-    return scores
-
-
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -334,6 +298,8 @@ def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
     model.eval()
     model.lm.set_attn_implementation("sdpa")
     model.save_projectors(out)
+
+    from lcoemb.grsl.measure import generation_scores
 
     encoder = OmniEncoder(backbone)
     t0 = time.perf_counter()

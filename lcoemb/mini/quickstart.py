@@ -76,36 +76,19 @@ def write_text_triplets(path: Path, n: int) -> Path:
     return path
 
 
-def format_table(base: dict, trained: dict) -> str:
-    rows = [f"{'task':<20}{'metric':<10}{'base':>8}{'trained':>9}{'gain':>8}"]
-    for task in base:
-        for metric in ("R@1", "nDCG@10"):
-            b, t = base[task][metric], trained[task][metric]
-            rows.append(f"{task:<20}{metric:<10}{b:>8.3f}{t:>9.3f}{t - b:>+8.3f}")
-    return "\n".join(rows)
-
-
-def quickstart(config: QuickstartConfig) -> dict[str, Any]:
-    from lcoemb.analysis.plots import retrieval_bars
-    from lcoemb.encoder import OmniEncoder
-    from lcoemb.mini.registry import resolve
+def train_text_adapter(base_path: str, output: Path, config: QuickstartConfig) -> Any:
+    """Train an LCO adapter on ``base_path`` with generated text-only triplets (the quickstart's
+    budget); the adapter lands in ``output/lco/adapter``. Returns the trainer's result."""
     from lcoemb.training.config import TrainConfig
     from lcoemb.training.trainer import train
 
-    out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
-    embedded = resolve(config.base)
-    base_path = str(embedded[0]) if embedded else config.base
-    times: dict[str, float] = {}
-
-    t0 = time.perf_counter()
-    print(f"[1/3] training the LCO adapter on text only ({config.steps} steps)")
-    data = write_text_triplets(out / "text_triplets.jsonl", config.n_triplets)
-    result = train(
+    output.mkdir(parents=True, exist_ok=True)
+    data = write_text_triplets(output / "text_triplets.jsonl", config.n_triplets)
+    return train(
         TrainConfig(
             model=base_path,
             data=[str(data)],
-            output=str(out / "lco"),
+            output=str(output / "lco"),
             max_steps=config.steps,
             batch_size=config.batch_size,
             mini_batch_size=config.batch_size,
@@ -120,6 +103,31 @@ def quickstart(config: QuickstartConfig) -> dict[str, Any]:
             device="cpu",
         )
     )
+
+
+def format_table(base: dict, trained: dict) -> str:
+    rows = [f"{'task':<20}{'metric':<10}{'base':>8}{'trained':>9}{'gain':>8}"]
+    for task in base:
+        for metric in ("R@1", "nDCG@10"):
+            b, t = base[task][metric], trained[task][metric]
+            rows.append(f"{task:<20}{metric:<10}{b:>8.3f}{t:>9.3f}{t - b:>+8.3f}")
+    return "\n".join(rows)
+
+
+def quickstart(config: QuickstartConfig) -> dict[str, Any]:
+    from lcoemb.analysis.plots import retrieval_bars
+    from lcoemb.encoder import OmniEncoder
+    from lcoemb.mini.registry import resolve
+
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    embedded = resolve(config.base)
+    base_path = str(embedded[0]) if embedded else config.base
+    times: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    print(f"[1/3] training the LCO adapter on text only ({config.steps} steps)")
+    result = train_text_adapter(base_path, out, config)
     times["training"] = time.perf_counter() - t0
 
     print(f"[2/3] evaluating base and trained models on held-out data ({config.n_eval} per set)")
