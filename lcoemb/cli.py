@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lcoemb.mini.registry import DEFAULT_MODEL
+
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
     """Write ``array`` to ``path`` via a temporary file, so a failure never leaves half a file."""
@@ -25,7 +27,12 @@ def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="Hugging Face id or local checkpoint folder")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="Hugging Face id, local checkpoint folder, or an embedded default: lco-mini "
+        "(LCO-Mini with its text-only LCO adapter; the default) or lco-mini-base",
+    )
     p.add_argument("--adapter", help="peft LoRA adapter folder to apply")
     p.add_argument("--device", help="torch device (default: cuda, then mps, then cpu)")
     p.add_argument(
@@ -59,7 +66,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 _TRAIN_HELP = {
-    "model": "base MLLM: Hugging Face id or local folder",
+    "model": "base MLLM: Hugging Face id, local folder, or lco-mini-base (the default)",
     "output": "output folder (adapter/, log.jsonl, tensorboard/, checkpoints/step-N/)",
     "data": "triplet sources: .jsonl/.csv/.parquet files or dataset names (equal weight)",
     "mix": "SOURCE:WEIGHT entries mixed by ratio, e.g. text.jsonl:0.8 calib.jsonl:0.2",
@@ -111,8 +118,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names()}
     config = TrainConfig.from_yaml(args.config, **given) if args.config else TrainConfig(**given)
-    if not config.model or not config.output:
-        raise ValueError("--model and --output are required (as flags or in --config)")
+    if not config.output:
+        raise ValueError("--output is required (as a flag or in --config)")
     result = train(config)
     print(f"trained {result.steps} steps, final loss {result.final_loss:.4f}")
     print(f"adapter: {result.adapter}")

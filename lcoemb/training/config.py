@@ -15,7 +15,8 @@ class TrainConfig:
     temperature 0.03 over the global batch of 1056; AdamW at 4e-4 with 100 warm-up steps and
     linear decay; 2 epochs."""
 
-    model: str = ""
+    #: base MLLM: a Hugging Face id, a local folder, or the embedded ``lco-mini-base``
+    model: str = "lco-mini-base"
     output: str = ""
     #: triplet sources (files or dataset names), used with equal weight unless ``mix`` is set
     data: list[str] = field(default_factory=list)

@@ -122,8 +122,15 @@ class Trainer:
         from peft import LoraConfig, get_peft_model
 
         from lcoemb.encoder import OmniEncoder
+        from lcoemb.mini.registry import resolve
 
         cfg = self.config
+        embedded = resolve(cfg.model)
+        if embedded is not None and embedded[1] is not None:
+            raise ValueError(
+                f"{cfg.model!r} already carries its LCO adapter; train from its base "
+                "(lco-mini-base) instead"
+            )
         encoder = OmniEncoder.from_pretrained(
             cfg.model, device=self.accelerator.device, dtype=self._dtype()
         )
