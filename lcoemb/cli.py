@@ -245,6 +245,8 @@ def cmd_mini_pretrain(args: argparse.Namespace) -> int:
         seed=args.seed,
         eval_size=args.eval_size,
         cache_dir=args.cache_dir,
+        save_steps=args.save_steps,
+        resume=args.resume,
     )
     report = pretrain(config, base=args.base)
     scores = {k: v for k, v in report["scores"].items() if not k.endswith("_examples")}
@@ -433,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--base", help="continue from an LCO-Mini folder instead of from scratch")
     pt.add_argument(
         "--cache-dir", help="keep the frozen tower features here, to reuse in later runs"
+    )
+    pt.add_argument("--save-steps", type=int, default=100, help="checkpoint every N steps")
+    pt.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest complete checkpoint in OUTPUT/checkpoints",
     )
     pt.set_defaults(func=cmd_mini_pretrain)
     return parser

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -128,3 +129,42 @@ def test_pretrain_writes_weights_log_and_report(tmp_path):
     keys = {"scene_exact_match", "ocr_char_accuracy", "digit_exact_match", "asr_wer"}
     assert keys <= saved["scores"].keys() and report["seconds"]["training"] > 0
     OmniEncoder.from_pretrained(out, device="cpu")  # loads as a backbone
+
+
+@pytest.mark.slow
+def test_pretrain_resumes_exactly(tmp_path):
+    """An interrupted stage 1 (here: its last checkpoint and outputs lost) continues from the
+    newest complete checkpoint and ends with the same projectors as an uninterrupted run."""
+    from safetensors.torch import load_file
+
+    from lcoemb.mini.pretrain import PretrainConfig, pretrain
+
+    def config(name: str, resume: bool = False) -> PretrainConfig:
+        return PretrainConfig(
+            output=str(tmp_path / name),
+            steps=4,
+            batch_size=2,
+            save_steps=2,
+            keep_checkpoints=5,
+            eval_size=1,
+            log_steps=1,
+            resume=resume,
+            train_size={"scene": 4, "ocr": 2, "digit": 2, "speech": 2, "clip": 2},
+            cache_dir=str(tmp_path / "features"),
+        )
+
+    pretrain(config("straight"))
+    pretrain(config("resumed"))
+    out = tmp_path / "resumed"
+    shutil.rmtree(out / "checkpoints" / "step-4")
+    (out / "projectors.safetensors").unlink()
+    (out / "checkpoints" / ".tmp-step-4-1").mkdir()  # a save that never finished
+    pretrain(config("resumed", resume=True))
+    assert not (out / "checkpoints" / ".tmp-step-4-1").exists()
+    a = load_file(str(tmp_path / "straight" / "projectors.safetensors"))
+    b = load_file(str(out / "projectors.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    steps = [json.loads(line)["step"] for line in (out / "pretrain_log.jsonl").open()]
+    assert steps == [1, 2, 3, 4]

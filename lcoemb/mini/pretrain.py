@@ -69,6 +69,12 @@ class PretrainConfig:
     #: keep the frozen LM in bf16 (fast on CPUs with AMX, and no per-step weight casts as under
     #: autocast); the projectors and their optimiser state stay float32
     bf16: bool = True
+    #: write an atomic checkpoint (projectors, optimiser, schedule, sampler state) every N steps
+    save_steps: int = 100
+    #: continue from the newest complete checkpoint in ``output/checkpoints``
+    resume: bool = False
+    #: checkpoints kept (the newest ones)
+    keep_checkpoints: int = 2
 
 
 def to_item(sample: Any, modality: str) -> Any:
@@ -228,6 +234,57 @@ def batch_loss(backbone: Any, examples: list[Example], prefix: PrefixCache) -> t
 
 # ----------------------------------------------------------------------------- the loop
 
+STATE_WEIGHTS = "state.pt"
+
+
+def _save(out: Path, step: int, model: Any, optimizer: Any, scheduler: Any, rng: Any, keep: int):
+    """An atomic checkpoint of everything the loop needs to continue exactly at ``step``."""
+    from lcoemb.training.checkpoints import prune, save_checkpoint
+
+    version, internal, gauss = rng.getstate()
+
+    def write(folder: Path) -> None:
+        state = {
+            "projectors": model.projector_state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        torch.save(state, folder / STATE_WEIGHTS)
+
+    sampler = {"version": version, "internal": list(internal), "gauss": gauss}
+    save_checkpoint(out / "checkpoints", step, {"step": step, "sampler": sampler}, write)
+    prune(out / "checkpoints", keep)
+
+
+def _resume(out: Path, model: Any, optimizer: Any, scheduler: Any, rng: Any) -> int:
+    """Restore the newest complete checkpoint; return its step (0 when there is none)."""
+    from lcoemb.training.checkpoints import clean_partial, latest_checkpoint, read_state
+
+    clean_partial(out / "checkpoints")
+    checkpoint = latest_checkpoint(out / "checkpoints")
+    if checkpoint is None:
+        return 0
+    meta = read_state(checkpoint)
+    state = torch.load(checkpoint / STATE_WEIGHTS, weights_only=False)
+    model.load_state_dict(state["projectors"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    sampler = meta["sampler"]
+    rng.setstate((sampler["version"], tuple(sampler["internal"]), sampler["gauss"]))
+    return int(meta["step"])
+
+
+def _open_log(path: Path, start: int) -> Any:
+    """The loss log, keeping only the lines of steps already done when resuming."""
+    kept = []
+    if start and path.is_file():
+        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= start]
+    log = path.open("w")
+    log.writelines(line + "\n" for line in kept)
+    return log
+
 
 def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
     """Train the projectors from scratch (or continue from ``base``) and write the folder."""
@@ -269,11 +326,20 @@ def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     rng = random.Random(config.seed)
+    start = _resume(out, model, optimizer, scheduler, rng) if config.resume else 0
+    if start:
+        print(f"resuming stage 1 at step {start} of {config.steps}")
     model.train()
     prefix = PrefixCache(backbone)
-    log = (out / "pretrain_log.jsonl").open("w")
+    log = _open_log(out / "pretrain_log.jsonl", start)
     t0 = time.perf_counter()
-    bar = tqdm(range(config.steps), desc="Stage-1 pretraining", unit="step")
+    bar = tqdm(
+        range(start, config.steps),
+        desc="Stage-1 pretraining",
+        unit="step",
+        initial=start,
+        total=config.steps,
+    )
     for step in bar:
         batch = [
             rng.choice(by_task[rng.choices(tasks, weights)[0]]) for _ in range(config.batch_size)
@@ -293,6 +359,8 @@ def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
                 + "\n"
             )
             log.flush()
+        if (step + 1) % config.save_steps == 0 or step + 1 == config.steps:
+            _save(out, step + 1, model, optimizer, scheduler, rng, config.keep_checkpoints)
     log.close()
     train_seconds = time.perf_counter() - t0
     model.eval()
