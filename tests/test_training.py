@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -337,3 +338,38 @@ def test_cli_yaml_config_mix_and_skip_bad(omni_path, triplets, tmp_path, capsys)
     config.write_text("model: x\nbatchsize: 3\n")
     assert main(["train", "--config", str(config)]) == 2
     assert "unknown settings ['batchsize']" in capsys.readouterr().err
+
+
+def test_multimodal_calibration_fields_train(omni_path, tmp_path):
+    """A field that is text plus an image file (calibration data) is opened and embedded."""
+    for i, colour in enumerate(("red", "green", "blue", "white")):
+        PIL.Image.new("RGB", (32, 32), colour).save(tmp_path / f"{i}.png")
+    lines = [
+        {
+            "anchor": f"a {colour} square",
+            "positive": {"text": f"colour {colour}", "image": f"{i}.png"},
+            "negative": f"not {colour}",
+        }
+        for i, colour in enumerate(("red", "green", "blue", "white"))
+    ]
+    data = tmp_path / "calib.jsonl"
+    data.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    result = train(
+        _config(omni_path, data, tmp_path / "run", max_steps=1, batch_size=4, save_steps=1)
+    )
+    assert result.steps == 1 and np.isfinite(result.final_loss)
+    assert (result.adapter / "adapter_config.json").is_file()
+
+
+def test_bf16_precision_embeds_under_cpu_autocast(omni_path, triplets, tmp_path, monkeypatch):
+    """precision=bf16 on CPU: weights stay float32, every embedding runs under bf16 autocast."""
+    seen: list[bool] = []
+    original = OmniEncoder.embed
+
+    def spy(self, items, instruction=None):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return original(self, items, instruction)
+
+    monkeypatch.setattr(OmniEncoder, "embed", spy)
+    train(_config(omni_path, triplets, tmp_path, max_steps=1, precision="bf16", save_steps=1))
+    assert seen and all(seen)

@@ -318,7 +318,7 @@ class Trainer:
             # dropout masks depend only on (seed, step, rank): resume replays them exactly
             torch.manual_seed(cfg.seed * 7_919 + step * 104_729 + rank)
             loss_value = grad_cache_step(
-                encoder.embed,
+                embed,
                 groups,
                 compute_loss,
                 chunk_size=cfg.mini_batch_size,
