@@ -38,8 +38,10 @@ def evaluate_retrieval(encoder: Any, n: int = 50, batch_size: int = 16) -> dict[
     for name, (kind, modality, directions) in RETRIEVAL_SETS.items():
         samples = dataset(kind, "test", n)
         texts = [s.text for s in samples]
-        media = encoder.encode([to_item(s, modality) for s in samples], batch_size=batch_size)
-        text = encoder.encode(texts, batch_size=batch_size)
+        media = encoder.encode(
+            [to_item(s, modality) for s in samples], batch_size=batch_size, show_progress=True
+        )
+        text = encoder.encode(texts, batch_size=batch_size, show_progress=True)
         relevant = relevance_by_text(texts, texts)
         for direction in directions:
             q, d = (media, text) if direction.startswith(modality) else (text, media)
@@ -59,6 +61,8 @@ class QuickstartConfig:
     temperature: float = 0.05
     n_triplets: int = 4000
     n_eval: int = 50
+    n_analysis: int = 50
+    k: int = 10
     seed: int = 0
 
 
@@ -114,8 +118,21 @@ def format_table(base: dict, trained: dict) -> str:
     return "\n".join(rows)
 
 
+def format_space_table(base: dict, trained: dict) -> str:
+    """Final-layer anisotropy per modality and mutual-kNN alignment per pair, base → trained."""
+    rows = [f"{'final layer':<24}{'base':>8}{'trained':>9}{'change':>8}"]
+    for modality, values in base["anisotropy"].items():
+        b, t = values[-1], trained["anisotropy"][modality][-1]
+        rows.append(f"{'anisotropy ' + modality:<24}{b:>8.3f}{t:>9.3f}{t - b:>+8.3f}")
+    for pair, values in base["mutual_knn"].items():
+        b, t = values[-1], trained["mutual_knn"][pair][-1]
+        rows.append(f"{'mutual kNN ' + pair:<24}{b:>8.3f}{t:>9.3f}{t - b:>+8.3f}")
+    return "\n".join(rows)
+
+
 def quickstart(config: QuickstartConfig) -> dict[str, Any]:
     from lcoemb.analysis.plots import retrieval_bars
+    from lcoemb.analysis.space import analyze, offline_pairs, write_report
     from lcoemb.encoder import OmniEncoder
     from lcoemb.mini.registry import resolve
 
@@ -132,21 +149,32 @@ def quickstart(config: QuickstartConfig) -> dict[str, Any]:
 
     print(f"[2/3] evaluating base and trained models on held-out data ({config.n_eval} per set)")
     t0 = time.perf_counter()
-    base_scores = evaluate_retrieval(
-        OmniEncoder.from_pretrained(base_path, device="cpu"), config.n_eval
-    )
+    base = OmniEncoder.from_pretrained(base_path, device="cpu")
     trained = OmniEncoder.from_pretrained(base_path, adapter=result.adapter, device="cpu")
+    base_scores = evaluate_retrieval(base, config.n_eval)
     trained_scores = evaluate_retrieval(trained, config.n_eval)
     times["evaluation"] = time.perf_counter() - t0
 
+    print(f"       anisotropy and cross-modal alignment per layer ({config.n_analysis} pairs)")
+    t0 = time.perf_counter()
+    pairs = offline_pairs(config.n_analysis)
+    space_base = analyze(base, pairs, k=config.k)
+    space_trained = analyze(trained, pairs, k=config.k)
+    space_plots = write_report(
+        space_base, out, space_trained, ("base", "after text-only LCO training")
+    )
+    times["analysis"] = time.perf_counter() - t0
+
     print("[3/3] results")
     table = format_table(base_scores, trained_scores)
+    table += "\n\n" + format_space_table(space_base, space_trained)
     print(table)
-    plots = [retrieval_bars(base_scores, trained_scores, out / "retrieval.png")]
+    plots = [retrieval_bars(base_scores, trained_scores, out / "retrieval.png"), *space_plots]
     report = {
         "config": vars(config),
         "base": base_scores,
         "trained": trained_scores,
+        "space": {"base": space_base, "trained": space_trained},
         "final_loss": result.final_loss,
         "seconds": times,
         "plots": [str(p) for p in plots],

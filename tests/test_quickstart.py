@@ -1,0 +1,63 @@
+"""The embedded defaults load offline, and `lcoemb quickstart` runs end to end on them (with a
+tiny budget here; the real run's numbers are in README and docs/results/)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lcoemb import OmniEncoder
+from lcoemb.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_embedded_models_load_and_differ():
+    base = OmniEncoder.from_pretrained("lco-mini-base")
+    lco = OmniEncoder.from_pretrained("lco-mini")
+    assert lco.peft_model is not None and base.peft_model is None
+    texts = ["a red circle on the left", "two blue squares at the top"]
+    a, b = base.encode(texts), lco.encode(texts)
+    assert a.shape == b.shape == (2, 576)
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-2)
+    assert (a * b).sum(1).max() < 0.99  # the adapter changes the vectors
+
+
+def test_training_from_lco_mini_is_refused(tmp_path):
+    from lcoemb.training.config import TrainConfig
+    from lcoemb.training.trainer import train
+
+    data = tmp_path / "t.jsonl"
+    data.write_text(json.dumps({"anchor": "a", "positive": "b"}) + "\n")
+    with pytest.raises(ValueError, match="train from its base"):
+        train(TrainConfig(model="lco-mini", data=[str(data)], output=str(tmp_path / "o")))
+
+
+def test_quickstart_end_to_end_with_a_tiny_budget(tmp_path, capsys):
+    from lcoemb.mini.quickstart import QuickstartConfig, quickstart
+
+    out = tmp_path / "qs"
+    report = quickstart(
+        QuickstartConfig(
+            output=str(out), steps=2, batch_size=4, n_triplets=16, n_eval=6, n_analysis=8, k=3
+        )
+    )
+    printed = capsys.readouterr().out
+    assert "image→text" in printed and "anisotropy image" in printed
+    for name in ("report.json", "table.txt", "retrieval.png", "anisotropy.png", "mutual_knn.png"):
+        assert (out / name).is_file(), name
+    assert set(report["base"]) == set(report["trained"])
+    assert {"image→text", "OCR text→image", "audio→text", "video→text"} <= set(report["base"])
+    assert (out / "lco" / "adapter" / "adapter_config.json").is_file()
+    assert report["space"]["trained"]["layers"][-1] == report["space"]["base"]["layers"][-1]
+
+
+def test_cli_default_model_is_lco_mini(tmp_path):
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"text": "a red circle"}) + "\n")
+    assert main(["encode", "--input", str(items), "--output", str(tmp_path / "v.npy")]) == 0
+    vectors = np.load(tmp_path / "v.npy")
+    expected = OmniEncoder.from_pretrained("lco-mini").encode(["a red circle"])
+    np.testing.assert_allclose(vectors, expected, atol=1e-6)
