@@ -84,6 +84,7 @@ _TRAIN_HELP = {
     "seed": "seed for data order, LoRA init and dropout (default 42)",
     "matryoshka_dims": "also train truncated vectors of these sizes",
     "skip_bad": "skip malformed data lines, count them, and report at the end",
+    "deepspeed": "DeepSpeed ZeRO: 'zero2' or a DeepSpeed JSON config (needs pip install deepspeed)",
 }
 
 

@@ -373,3 +373,67 @@ def test_bf16_precision_embeds_under_cpu_autocast(omni_path, triplets, tmp_path,
     monkeypatch.setattr(OmniEncoder, "embed", spy)
     train(_config(omni_path, triplets, tmp_path, max_steps=1, precision="bf16", save_steps=1))
     assert seen and all(seen)
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_on_two_processes_trains_like_one_and_resumes(
+    omni_path, triplets, tmp_path
+):
+    """ZeRO-2 (gloo, 2 CPU processes) gives the adapter of a plain one-process run, and a run
+    resumed from its sharded checkpoint ends where the uninterrupted one did."""
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+    ]
+    extra = ("--max-steps", "4", "--lora-dropout", "0", "--no-gradient-checkpointing")
+    one = _cli_train(omni_path, triplets, tmp_path / "one", *extra)
+    assert one.wait(timeout=600) == 0, one.stdout.read().decode()
+    ds = ("--deepspeed", "zero2", *extra)
+    two = _cli_train(omni_path, triplets, tmp_path / "ds", *ds, launcher=torchrun)
+    assert two.wait(timeout=600) == 0, two.stdout.read().decode()
+    state = json.loads((tmp_path / "ds/checkpoints/step-4/trainer_state.json").read_text())
+    assert state["world_size"] == 2
+    assert (tmp_path / "ds/checkpoints/step-2/deepspeed").is_dir()
+
+    def adapter(run: str) -> dict:
+        return load_file(str(tmp_path / run / "adapter" / "adapter_model.safetensors"))
+
+    a, b = adapter("one"), adapter("ds")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-4
+
+    # lose the last checkpoint and the result, then resume from step 2's ZeRO shards
+    import shutil
+
+    shutil.rmtree(tmp_path / "ds" / "checkpoints" / "step-4")
+    shutil.rmtree(tmp_path / "ds" / "adapter")
+    torchrun[-1] = str(_free_port())
+    resumed = _cli_train(omni_path, triplets, tmp_path / "ds", *ds, "--resume", launcher=torchrun)
+    assert resumed.wait(timeout=600) == 0, resumed.stdout.read().decode()
+    c = adapter("ds")
+    assert max((b[k] - c[k]).abs().max().item() for k in b) <= 1e-6
+
+
+def test_deepspeed_config_is_checked(tmp_path):
+    from lcoemb.training.zero import deepspeed_config
+
+    kw = {"micro_batch": 4, "world": 2, "max_grad_norm": 1.0, "bf16": False}
+    config = deepspeed_config("zero2", **kw)
+    assert config["zero_optimization"]["stage"] == 2 and config["train_batch_size"] == 8
+    assert config["managed_gradient_accumulation"] is False
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"train_batch_size": 64, "zero_optimization": {"stage": 2}}))
+    with pytest.raises(ValueError, match="train_batch_size=64 conflicts"):
+        deepspeed_config(str(path), **kw)
+    path.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    with pytest.raises(ValueError, match="stage 3 is not supported"):
+        deepspeed_config(str(path), **kw)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        deepspeed_config(str(path), **kw)
+    with pytest.raises(FileNotFoundError, match="or use 'zero2'"):
+        deepspeed_config(str(tmp_path / "missing.json"), **kw)

@@ -50,6 +50,8 @@ class TrainConfig:
     seed: int = 42
     skip_bad: bool = False
     device: str | None = None
+    #: DeepSpeed ZeRO: ``zero2`` (built in) or a DeepSpeed JSON config; None trains without it
+    deepspeed: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "bf16", "fp32"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,15 @@ def _key(item: Any) -> str:
         return "\x1f".join(_key(p) for p in item)
     source = getattr(item, "source", None) or getattr(item, "filename", None)
     return repr(source if source is not None else id(item))
+
+
+def _engine_backward(engine: Any) -> Any:
+    """GradCache's chunk backward through a DeepSpeed engine: accumulate, no GAS rescaling."""
+
+    def backward(loss: torch.Tensor) -> None:
+        engine.backward(loss, scale_wrt_gas=False)
+
+    return backward
 
 
 class Trainer:
@@ -173,20 +183,42 @@ class Trainer:
             "config": cfg.to_dict(),
         }
 
-    def _save(self, encoder: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]) -> None:
+    def _save(
+        self, encoder: Any, optimizer: Any, scheduler: Any, state: dict[str, Any], engine: Any
+    ) -> None:
+        acc = self.accelerator
+        staged = None
+        if engine is not None:  # every process writes its ZeRO partition, then one renames
+            from lcoemb.training import zero
+
+            staged = self.checkpoints_dir / f".tmp-step-{state['step']}-deepspeed"
+            if acc.is_main_process:
+                shutil.rmtree(staged, ignore_errors=True)
+                staged.mkdir(parents=True)
+            acc.wait_for_everyone()
+            zero.save(engine, staged)
+            acc.wait_for_everyone()
+
         def write(folder: Path) -> None:
             encoder.peft_model.save_pretrained(folder / ADAPTER_DIR)
+            if staged is not None:
+                shutil.move(staged / zero.CHECKPOINT_TAG, folder / zero.CHECKPOINT_TAG)
+                return
             torch.save(
                 {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                 folder / "optimizer.pt",
             )
 
-        if self.accelerator.is_main_process:
+        if acc.is_main_process:
             ckpt.save_checkpoint(self.checkpoints_dir, state["step"], state, write)
             ckpt.prune(self.checkpoints_dir, self.config.keep_checkpoints)
-        self.accelerator.wait_for_everyone()
+            if staged is not None:
+                shutil.rmtree(staged, ignore_errors=True)
+        acc.wait_for_everyone()
 
-    def _resume(self, encoder: Any, optimizer: Any, scheduler: Any, n_triplets: int) -> int:
+    def _resume(
+        self, encoder: Any, optimizer: Any, scheduler: Any, n_triplets: int, engine: Any
+    ) -> int:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
@@ -198,6 +230,7 @@ class Trainer:
         state = ckpt.read_state(latest)
         old, new = state["config"], self.config.to_dict()
         must_match = ["model", "batch_size", "seed", "lora_r", "lora_alpha", "lr", "warmup_steps"]
+        must_match.append("deepspeed")
         changed = [k for k in must_match if old.get(k) != new.get(k)]
         if state["n_triplets"] != n_triplets:
             changed.append(f"data ({state['n_triplets']} -> {n_triplets} triplets)")
@@ -210,6 +243,11 @@ class Trainer:
             )
         weights = load_file(str(latest / ADAPTER_DIR / "adapter_model.safetensors"))
         set_peft_model_state_dict(encoder.peft_model, weights)
+        if engine is not None:
+            from lcoemb.training import zero
+
+            zero.load(engine, latest)
+            return int(state["step"])
         opt = torch.load(latest / "optimizer.pt", map_location="cpu", weights_only=False)
         optimizer.load_state_dict(opt["optimizer"])
         scheduler.load_state_dict(opt["scheduler"])
@@ -242,8 +280,9 @@ class Trainer:
 
         if acc.distributed_type == DistributedType.DEEPSPEED:
             raise ValueError(
-                "DeepSpeed is not supported yet: GradCache runs several backward passes per "
-                "step, which DeepSpeed counts as micro-steps. Use torchrun/accelerate DDP."
+                "launched with accelerate's DeepSpeed plugin: launch with torchrun (or plain "
+                "accelerate) and pass --deepspeed zero2 or a DeepSpeed JSON config instead; the "
+                "trainer drives DeepSpeed itself, because GradCache owns gradient accumulation"
             )
         triplets, sets = load_training_data(cfg)
         if len(triplets) < cfg.batch_size:
@@ -262,7 +301,21 @@ class Trainer:
         from transformers import get_linear_schedule_with_warmup
 
         scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, total)
-        start = self._resume(encoder, optimizer, scheduler, len(triplets)) if cfg.resume else 0
+        engine = None
+        if cfg.deepspeed:
+            from lcoemb.training import zero
+
+            ds_config = zero.deepspeed_config(
+                cfg.deepspeed,
+                micro_batch=local,
+                world=world,
+                max_grad_norm=cfg.max_grad_norm,
+                bf16=self._dtype() == torch.bfloat16,
+            )
+            engine = zero.initialize(encoder.peft_model, optimizer, scheduler, ds_config)
+        start = 0
+        if cfg.resume:
+            start = self._resume(encoder, optimizer, scheduler, len(triplets), engine)
         if start >= total:
             acc.print(f"already trained to step {start} of {total}; nothing to do")
 
@@ -322,19 +375,22 @@ class Trainer:
                 groups,
                 compute_loss,
                 chunk_size=cfg.mini_batch_size,
-                backward=acc.backward,
+                backward=acc.backward if engine is None else _engine_backward(engine),
             )
-            if world > 1:
+            if engine is not None:  # reduce-scatter, clip, update, schedule, zero the grads
+                engine.step()
+            elif world > 1:
                 # One all-reduce per step, however many GradCache chunks (the model is not
                 # DDP-wrapped). SUM then divide: gloo, the CPU backend, has no AVG.
                 for p in params:
                     torch.distributed.all_reduce(p.grad)
                     p.grad /= world
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            if engine is None:
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
 
             done = step + 1
             done_items += cfg.batch_size
@@ -355,9 +411,8 @@ class Trainer:
                 writer.add_scalar("train/loss", loss_value, done)
                 writer.add_scalar("train/lr", lr, done)
             if done % cfg.save_steps == 0 or done == total:
-                self._save(
-                    encoder, optimizer, scheduler, self._state(done, loss_value, len(triplets))
-                )
+                state = self._state(done, loss_value, len(triplets))
+                self._save(encoder, optimizer, scheduler, state, engine)
         bar.close()
 
         adapter = self.output / ADAPTER_DIR
