@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install test lint bench
+.PHONY: install test lint bench quickstart
 
 install: $(VENV)/.installed
 
@@ -27,3 +27,8 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/encode_throughput.py
+
+# README's main command: install, then train LCO-Mini's adapter on text only and show the
+# cross-modal retrieval, anisotropy and alignment it gains (about 10 minutes on 2 CPU cores)
+quickstart: install
+	$(VENV)/bin/lcoemb quickstart

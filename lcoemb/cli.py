@@ -248,10 +248,19 @@ def cmd_mini_pretrain(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         save_steps=args.save_steps,
         resume=args.resume,
+        keep_checkpoints=args.keep_checkpoints or None,
     )
     report = pretrain(config, base=args.base)
     scores = {k: v for k, v in report["scores"].items() if not k.endswith("_examples")}
     print(json.dumps({"seconds": report["seconds"], "scores": scores}, indent=2))
+    return 0
+
+
+def cmd_mini_export(args: argparse.Namespace) -> int:
+    from lcoemb.mini.pretrain import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.output)
+    print(f"wrote {out} (use it as --model {out})")
     return 0
 
 
@@ -443,7 +452,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue from the newest complete checkpoint in OUTPUT/checkpoints",
     )
+    pt.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=2,
+        help="newest checkpoints kept (0 keeps all: each is a smaller-budget variant)",
+    )
     pt.set_defaults(func=cmd_mini_pretrain)
+    ex = mini_sub.add_parser(
+        "export",
+        help="turn a stage-1 checkpoint into a model folder",
+        description="Write OUTPUT/config.json and projectors.safetensors from "
+        "RUN/checkpoints/step-N, so an intermediate generative budget can be encoded, trained "
+        "and evaluated like any model (the GRSL budget axis).",
+    )
+    ex.add_argument("--checkpoint", required=True, help="RUN/checkpoints/step-N")
+    ex.add_argument("--output", required=True)
+    ex.set_defaults(func=cmd_mini_export)
     return parser
 
 

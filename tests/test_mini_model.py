@@ -168,3 +168,18 @@ def test_pretrain_resumes_exactly(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     steps = [json.loads(line)["step"] for line in (out / "pretrain_log.jsonl").open()]
     assert steps == [1, 2, 3, 4]
+
+    # an intermediate checkpoint exports as a model folder with its own projectors
+    from lcoemb.mini.pretrain import export_checkpoint
+
+    variant = export_checkpoint(out / "checkpoints" / "step-2", tmp_path / "variant")
+    early = load_file(str(variant / "projectors.safetensors"))
+    assert any((early[k] != b[k]).any() for k in b)
+    OmniEncoder.from_pretrained(variant, device="cpu")
+
+
+def test_export_checkpoint_errors_name_the_folder(tmp_path):
+    from lcoemb.mini.pretrain import export_checkpoint
+
+    with pytest.raises(FileNotFoundError, match="is not a stage-1 checkpoint"):
+        export_checkpoint(tmp_path, tmp_path / "out")

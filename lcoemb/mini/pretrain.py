@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -73,8 +74,8 @@ class PretrainConfig:
     save_steps: int = 100
     #: continue from the newest complete checkpoint in ``output/checkpoints``
     resume: bool = False
-    #: checkpoints kept (the newest ones)
-    keep_checkpoints: int = 2
+    #: checkpoints kept (the newest ones; None keeps all)
+    keep_checkpoints: int | None = 2
 
 
 def to_item(sample: Any, modality: str) -> Any:
@@ -237,7 +238,9 @@ def batch_loss(backbone: Any, examples: list[Example], prefix: PrefixCache) -> t
 STATE_WEIGHTS = "state.pt"
 
 
-def _save(out: Path, step: int, model: Any, optimizer: Any, scheduler: Any, rng: Any, keep: int):
+def _save(
+    out: Path, step: int, model: Any, optimizer: Any, scheduler: Any, rng: Any, keep: int | None
+):
     """An atomic checkpoint of everything the loop needs to continue exactly at ``step``."""
     from lcoemb.training.checkpoints import prune, save_checkpoint
 
@@ -251,6 +254,7 @@ def _save(out: Path, step: int, model: Any, optimizer: Any, scheduler: Any, rng:
             "torch_rng": torch.get_rng_state(),
         }
         torch.save(state, folder / STATE_WEIGHTS)
+        model.mini_config.save(folder)  # so that a checkpoint exports on its own
 
     sampler = {"version": version, "internal": list(internal), "gauss": gauss}
     save_checkpoint(out / "checkpoints", step, {"step": step, "sampler": sampler}, write)
@@ -274,6 +278,28 @@ def _resume(out: Path, model: Any, optimizer: Any, scheduler: Any, rng: Any) -> 
     sampler = meta["sampler"]
     rng.setstate((sampler["version"], tuple(sampler["internal"]), sampler["gauss"]))
     return int(meta["step"])
+
+
+def export_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
+    """A stage-1 checkpoint (``OUTPUT/checkpoints/step-N``) as a model folder that every command
+    takes as ``--model``: its ``config.json`` plus its projectors in bf16.
+    Checkpoints along one run are LCO-Mini variants with smaller generative budgets (GRSL)."""
+    from lcoemb.mini.model import CONFIG_NAME, WEIGHTS_NAME
+
+    checkpoint, out = Path(checkpoint), Path(output)
+    config = checkpoint / CONFIG_NAME
+    if not (checkpoint / STATE_WEIGHTS).is_file() or not config.is_file():
+        raise FileNotFoundError(
+            f"{checkpoint} is not a stage-1 checkpoint ({STATE_WEIGHTS} and {CONFIG_NAME} expected)"
+        )
+    from safetensors.torch import save_file
+
+    state = torch.load(checkpoint / STATE_WEIGHTS, map_location="cpu", weights_only=False)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(config, out / CONFIG_NAME)
+    weights = {k: v.to(torch.bfloat16).contiguous() for k, v in state["projectors"].items()}
+    save_file(weights, str(out / WEIGHTS_NAME))
+    return out
 
 
 def _open_log(path: Path, start: int) -> Any:
