@@ -29,7 +29,6 @@ Retrieval relevance is by text: every document whose caption equals the query's 
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 from pathlib import Path
@@ -411,21 +410,3 @@ def offline_tasks(names: list[str] | None = None, size: int | None = None) -> li
                 attrs[attr] = min(size, getattr(cls, attr))
         out.append(type(cls.__name__, (cls,), attrs)())
     return out
-
-
-def describe() -> str:
-    """A JSON description of the benchmark: tasks, types, modalities, data version."""
-    return json.dumps(
-        {
-            "version": _data_version(),
-            "tasks": {
-                t.metadata.name: {
-                    "type": t.metadata.type,
-                    "modalities": t.metadata.modalities,
-                    "description": t.metadata.description,
-                }
-                for t in OFFLINE_TASKS
-            },
-        },
-        indent=2,
-    )
