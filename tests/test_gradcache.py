@@ -159,3 +159,22 @@ def test_errors() -> None:
         grad_cache_step(_embedder(model), {"anchor": []}, _loss_fn, chunk_size=2)
     with pytest.raises(ValueError, match="expected"):
         grad_cache_step(lambda items: torch.zeros(1, 8), groups, _loss_fn, chunk_size=2)
+
+
+def test_a_batch_that_fits_one_chunk_is_embedded_once() -> None:
+    """Nothing to save by caching: one forward with gradients, same result as the ordinary step."""
+    model, groups = _model(False), _groups()
+    calls: list[int] = []
+    inner = _embedder(model)
+
+    def embed(items):
+        calls.append(len(items))
+        return inner(items)
+
+    model.zero_grad()
+    total = sum(len(g) for g in groups.values())
+    value = grad_cache_step(embed, groups, _loss_fn, chunk_size=total)
+    assert calls == [total]
+    _assert_same(
+        (value, [p.grad.clone() for p in model.parameters()]), _reference(model, groups, 100)
+    )

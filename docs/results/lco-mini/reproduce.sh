@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Reproduces docs/results/lco-mini/ on a 2-core CPU (about 2 hours; stage 1 is most of it).
+# Run from the repository root after `make install`; every number in README.md comes from here.
+set -euo pipefail
+export PATH="$PWD/.venv/bin:$PATH"
+RUNS=${RUNS:-runs}
+
+# 1. stage 1: generative pretraining of the projectors (-> lcoemb/mini/weights/base)
+lcoemb mini pretrain --output "$RUNS/base" --cache-dir "$RUNS/features" --steps 1500 \
+    --save-steps 100 --keep-checkpoints 0
+
+# 2. the main job: text-only LCO training from lco-mini-base, retrieval/anisotropy/alignment
+#    before and after (-> lcoemb/mini/weights/lco is this run's adapter)
+lcoemb quickstart --base "$RUNS/base" --output "$RUNS/quickstart"
+
+# 3. the offline mteb benchmark, base against trained
+lcoemb eval --model "$RUNS/base" --benchmark offline --output "$RUNS/eval-base"
+lcoemb eval --model "$RUNS/base" --adapter "$RUNS/quickstart/lco/adapter" --benchmark offline \
+    --output "$RUNS/eval-lco"
+
+# 4. the embedding space per layer, base against trained
+lcoemb analyze --model "$RUNS/base" --compare-adapter "$RUNS/quickstart/lco/adapter" \
+    --pairs offline --n 200 --output "$RUNS/space"
+
+# 5. GRSL at mini scale: checkpoints along stage 1 are backbones with smaller generative budgets
+variants=()
+for step in 100 300 700 1500; do
+    lcoemb mini export --checkpoint "$RUNS/base/checkpoints/step-$step" --output "$RUNS/variants/step-$step"
+    variants+=("$RUNS/variants/step-$step")
+done
+lcoemb grsl measure --models "${variants[@]}" --output "$RUNS/grsl"
