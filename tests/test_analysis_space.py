@@ -45,6 +45,9 @@ def test_final_layer_matches_the_encoder_vectors(encoder32, pairs):
     for values in result["mutual_knn"].values():
         assert all(v is None or 0.0 <= v <= 1.0 for v in values)
     assert set(result["cka"]) == set(result["cknna"]) == set(result["mutual_knn"])
+    # layer 0: every item ends on the same prompt token, so alignment is undefined, not 1
+    assert result["anisotropy"]["text"][0] == pytest.approx(1.0)
+    assert all(values[0] is None for values in result["mutual_knn"].values())
 
 
 def test_layer_selection_always_ends_with_the_final_layer():

@@ -169,10 +169,19 @@ def analyze(
         texts = text_states[:, start : start + len(items)]
         start += len(items)
         result["anisotropy"][modality] = [metrics.anisotropy(media_states[i]) for i in chosen]
+        # where every item has the same state (the embedding layer: all end on the same prompt
+        # token) neighbours are ties and alignment is undefined, not 1
+        degenerate = [
+            a > 1 - 1e-6 or t > 1 - 1e-6
+            for a, t in zip(result["anisotropy"][modality], result["anisotropy"]["text"])
+        ]
         for name in alignment:
             fn = ALIGNMENT_METRICS[name]
             kw = {} if name == "cka" else {"k": k}
-            scores = [fn(media_states[i], texts[i], **kw) for i in chosen]
+            scores = [
+                math.nan if flat else fn(media_states[i], texts[i], **kw)
+                for i, flat in zip(chosen, degenerate)
+            ]
             result[name][f"{modality}-text"] = _finite(scores)
     return result
 

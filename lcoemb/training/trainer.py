@@ -96,6 +96,14 @@ class Trainer:
     def __init__(self, config: TrainConfig):
         from accelerate import Accelerator
 
+        from lcoemb.mini.registry import resolve
+
+        embedded = resolve(config.model)
+        if embedded is not None and embedded[1] is not None:
+            raise ValueError(
+                f"{config.model!r} already carries its LCO adapter; train from its base "
+                "(lco-mini-base) instead"
+            )
         self.config = config
         cpu = config.device == "cpu" or (config.device is None and not torch.cuda.is_available())
         self.accelerator = Accelerator(cpu=cpu)
@@ -132,15 +140,8 @@ class Trainer:
         from peft import LoraConfig, get_peft_model
 
         from lcoemb.encoder import OmniEncoder
-        from lcoemb.mini.registry import resolve
 
         cfg = self.config
-        embedded = resolve(cfg.model)
-        if embedded is not None and embedded[1] is not None:
-            raise ValueError(
-                f"{cfg.model!r} already carries its LCO adapter; train from its base "
-                "(lco-mini-base) instead"
-            )
         encoder = OmniEncoder.from_pretrained(
             cfg.model, device=self.accelerator.device, dtype=self._dtype()
         )
