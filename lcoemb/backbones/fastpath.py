@@ -139,21 +139,11 @@ def last_token_states(text_model: Any, *, compile: bool = False):
 
 def patch_embed_as_linear(patch_embed: Any):
     """A drop-in ``forward`` for ``Qwen2_5_VisionPatchEmbed``: the stride-equals-kernel Conv3d
-    as one GEMM over flattened patches (same weights, same input order).
-
-    The GEMM runs in float32 on the (exactly representable) low-precision inputs and rounds once
-    at the end, as the convolution kernel accumulates; a bf16 GEMM would round differently from
-    the convolution in about 0.02 % of the outputs. The patch embedding is a tiny share of the
-    tower's work, so this costs nothing measurable."""
-    cached: dict[str, Any] = {}
+    as one GEMM over flattened patches (same weights, same input order)."""
 
     def forward(hidden_states: torch.Tensor) -> torch.Tensor:
         w = patch_embed.proj.weight
-        key = (w.device, w.data_ptr(), w._version)  # the float32 copy follows moves and edits
-        if cached.get("key") != key:
-            cached["key"], cached["weight"] = key, w.detach().reshape(w.shape[0], -1).float()
-        weight32 = cached["weight"]
-        x = hidden_states.reshape(-1, weight32.shape[1]).to(w.dtype).float()
-        return F.linear(x, weight32).to(w.dtype)
+        x = hidden_states.reshape(-1, w[0].numel()).to(w.dtype)
+        return F.linear(x, w.reshape(w.shape[0], -1))
 
     return forward
