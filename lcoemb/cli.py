@@ -415,9 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     qs = sub.add_parser(
         "quickstart",
         help="train LCO-Mini on text only and show cross-modal retrieval before and after",
-        description="Train the LCO adapter on lco-mini-base with text-only triplets, then "
-        "evaluate base and trained models on held-out image, OCR, audio and video retrieval "
-        "(R@1, nDCG@10). Prints a table; writes report.json, table.txt and plots to OUTPUT.",
+        description="Train the LCO adapter on lco-mini-base with text-only triplets (60 steps "
+        "of 16, LoRA r=16, lr 1e-3), then evaluate base and trained models on held-out image, "
+        "OCR, audio and video retrieval (R@1, nDCG@10) and measure anisotropy and mutual-kNN "
+        "alignment per layer. Prints the tables; writes report.json, table.txt, retrieval.png, "
+        "anisotropy.png, mutual_knn.png and analysis.json to OUTPUT. About 9 minutes on 2 CPU "
+        "cores.",
     )
     qs.add_argument("--output", default="lcoemb-quickstart")
     qs.add_argument("--base", default="lco-mini-base", help="generative-stage backbone")
