@@ -266,11 +266,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_processes_train_like_one(omni_path, triplets, tmp_path):
-    """2 CPU processes (gloo) on the same global batch give the same adapter as one process:
-    embeddings are gathered for the loss and LoRA gradients averaged across processes."""
-    torchrun = [
+def _torchrun() -> list[str]:
+    """A 2-process CPU torchrun launcher on a free port."""
+    return [
         sys.executable,
         "-m",
         "torch.distributed.run",
@@ -279,6 +277,13 @@ def test_two_processes_train_like_one(omni_path, triplets, tmp_path):
         "--master_port",
         str(_free_port()),
     ]
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one(omni_path, triplets, tmp_path):
+    """2 CPU processes (gloo) on the same global batch give the same adapter as one process:
+    embeddings are gathered for the loss and LoRA gradients averaged across processes."""
+    torchrun = _torchrun()
     extra = ("--max-steps", "3", "--lora-dropout", "0", "--no-gradient-checkpointing")
     one = _cli_train(omni_path, triplets, tmp_path / "one", *extra)
     assert one.wait(timeout=600) == 0, one.stdout.read().decode()
@@ -381,15 +386,7 @@ def test_deepspeed_zero2_on_two_processes_trains_like_one_and_resumes(
 ):
     """ZeRO-2 (gloo, 2 CPU processes) gives the adapter of a plain one-process run, and a run
     resumed from its sharded checkpoint ends where the uninterrupted one did."""
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(_free_port()),
-    ]
+    torchrun = _torchrun()
     extra = ("--max-steps", "4", "--lora-dropout", "0", "--no-gradient-checkpointing")
     one = _cli_train(omni_path, triplets, tmp_path / "one", *extra)
     assert one.wait(timeout=600) == 0, one.stdout.read().decode()
@@ -411,8 +408,9 @@ def test_deepspeed_zero2_on_two_processes_trains_like_one_and_resumes(
 
     shutil.rmtree(tmp_path / "ds" / "checkpoints" / "step-4")
     shutil.rmtree(tmp_path / "ds" / "adapter")
-    torchrun[-1] = str(_free_port())
-    resumed = _cli_train(omni_path, triplets, tmp_path / "ds", *ds, "--resume", launcher=torchrun)
+    resumed = _cli_train(
+        omni_path, triplets, tmp_path / "ds", *ds, "--resume", launcher=_torchrun()
+    )
     assert resumed.wait(timeout=600) == 0, resumed.stdout.read().decode()
     c = adapter("ds")
     assert max((b[k] - c[k]).abs().max().item() for k in b) <= 1e-6

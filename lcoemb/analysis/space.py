@@ -213,9 +213,8 @@ def write_report(
         path = layer_curves(
             series,
             out / f"{measure}.png",
-            title=f"{measure.replace('_', ' ')} per layer (k={result['k']})"
-            if measure != "anisotropy"
-            else "anisotropy per layer",
+            title=f"{measure.replace('_', ' ')} per layer"
+            + ("" if measure == "anisotropy" else f" (k={result['k']})"),
             ylabel=ylabel,
             compare=other,
             labels=labels,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -305,9 +306,8 @@ class _GeneratedZeroShot(AbsTaskZeroShotClassification):
     kind: str = ""
     n: int = 0
     labels: tuple[str, ...] = ()
-
-    def label_of(self, text: str) -> int:
-        raise NotImplementedError
+    #: the class index of a sample's text; each task defines it
+    label_of: Callable[[str], int]
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
         if self.data_loaded:

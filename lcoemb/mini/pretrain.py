@@ -302,16 +302,6 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
     return out
 
 
-def _open_log(path: Path, start: int) -> Any:
-    """The loss log, keeping only the lines of steps already done when resuming."""
-    kept = []
-    if start and path.is_file():
-        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= start]
-    log = path.open("w")
-    log.writelines(line + "\n" for line in kept)
-    return log
-
-
 def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
     """Train the projectors from scratch (or continue from ``base``) and write the folder."""
     from lcoemb.backbones.mini import MiniBackbone
@@ -357,7 +347,9 @@ def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
         print(f"resuming stage 1 at step {start} of {config.steps}")
     model.train()
     prefix = PrefixCache(backbone)
-    log = _open_log(out / "pretrain_log.jsonl", start)
+    from lcoemb.training.checkpoints import open_log
+
+    log = open_log(out / "pretrain_log.jsonl", start)
     t0 = time.perf_counter()
     bar = tqdm(
         range(start, config.steps),

@@ -83,6 +83,20 @@ def clean_partial(checkpoints_dir: Path) -> list[Path]:
     return removed
 
 
+def open_log(path: Path, resumed_step: int) -> Any:
+    """Open a JSONL step log for appending, first dropping the lines of steps after
+    ``resumed_step`` (all of them for a fresh run), so a resumed run's log reads like an
+    uninterrupted one's."""
+    if path.exists():
+        kept = [
+            line
+            for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= resumed_step
+        ]
+        path.write_text("".join(line + "\n" for line in kept))
+    return path.open("a")
+
+
 def prune(checkpoints_dir: Path, keep: int | None) -> None:
     """Keep only the newest ``keep`` checkpoints (all if ``keep`` is None)."""
     if keep is None:

@@ -242,32 +242,19 @@ class Trainer:
                 f"cannot resume from {latest}: settings changed since it was written: "
                 f"{', '.join(changed)}"
             )
-        weights = load_file(str(latest / ADAPTER_DIR / "adapter_model.safetensors"))
-        set_peft_model_state_dict(encoder.peft_model, weights)
-        if engine is not None:
+        if engine is not None:  # the engine's checkpoint holds LoRA weights and optimiser shards
             from lcoemb.training import zero
 
             zero.load(engine, latest)
             return int(state["step"])
+        weights = load_file(str(latest / ADAPTER_DIR / "adapter_model.safetensors"))
+        set_peft_model_state_dict(encoder.peft_model, weights)
         opt = torch.load(latest / "optimizer.pt", map_location="cpu", weights_only=False)
         optimizer.load_state_dict(opt["optimizer"])
         scheduler.load_state_dict(opt["scheduler"])
         return int(state["step"])
 
     # ------------------------------------------------------------------ logging
-
-    def _open_log(self, start_step: int) -> Any:
-        """Open ``log.jsonl`` for appending, first dropping lines past the resumed step, so the
-        log of a resumed run reads like the log of an uninterrupted one."""
-        path = self.output / LOG_FILE
-        if path.exists():
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= start_step
-            ]
-            path.write_text("".join(line + "\n" for line in kept))
-        return path.open("a")
 
     # ------------------------------------------------------------------ the loop
 
@@ -321,7 +308,7 @@ class Trainer:
             acc.print(f"already trained to step {start} of {total}; nothing to do")
 
         self.output.mkdir(parents=True, exist_ok=True)
-        log = self._open_log(start) if acc.is_main_process else None
+        log = ckpt.open_log(self.output / LOG_FILE, start) if acc.is_main_process else None
         writer = None
         if acc.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
