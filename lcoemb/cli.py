@@ -6,7 +6,9 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -233,6 +235,28 @@ def cmd_grsl_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_values(kind: type) -> Callable[[str], dict[str, Any]]:
+    """An argparse type for ``TASK=VALUE,...`` lists over stage 1's tasks."""
+
+    def parse(text: str) -> dict[str, Any]:
+        from lcoemb.mini.pretrain import TASKS
+
+        out = {}
+        for entry in filter(None, text.split(",")):
+            task, sep, value = entry.partition("=")
+            if not sep or task not in TASKS:
+                raise argparse.ArgumentTypeError(
+                    f"{entry!r}: expected TASK=VALUE with TASK one of {', '.join(TASKS)}"
+                )
+            try:
+                out[task] = kind(value)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{entry!r}: {value!r} is not a number") from None
+        return out
+
+    return parse
+
+
 def cmd_mini_pretrain(args: argparse.Namespace) -> int:
     import json
 
@@ -249,7 +273,12 @@ def cmd_mini_pretrain(args: argparse.Namespace) -> int:
         save_steps=args.save_steps,
         resume=args.resume,
         keep_checkpoints=args.keep_checkpoints or None,
+        reading=not args.no_reading,
     )
+    if args.train is not None:
+        config.train = args.train
+    config.task_weights.update(args.task_weights or {})
+    config.train_size.update(args.train_size or {})
     report = pretrain(config, base=args.base)
     scores = {k: v for k, v in report["scores"].items() if not k.endswith("_examples")}
     print(json.dumps({"seconds": report["seconds"], "scores": scores}, indent=2))
@@ -450,6 +479,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-dir", help="keep the frozen tower features here, to reuse in later runs"
     )
     pt.add_argument("--save-steps", type=int, default=100, help="checkpoint every N steps")
+    pt.add_argument(
+        "--train",
+        type=lambda v: [x for x in v.split(",") if x],
+        help="projectors that learn, comma-separated from image,audio,read (default: all); "
+        "e.g. --base OLD --train read adds reading to a model trained without it",
+    )
+    pt.add_argument(
+        "--task-weights",
+        type=_task_values(float),
+        help="TASK=W,... sampling weights over scene,ocr,digit,speech,clip (others keep their "
+        "defaults; 0 leaves a task out)",
+    )
+    pt.add_argument(
+        "--train-size", type=_task_values(int), help="TASK=N,... training examples per task"
+    )
+    pt.add_argument(
+        "--no-reading", action="store_true", help="no reading tokens (the pre-0.2 design)"
+    )
     pt.add_argument(
         "--resume",
         action="store_true",

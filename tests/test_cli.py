@@ -90,3 +90,23 @@ def test_console_script_help():
     )
     assert result.returncode == 0
     assert "--adapter" in result.stdout and "line number" in result.stdout
+
+
+def test_mini_pretrain_task_lists_name_the_tasks(capsys):
+    import pytest
+
+    from lcoemb.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(
+        ["mini", "pretrain", "--output", "x", "--task-weights", "ocr=1,clip=0", "--train", "read"]
+    )
+    assert args.task_weights == {"ocr": 1.0, "clip": 0.0} and args.train == ["read"]
+    for bad, says in (
+        ("poem=1", "scene, ocr, digit, speech, clip"),
+        ("ocr", "expected TASK=VALUE"),
+        ("ocr=many", "'many' is not a number"),
+    ):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["mini", "pretrain", "--output", "x", "--task-weights", bad])
+        assert says in capsys.readouterr().err

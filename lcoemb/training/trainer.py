@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from lcoemb.backbones.base import fast_bf16
 from lcoemb.training import checkpoints as ckpt
 from lcoemb.training.config import TrainConfig
 from lcoemb.training.data import (
@@ -113,18 +114,11 @@ class Trainer:
     # ------------------------------------------------------------------ setup
 
     def _bf16(self) -> bool:
-        """Whether to compute in bf16: asked for, or ``auto`` on a device with fast bf16 (CUDA
-        with bf16 support; a CPU with AMX or AVX-512 bf16, where it is several times faster)."""
+        """Whether to compute in bf16: asked for, or ``auto`` on a device with fast bf16."""
         precision = self.config.precision
         if precision != "auto":
             return precision == "bf16"
-        device = self.accelerator.device
-        if device.type == "cuda":
-            return torch.cuda.is_bf16_supported()
-        cpu = torch._C._cpu
-        return device.type == "cpu" and (
-            cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported()
-        )
+        return fast_bf16(self.accelerator.device)
 
     def _dtype(self) -> torch.dtype:
         """Weights dtype: bf16 on accelerators; on CPU the weights stay float32 and bf16 comes

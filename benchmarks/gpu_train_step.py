@@ -1,0 +1,221 @@
+"""Training-step throughput and MFU of ``lcoemb train`` on a Qwen2.5-Omni-3B-sized thinker, one GPU.
+
+What it measures
+----------------
+``lcoemb.training.train`` (the loop behind ``lcoemb train``: GradCache, InfoNCE over the batch's
+positives and hard negatives, LoRA on every language-model Linear, gradient checkpointing, bf16
+weights) on a randomly initialised Qwen2.5-Omni thinker whose language model has Qwen2.5-Omni-3B's
+shape: 36 layers, width 2048, 16 query / 2 key-value heads, MLP 11008 (about 2.8 B non-embedding
+parameters). The vision and audio towers are one block each (text-only training never runs them)
+and the vocabulary is the test tokenizer's, so the checkpoint is written and loaded in well under
+a minute. Steps after ``--warmup`` are timed from the trainer's ``log.jsonl``.
+
+FLOPs
+-----
+With ``P`` the decoder's non-embedding parameters, ``n`` its layers, ``d`` its width and ``L`` an
+item's real tokens, one forward pass costs ``F = 2*P*L + 4*n*d*L**2`` (PaLM's convention: QK^T
+and AV counted densely). Per item and step the script reports:
+
+* **MFU** = ``2F`` per item (the forward, plus a backward that needs input gradients only,
+  because the base weights are frozen; LoRA's own FLOPs are < 1 % at r=64) over the GPU's dense
+  bf16 peak. This is the useful work.
+* **MFU, full-training convention** = ``3F`` (the ``6*N*tokens`` rule that counts weight
+  gradients too), for comparison with published full fine-tuning numbers.
+* **HFU** = what the GPU actually executes: ``F`` for GradCache's no-grad pass when the local
+  batch spans several chunks, ``F`` for the graph forward, ``F`` for checkpointing's recompute,
+  ``F`` for the backward.
+
+By default the whole local batch is one GradCache chunk (``--mini-batch-size`` = 3 x batch), so
+the loop takes its direct path and runs no extra forward pass; pass a smaller chunk to measure
+GradCache's cost. The goal in issue #3 is MFU >= 45 %.
+
+Run (one H100/H200, under 5 minutes; no network)
+------------------------------------------------
+    python benchmarks/gpu_train_step.py
+    python benchmarks/gpu_train_step.py --batch-size 128 --mini-batch-size 96 --words 64
+    python benchmarks/gpu_train_step.py --tiny --device cpu   # smoke run of the script itself
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+#: dense bf16 tensor-core peaks (no sparsity), TFLOP/s
+PEAKS = {"H200": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L40S": 362.0}
+
+SHAPE_3B = {
+    "hidden_size": 2048,
+    "num_hidden_layers": 36,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 2,
+    "intermediate_size": 11008,
+}
+SHAPE_TINY = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+}
+
+
+def peak_tflops(device: str, override: float | None) -> float | None:
+    import torch
+
+    if override:
+        return override
+    if not device.startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAKS.items() if k in name), None)
+
+
+def write_data(path: Path, n_triplets: int, words: int, seed: int) -> None:
+    """Triplets of ``words`` random common English words each (about 1.5 tokens a word)."""
+    from lcoemb.mini.data import WORDS
+
+    rng = random.Random(seed)
+    with path.open("w") as f:
+        for _ in range(n_triplets):
+            row = {
+                k: " ".join(rng.choices(WORDS, k=words)) for k in ("anchor", "positive", "negative")
+            }
+            f.write(json.dumps(row) + "\n")
+
+
+def forward_flops(model_dir: Path, data: Path, n_items: int) -> tuple[float, float]:
+    """Mean forward FLOPs and mean real tokens per item, counted on the items the loop sees.
+
+    Parameters are counted on a meta-device copy and tokens with the backbone's own ``prepare``
+    (on a stand-in module, which only places the tensors), so nothing loads the weights twice.
+    """
+    import torch
+
+    from lcoemb.backbones.qwen2_5_omni import QwenOmniBackbone
+    from lcoemb.inputs import load_item
+
+    cls = QwenOmniBackbone
+    config = cls.model_class.config_class.from_pretrained(model_dir)
+    with torch.device("meta"):
+        lm = cls.model_class(config).model.language_model
+    params = sum(p.numel() for name, p in lm.named_parameters() if "embed_tokens" not in name)
+    text = config.text_config
+    backbone = cls(torch.nn.Linear(1, 1), cls.processor_class.from_pretrained(model_dir), "")
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    lengths = []
+    for i, row in enumerate(rows[: max(1, n_items // 3)]):
+        for value in row.values():
+            inputs = backbone.prepare([load_item(value, i)])
+            lengths.append(int(inputs["attention_mask"].sum()))
+    layers, width = text.num_hidden_layers, text.hidden_size
+    flops = [2 * params * n + 4 * layers * width * n**2 for n in lengths]
+    return sum(flops) / len(flops), sum(lengths) / len(lengths)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    from lcoemb.testing import make_tiny_qwen2_5_omni_thinker
+    from lcoemb.training.config import TrainConfig
+    from lcoemb.training.trainer import train
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch-size", type=int, default=256, help="triplets per step")
+    p.add_argument("--mini-batch-size", type=int, default=None, help="default: 3 x batch")
+    p.add_argument("--words", type=int, default=16, help="words per text")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--warmup", type=int, default=3, help="untimed first steps")
+    p.add_argument("--lora-r", type=int, default=64)
+    p.add_argument("--no-gradient-checkpointing", action="store_true")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--peak-tflops", type=float, default=None, help="override the GPU's peak")
+    p.add_argument("--tiny", action="store_true", help="a 64-wide model: smoke-test the script")
+    args = p.parse_args(argv)
+    if args.warmup >= args.steps:
+        p.error("--warmup must be smaller than --steps")
+    chunk = args.mini_batch_size or 3 * args.batch_size
+    checkpointing = not args.no_gradient_checkpointing
+    shape = SHAPE_TINY if args.tiny else SHAPE_3B
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        model_dir = make_tiny_qwen2_5_omni_thinker(
+            root / "model", **shape, vision_depth=1, audio_layers=1, dtype=torch.bfloat16,
+            init_std=0.02,
+        )  # fmt: skip
+        data = root / "triplets.jsonl"
+        write_data(data, args.batch_size * args.steps, args.words, seed=0)
+        flops_item, tokens_item = forward_flops(model_dir, data, 96)
+        print(f"checkpoint and data written in {time.perf_counter() - t0:.0f} s", flush=True)
+        config = TrainConfig(
+            model=str(model_dir),
+            data=[str(data)],
+            output=str(root / "run"),
+            max_steps=args.steps,
+            batch_size=args.batch_size,
+            mini_batch_size=chunk,
+            lora_r=args.lora_r,
+            lora_alpha=2 * args.lora_r,
+            lora_dropout=0.0,
+            warmup_steps=0,
+            gradient_checkpointing=checkpointing,
+            precision="bf16",
+            save_steps=10**9,
+            device=args.device,
+        )
+        t0 = time.perf_counter()
+        train(config)
+        wall = time.perf_counter() - t0
+        log = [json.loads(line) for line in (root / "run" / "log.jsonl").read_text().splitlines()]
+        peak_mem = (
+            torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else None
+        )
+
+    ends = [r["step"] * args.batch_size / r["triplets_per_s"] for r in log]
+    seconds = (
+        (ends[-1] - ends[args.warmup - 1]) / (args.steps - args.warmup)
+        if args.warmup
+        else ends[-1] / args.steps
+    )
+    items = 3 * args.batch_size
+    model_flops = 2 * flops_item * items / seconds
+    passes = (1 if chunk < items else 0) + 1 + (1 if checkpointing else 0) + 1
+    peak = peak_tflops(args.device, args.peak_tflops)
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
+
+    print()
+    print(f"device: {name}; peak bf16 dense: {peak or 'unknown (pass --peak-tflops)'} TFLOP/s")
+    print(
+        f"model: {shape['num_hidden_layers']} layers x {shape['hidden_size']} "
+        f"(MLP {shape['intermediate_size']}), LoRA r{args.lora_r}, gradient checkpointing "
+        f"{'on' if checkpointing else 'off'}; batch {args.batch_size} triplets = {items} items "
+        f"of {tokens_item:.0f} tokens, GradCache chunk {chunk}"
+        + (" (direct path)" if chunk >= items else "")
+    )
+    print(
+        f"step time {seconds:.3f} s ({args.steps - args.warmup} timed steps; {wall:.0f} s in all)"
+    )
+    print(
+        f"throughput: {args.batch_size / seconds:.1f} triplets/s, "
+        f"{items * tokens_item / seconds:,.0f} tokens/s"
+    )
+    rows = [
+        ("model TFLOP/s (2F: frozen base)", model_flops),
+        ("full-training convention (3F)", 1.5 * model_flops),
+        (f"hardware TFLOP/s ({passes}F)", passes / 2 * model_flops),
+    ]
+    for label, value in rows:
+        share = f"  = {100 * value / 1e12 / peak:.1f} % of peak" if peak else ""
+        print(f"{label:36s} {value / 1e12:8.2f}{share}")
+    if peak_mem is not None:
+        print(f"peak GPU memory allocated: {peak_mem:.1f} GiB")
+
+
+if __name__ == "__main__":
+    main()
