@@ -19,6 +19,8 @@ from lcoemb.grsl import (
     lora_gaussian_kl,
     pac_bayes_bound,
     read_scores,
+    representation_ceiling,
+    retrieval_error_certificate,
 )
 
 # fitting
@@ -237,3 +239,51 @@ def test_lora_gaussian_kl_sums_over_adapter_tensors() -> None:
     )
     with pytest.raises(ValueError, match="lacks"):
         lora_gaussian_kl(trained, 0.01, 0.1, prior={"other.lora_A.weight": torch.zeros(1)})
+
+
+# the link from generative loss to attainable retrieval
+
+
+def test_certificate_hand_values_and_saturation() -> None:
+    err = retrieval_error_certificate([1.0, 3.0, 9.0], [5.0, 5.0, 5.0], n_candidates=3)
+    np.testing.assert_allclose(err, [2 * math.exp(-4), 2 * math.exp(-2), 1.0])
+
+
+def test_certificate_bounds_the_true_retrieval_error_of_a_toy_generator() -> None:
+    """K equally likely captions; the generator puts mass a on the right one. Retrieval by
+    its likelihood ratio among N candidates drawn from p(y) fails only on ties with a copy of
+    the true caption; the certificate (N-1)/(aK) must lie above the simulated error rate."""
+    rng = np.random.default_rng(0)
+    k, n, a = 200, 20, 0.6
+    certificate = retrieval_error_certificate([-math.log(a)], [math.log(k)], n)[0]
+    truth = rng.integers(k, size=20_000)
+    distractors = rng.integers(k, size=(20_000, n - 1))
+    simulated = (distractors == truth[:, None]).any(1).mean()  # a tie counts as a failure
+    assert simulated < certificate == pytest.approx((n - 1) / (a * k))
+
+
+def test_ceiling_moves_the_ways_grsl_says() -> None:
+    gen, text = np.full(500, 10.0), np.full(500, 20.0)
+    base = representation_ceiling(gen, text, kl=10.0, n_candidates=50)
+    assert base["n"] == 500 and base["information_gain"] == pytest.approx(10.0)
+    assert base["empirical_error"] == pytest.approx(49 * math.exp(-10))
+    assert 0 < base["certified_r_at_1"] == pytest.approx(1 - base["certified_error"])
+    better = representation_ceiling(gen - 2, text, kl=10.0, n_candidates=50)
+    moved = representation_ceiling(gen, text, kl=500.0, n_candidates=50)
+    harder = representation_ceiling(gen, text, kl=10.0, n_candidates=5000)
+    assert better["certified_r_at_1"] > base["certified_r_at_1"]  # generates better
+    assert moved["certified_r_at_1"] < base["certified_r_at_1"]  # LoRA moved further
+    assert harder["certified_r_at_1"] < base["certified_r_at_1"]  # more distractors
+
+
+@pytest.mark.parametrize(
+    ("gen", "text", "n", "message"),
+    [
+        ([1.0, 2.0], [1.0], 10, "equal-length"),
+        ([1.0, float("nan")], [1.0, 2.0], 10, "pair 1"),
+        ([1.0], [2.0], 1, "n_candidates"),
+    ],
+)
+def test_certificate_rejects_bad_input(gen, text, n, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        retrieval_error_certificate(gen, text, n)

@@ -7,6 +7,8 @@ from lcoemb.grsl.pacbayes import (
     kl_inverse,
     lora_gaussian_kl,
     pac_bayes_bound,
+    representation_ceiling,
+    retrieval_error_certificate,
 )
 
 __all__ = [
@@ -18,4 +20,6 @@ __all__ = [
     "lora_gaussian_kl",
     "pac_bayes_bound",
     "read_scores",
+    "representation_ceiling",
+    "retrieval_error_certificate",
 ]

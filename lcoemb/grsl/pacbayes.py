@@ -18,6 +18,11 @@ for n >= 8), which sharpens Seeger 2002 / Langford & Seeger 2001, after McAllest
 Inverting the binary kl gives the tightest upper bound on L(Q) the inequality allows;
 Pinsker's inequality ``kl(q||p) >= 2(q-p)²`` relaxes it to the familiar square-root form
 ``L(Q) <= L̂(Q) + sqrt((KL + ln(2√n/δ)) / (2n))``. See ``docs/pac_bayes.md``.
+
+:func:`representation_ceiling` links it to representations (our own derivation, not the
+paper's): a pair's generative loss with and without its media bounds the retrieval error of
+the generator's likelihood-ratio scorer, a [0, 1] loss the same bound then certifies, so a
+generator that saves more nats on its captions certifies a higher attainable R@1.
 """
 
 from __future__ import annotations
@@ -168,3 +173,79 @@ def lora_gaussian_kl(
         gaussian_kl(value, posterior_std, (prior or {}).get(name, 0.0), prior_std)
         for name, value in lora.items()
     )
+
+
+def retrieval_error_certificate(
+    generative_loss: Any, text_loss: Any, n_candidates: int
+) -> np.ndarray:
+    """Per pair, an upper bound on the N-way retrieval error of the generative model's own
+    scorer: ``min(1, (N - 1) · exp(ℓ_gen - ℓ_text))``, a loss in [0, 1].
+
+    For a pair ``(x, y)`` retrieved among ``y`` and ``N - 1`` distractors drawn from the
+    captions' marginal ``p(y)``, score each candidate by the pointwise mutual information the
+    generator assigns, ``s(x, y') = log q(y'|x) - log p(y')``. Top-1 fails only if some
+    distractor scores at least ``s(x, y)``; by the union bound and Markov's inequality, and
+    because ``E_{y'~p}[q(y'|x)/p(y')] = Σ q(y'|x) <= 1``,
+    ``P(error | x, y) <= (N - 1) · exp(-s(x, y))``. With ``ℓ_gen = -log q(y|x)`` (the
+    generative loss of the caption given its media) and ``ℓ_text = -log p(y)`` (its loss
+    without the media), ``exp(-s) = exp(ℓ_gen - ℓ_text)``: every nat the media saves the
+    generator lowers the certified error e-fold. See ``docs/pac_bayes.md``.
+
+    Args:
+        generative_loss, text_loss: per-pair losses in nats, summed over the caption's
+            tokens (not averaged), with and without the media. ``text_loss`` should be the
+            caption's loss under the captions' true marginal; the same LM without the media
+            is the practical stand-in (see the docs for what that costs).
+        n_candidates: N, the candidates per query (the true caption included), >= 2.
+    """
+    gen, text = _to_numpy(generative_loss), _to_numpy(text_loss)
+    if gen.shape != text.shape or gen.ndim != 1 or not len(gen):
+        raise ValueError(
+            f"generative_loss and text_loss must be equal-length 1-D sequences, got shapes "
+            f"{gen.shape} and {text.shape}"
+        )
+    if not (np.isfinite(gen).all() and np.isfinite(text).all()):
+        bad = int(np.flatnonzero(~(np.isfinite(gen) & np.isfinite(text)))[0])
+        raise ValueError(f"pair {bad}: losses must be finite, got {gen[bad]} and {text[bad]}")
+    if n_candidates < 2:
+        raise ValueError(f"n_candidates must be >= 2, got {n_candidates}")
+    log_err = math.log(n_candidates - 1) + gen - text
+    return np.exp(np.minimum(log_err, 0.0))
+
+
+def representation_ceiling(
+    generative_loss: Any,
+    text_loss: Any,
+    kl: float,
+    n_candidates: int,
+    delta: float = 0.05,
+    form: Form = "kl",
+) -> dict[str, float]:
+    """A PAC-Bayes certificate linking generative loss to attainable retrieval (R@1).
+
+    The per-pair losses of :func:`retrieval_error_certificate` lie in [0, 1], so Maurer's
+    PAC-Bayes-kl bound (:func:`pac_bayes_bound`) applies to them: with probability at least
+    ``1 - δ`` over ``n`` i.i.d. held-out pairs, the expected certified error of the posterior
+    ``Q`` (the LoRA-adapted model; ``kl`` = ``KL(Q‖P)``) is at most ``certified_error``. So
+    its generative scorer retrieves at R@1 >= ``certified_r_at_1`` among N candidates on the
+    whole distribution: the **representation ceiling is at least that high**, for any
+    scorer at least as expressive as the generator's likelihood ratio. Lower generative loss
+    raises it; a larger move from the prior lowers it. This link is derived here, not taken
+    from the paper (whose statement we could not read); ``docs/pac_bayes.md`` has the
+    derivation and its assumptions.
+
+    Returns:
+        ``n``; ``information_gain`` (mean ``ℓ_text - ℓ_gen``, nats per pair);
+        ``empirical_error`` (mean certified error on the sample); ``certified_error`` and
+        ``certified_r_at_1 = 1 - certified_error``.
+    """
+    errors = retrieval_error_certificate(generative_loss, text_loss, n_candidates)
+    gain = float(np.mean(_to_numpy(text_loss) - _to_numpy(generative_loss)))
+    risk = pac_bayes_bound(float(errors.mean()), kl, len(errors), delta, (0.0, 1.0), form)
+    return {
+        "n": len(errors),
+        "information_gain": gain,
+        "empirical_error": float(errors.mean()),
+        "certified_error": risk,
+        "certified_r_at_1": 1.0 - risk,
+    }
