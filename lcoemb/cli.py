@@ -495,7 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-size", type=_task_values(int), help="TASK=N,... training examples per task"
     )
     pt.add_argument(
-        "--no-reading", action="store_true", help="no reading tokens (the pre-0.2 design)"
+        "--no-reading",
+        action="store_true",
+        help="images get no reading tokens (the shipped base's first stage-1 run)",
     )
     pt.add_argument(
         "--resume",

@@ -1,28 +1,34 @@
 #!/usr/bin/env bash
-# Reproduces docs/results/lco-mini/ on a 2-core CPU (about 2 hours; stage 1 is most of it).
+# Reproduces docs/results/lco-mini/ on a 2-core CPU (about 2.5 hours; stage 1 is most of it).
 # Run from the repository root after `make install`; every number in README.md comes from here.
 set -euo pipefail
 export PATH="$PWD/.venv/bin:$PATH"
 RUNS=${RUNS:-runs}
 
-# 1. stage 1: generative pretraining of the projectors (-> lcoemb/mini/weights/base)
-lcoemb mini pretrain --output "$RUNS/base" --cache-dir "$RUNS/features" --steps 1500 \
+# 1. stage 1: generative pretraining of the image and audio projectors
+lcoemb mini pretrain --no-reading --output "$RUNS/base" --cache-dir "$RUNS/features" --steps 1500 \
     --save-steps 100 --keep-checkpoints 0
+
+# 1b. stage 1, reading: add the reading tower and train its projector alone on the OCR task
+#     (image and audio projectors stay as step 1 left them) (-> lcoemb/mini/weights/base)
+lcoemb mini pretrain --base "$RUNS/base" --train read --task-weights scene=0,digit=0,speech=0,clip=0,ocr=1 \
+    --train-size ocr=2000 --steps 400 --output "$RUNS/base-reading" --cache-dir "$RUNS/features"
 
 # 2. the main job: text-only LCO training from lco-mini-base, retrieval/anisotropy/alignment
 #    before and after (-> lcoemb/mini/weights/lco is this run's adapter)
-lcoemb quickstart --base "$RUNS/base" --output "$RUNS/quickstart"
+lcoemb quickstart --base "$RUNS/base-reading" --output "$RUNS/quickstart"
 
 # 3. the offline mteb benchmark, base against trained
-lcoemb eval --model "$RUNS/base" --benchmark offline --output "$RUNS/eval-base"
-lcoemb eval --model "$RUNS/base" --adapter "$RUNS/quickstart/lco/adapter" --benchmark offline \
+lcoemb eval --model "$RUNS/base-reading" --benchmark offline --output "$RUNS/eval-base"
+lcoemb eval --model "$RUNS/base-reading" --adapter "$RUNS/quickstart/lco/adapter" --benchmark offline \
     --output "$RUNS/eval-lco"
 
 # 4. the embedding space per layer, base against trained
-lcoemb analyze --model "$RUNS/base" --compare-adapter "$RUNS/quickstart/lco/adapter" \
+lcoemb analyze --model "$RUNS/base-reading" --compare-adapter "$RUNS/quickstart/lco/adapter" \
     --pairs offline --n 200 --output "$RUNS/space"
 
-# 5. GRSL at mini scale: checkpoints along stage 1 are backbones with smaller generative budgets
+# 5. GRSL at mini scale: checkpoints along stage 1 (before reading) are backbones with smaller
+#    generative budgets
 variants=()
 for step in 100 300 700 1500; do
     lcoemb mini export --checkpoint "$RUNS/base/checkpoints/step-$step" --output "$RUNS/variants/step-$step"
