@@ -62,10 +62,9 @@ LR = 1e-4
 # --------------------------------------------------------------------------- shared inputs
 
 
-def write_inputs(root: Path, n: int) -> tuple[Path, Path]:
+def write_inputs(root: Path, n: int, backbone: Any) -> tuple[Path, Path]:
     """The triplets as lcoemb JSONL and as the templated strings the peer trains on."""
     from lcoemb.backbones.mini import MiniBackbone
-    from lcoemb.encoder import OmniEncoder
     from lcoemb.inputs import load_item
     from lcoemb.mini import data
 
@@ -74,7 +73,6 @@ def write_inputs(root: Path, n: int) -> tuple[Path, Path]:
     with ours.open("w") as f:
         for t in triplets:
             f.write(json.dumps(t._asdict()) + "\n")
-    backbone = OmniEncoder.from_pretrained("lco-mini-base").backbone
     assert isinstance(backbone, MiniBackbone)
     templated = [
         {k: backbone.prompt(load_item(v, i)) for k, v in t._asdict().items()}
@@ -263,15 +261,13 @@ def launch(side: str, batch: int, steps: int, args: argparse.Namespace, files: d
     return out
 
 
-def token_counts(files: dict, n: int) -> tuple[float, float]:
+def token_counts(files: dict, n: int, backbone: Any) -> tuple[float, float]:
     """Mean tokens per item on each side, counted the way each side tokenises."""
     from transformers import AutoTokenizer
 
-    from lcoemb.encoder import OmniEncoder
     from lcoemb.inputs import load_item
 
     rows = [json.loads(line) for line in Path(files["ours"]).read_text().splitlines()[:n]]
-    backbone = OmniEncoder.from_pretrained("lco-mini-base").backbone
     ours = [
         backbone.prepare([load_item(v, i)])["attention_mask"].sum().item()
         for i, r in enumerate(rows)
@@ -292,9 +288,13 @@ def driver(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         print("preparing the backbone folder and the data ...", flush=True)
-        ours, peer = write_inputs(root, n)
+        from lcoemb.encoder import OmniEncoder
+
+        backbone = OmniEncoder.from_pretrained("lco-mini-base").backbone  # loaded once
+        ours, peer = write_inputs(root, n, backbone)
         files = {"ours": ours, "peer": peer, "model": write_smollm2(root)}
-        tok_ours, tok_peer = token_counts(files, 64)
+        tok_ours, tok_peer = token_counts(files, 64, backbone)
+        del backbone
         rows = []
         for batch in args.batch_sizes:
             for side in sides:
