@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from lcoemb import OmniEncoder
+from lcoemb.backbones.attention import FLOAT32_SDPA
 from lcoemb.training.checkpoints import latest_checkpoint
 from lcoemb.training.config import TrainConfig
 from lcoemb.training.trainer import Trainer, train
@@ -367,17 +368,52 @@ def test_multimodal_calibration_fields_train(omni_path, tmp_path):
 
 
 def test_bf16_precision_embeds_under_cpu_autocast(omni_path, triplets, tmp_path, monkeypatch):
-    """precision=bf16 on CPU: weights stay float32, every embedding runs under bf16 autocast."""
+    """precision=bf16 on CPU: the frozen base is stored in bf16 (no per-op weight casts), LoRA
+    and so the optimiser state stay float32, and every embedding runs under bf16 autocast."""
     seen: list[bool] = []
+    dtypes: dict[bool, set[torch.dtype]] = {True: set(), False: set()}
     original = OmniEncoder.embed
+
+    attention: set[str] = set()
+    casting: set[bool] = set()
 
     def spy(self, items, instruction=None):
         seen.append(torch.is_autocast_enabled("cpu"))
+        for p in self.peft_model.parameters():
+            dtypes[p.requires_grad].add(p.dtype)
+        attention.add(self.backbone.language_model.config._attn_implementation)
+        casting.update(
+            m.cast_input_dtype_enabled
+            for m in self.peft_model.modules()
+            if hasattr(m, "cast_input_dtype_enabled")
+        )
         return original(self, items, instruction)
 
     monkeypatch.setattr(OmniEncoder, "embed", spy)
     train(_config(omni_path, triplets, tmp_path, max_steps=1, precision="bf16", save_steps=1))
     assert seen and all(seen)
+    assert dtypes == {True: {torch.float32}, False: {torch.bfloat16}}
+    # float32 attention (the fast CPU backward) and no LoRA input upcasts under autocast
+    assert attention == {FLOAT32_SDPA} and casting == {False}
+
+
+def test_float32_sdpa_matches_float32_attention_and_keeps_dtype():
+    """The CPU-training attention computes SDPA in float32 (even under bf16 autocast) and
+    returns the caller's dtype, in transformers' (B, L, H, D) layout."""
+    from lcoemb.backbones.attention import _sdpa_float32, register_float32_sdpa
+
+    assert register_float32_sdpa() == FLOAT32_SDPA
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 7, 8, generator=g).to(torch.bfloat16) for _ in range(3))
+    module = torch.nn.Module()
+    module.is_causal = True
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = _sdpa_float32(module, q, k, v, None, scaling=0.125)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), is_causal=True, scale=0.125
+    ).transpose(1, 2)
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 7, 4, 8)
+    torch.testing.assert_close(out, expected.to(torch.bfloat16), rtol=0, atol=0)
 
 
 @pytest.mark.slow

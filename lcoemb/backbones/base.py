@@ -107,6 +107,18 @@ class Backbone(ABC):
         )
         self.model.config.use_cache = False
 
+    @property
+    @abstractmethod
+    def language_model(self) -> Any:
+        """The decoder (a transformers ``PreTrainedModel``) whose Linears LoRA adapts."""
+
+    def use_float32_attention(self) -> None:
+        """Compute the language model's attention in float32 (see
+        :mod:`lcoemb.backbones.attention`): the fast choice for bf16 training on CPU."""
+        from lcoemb.backbones.attention import register_float32_sdpa
+
+        self.language_model.set_attn_implementation(register_float32_sdpa())
+
     @abstractmethod
     def lora_target_modules(self) -> list[str]:
         """Names of the modules LoRA adapts: every Linear of the language model except the LM
@@ -215,6 +227,10 @@ class HFChatBackbone(Backbone):
     def tokenizer(self) -> Any:
         return self.processor.tokenizer
 
+    @property
+    def language_model(self) -> Any:
+        return self.model.model.language_model
+
     def lora_target_modules(self) -> list[str]:
         names = []
         for name, module in self.model.named_modules():
@@ -266,11 +282,10 @@ class HFChatBackbone(Backbone):
         process and a C++ compiler)."""
         from lcoemb.backbones import fastpath
 
-        inner = self.model.model
-        text = inner.language_model
+        text = self.language_model
         if fastpath.supports_fast_path(text):
             self._fast_text_forward = fastpath.last_token_states(text, compile=compile)
-        visual = getattr(inner, "visual", None)
+        visual = getattr(self.model.model, "visual", None)
         if visual is not None:
             visual.patch_embed.forward = fastpath.patch_embed_as_linear(visual.patch_embed)
 
@@ -279,7 +294,7 @@ class HFChatBackbone(Backbone):
         # but skips the LM head, whose vocabulary-sized logits an embedding never needs.
         fast = getattr(self, "_fast_text_forward", None)
         if fast is not None and not all_layers:
-            text = self.model.model.language_model
+            text = self.language_model
             text.forward = fast  # an instance attribute, only for this call
             try:
                 out = self.model.model(**inputs, use_cache=False, return_dict=True)

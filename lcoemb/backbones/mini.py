@@ -81,6 +81,10 @@ class MiniBackbone(Backbone):
     def num_layers(self) -> int:
         return int(self.model.lm.config.num_hidden_layers)
 
+    @property
+    def language_model(self) -> Any:
+        return self.model.lm
+
     def lora_target_modules(self) -> list[str]:
         names = []
         for name, module in self.model.named_modules():
