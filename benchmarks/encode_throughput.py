@@ -280,7 +280,7 @@ class Bench:
 
     # mteb's input path ------------------------------------------------------------------
 
-    def dataloader(self, name: str, column: list[Any]) -> Any:
+    def dataloader(self, name: str, column: list[Any], batch_size: int | None = None) -> Any:
         import datasets
         from mteb._create_dataloaders import create_dataloader
 
@@ -294,13 +294,15 @@ class Bench:
             dataset,
             task_metadata=self.metadata[name],
             input_column=name,
-            batch_size=self.args.batch_size,
+            batch_size=batch_size or self.args.batch_size,
         )
 
-    def run_wrapper(self, name: str, column: list[Any]) -> tuple[np.ndarray, float, float | None]:
+    def run_wrapper(
+        self, name: str, column: list[Any], batch_size: int | None = None
+    ) -> tuple[np.ndarray, float, float | None]:
         """The wrapper's vectors, its encode time (DataLoader iteration included) and the share
         of the CPU other processes used meanwhile."""
-        loader = self.dataloader(name, column)
+        loader = self.dataloader(name, column, batch_size)
         with OtherLoad() as load:
             start = time.perf_counter()
             out = self.wrapper.encode(
@@ -417,11 +419,14 @@ class Bench:
                 "the kept wrapper / lcoemb runs"
                 + ("" if max(wrapper_load, ours_load) <= QUIET else "  (NOISY: rerun when idle)")
             )
-        if a.noise_floor:
+        if a.noise_floor:  # what re-batching alone does, to each path and between them
             single = self.ours.encode(items, batch_size=1)
+            wrapper_single = self.run_wrapper(name, column, batch_size=1)[0]
             extra.append(
-                f"noise floor: min cos lcoemb batch {bs} vs batch 1 = "
-                f"{min_cosine(ours_vecs, single):.6f}"
+                f"noise floor (min cos): lcoemb batch {bs} vs 1 = "
+                f"{min_cosine(ours_vecs, single):.6f}; wrapper batch {bs} vs 1 = "
+                f"{min_cosine(wrapper_vecs, wrapper_single):.6f}; lcoemb batch 1 vs wrapper "
+                f"batch 1 = {min_cosine(single, wrapper_single):.6f}"
             )
 
         gflop = None
@@ -534,8 +539,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--noise-floor",
         action="store_true",
-        help="also encode every set with lcoemb at batch size 1 and report the min cosine to its "
-        "batched vectors (what reordering alone does in bf16)",
+        help="also encode every set at batch size 1 with both paths and report min cosines: "
+        "each path's batched vs unbatched vectors (what re-batching alone does in bf16), and "
+        "the two paths at batch size 1",
     )
     args = p.parse_args(argv)
     if args.quick:

@@ -11,7 +11,8 @@ each in a fresh subprocess (so each peak RSS is that run's own):
   last-token pooling, on SmolLM2-135M-Instruct wrapped in peft LoRA, in float32 (its default on
   CPU) and, with ``--peer-bf16``, also with ``bf16=True`` (CPU autocast);
 * ours: ``lcoemb.training.train`` (the ``lcoemb train`` loop: GradCache, InfoNCE over
-  [all positives; all negatives], bf16 autocast where the CPU has AMX or AVX-512 bf16) on
+  [all positives; all negatives]; where the CPU has AMX or AVX-512 bf16, bf16 base weights,
+  float32 LoRA, autocast and float32 attention) on
   ``lco-mini-base``, whose language model is that same SmolLM2-135M-Instruct.
 
 Both sides get LoRA r=16 (α=32, dropout 0) on every attention and MLP projection of the 30

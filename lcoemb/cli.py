@@ -87,6 +87,8 @@ _TRAIN_HELP = {
     "matryoshka_dims": "also train truncated vectors of these sizes",
     "skip_bad": "skip malformed data lines, count them, and report at the end",
     "deepspeed": "DeepSpeed ZeRO: 'zero2' or a DeepSpeed JSON config (needs pip install deepspeed)",
+    "precision": "auto (bf16 where the device computes it fast: CUDA, or CPUs with AMX or "
+    "AVX-512 bf16; else fp32), bf16 or fp32",
 }
 
 
