@@ -124,10 +124,9 @@ class Trainer:
         """The frozen base weights' dtype: bf16 when computing in bf16, on every device.
 
         The LoRA weights stay float32 whatever the base (peft upcasts them), so the optimiser
-        state is float32. On CPU the base used to stay float32 under autocast, which re-casts
-        every frozen weight to bf16 in every forward and backward (autocast caches casts of
-        trainable leaves only); storing it in bf16 computes the same products without that
-        traffic and halves the model's memory.
+        state is float32. A float32 base under CPU autocast would be re-cast to bf16 in every
+        forward and backward (autocast caches casts of trainable leaves only); storing it in
+        bf16 computes the same products without that traffic and halves the model's memory.
         """
         return torch.bfloat16 if self._bf16() else torch.float32
 
