@@ -287,7 +287,7 @@ class HFChatBackbone(Backbone):
             self._fast_text_forward = fastpath.last_token_states(text, compile=compile)
         visual = getattr(self.model.model, "visual", None)
         if visual is not None:
-            visual.patch_embed.forward = fastpath.patch_embed_as_linear(visual.patch_embed)
+            visual.patch_embed.forward = fastpath.patch_embed_as_grid(visual.patch_embed)
 
     def forward(self, inputs: dict[str, Any], *, all_layers: bool = False) -> torch.Tensor:
         # The inner multimodal model: merges media embeddings and computes (M-)RoPE positions,

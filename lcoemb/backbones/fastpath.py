@@ -5,8 +5,12 @@
   without ``repeat_kv``); padding then sits after every real token and can never be attended to.
   The final layer computes its query, attention output and MLP for the last real token only:
   the only row an embedding reads.
-* :func:`patch_embed_as_linear` computes the ViT patch embedding, a ``Conv3d`` whose stride
-  equals its kernel, as the GEMM it is; PyTorch's bf16 ``conv3d`` on CPU runs it at ~20 GFLOP/s.
+* :func:`patch_embed_as_grid` runs the ViT patch embedding, a ``Conv3d`` whose stride equals its
+  kernel, over one image that tiles all patches in a grid instead of over N separate 14x14
+  inputs. oneDNN then picks its spatial kernel, ~15x faster on CPU in bf16, and every output is
+  bit-identical (each still reduces its own patch in the convolution's order). The equivalent
+  GEMM is faster still, but its different summation order flips 0.02 % of patch embeddings by one
+  bf16 step, which a random 1024-wide model amplifies to cosine 0.9999 against the reference.
 * ``compile=True`` runs the other layers through a pure per-layer function under
   ``torch.compile(dynamic=True)``, fusing RMSNorm, RoPE, SiLU*up and residual adds (one compile of
   ~15-20 s per process; needs a C++ compiler). It reads the weights directly, so it is skipped
@@ -15,6 +19,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -137,13 +142,22 @@ def last_token_states(text_model: Any, *, compile: bool = False):
     return forward
 
 
-def patch_embed_as_linear(patch_embed: Any):
-    """A drop-in ``forward`` for ``Qwen2_5_VisionPatchEmbed``: the stride-equals-kernel Conv3d
-    as one GEMM over flattened patches (same weights, same input order)."""
+def patch_embed_as_grid(patch_embed: Any):
+    """A drop-in ``forward`` for ``Qwen2_5_VisionPatchEmbed``: the same ``Conv3d`` over the
+    patches tiled into one ``rows x cols`` grid image (channels-last), bit-identical output."""
+    conv = patch_embed.proj
 
     def forward(hidden_states: torch.Tensor) -> torch.Tensor:
-        w = patch_embed.proj.weight
-        x = hidden_states.reshape(-1, w[0].numel()).to(w.dtype)
-        return F.linear(x, w.reshape(w.shape[0], -1))
+        c, t, p = patch_embed.in_channels, patch_embed.temporal_patch_size, patch_embed.patch_size
+        x = hidden_states.view(-1, c, t, p, p).to(conv.weight.dtype)
+        n = x.shape[0]
+        cols = math.ceil(math.sqrt(n))
+        rows = math.ceil(n / cols)
+        if rows * cols > n:  # zero patches fill the grid's last row; their outputs are dropped
+            x = torch.cat([x, x.new_zeros(rows * cols - n, c, t, p, p)])
+        grid = x.view(rows, cols, c, t, p, p).permute(2, 3, 0, 4, 1, 5)
+        grid = grid.reshape(1, c, t, rows * p, cols * p)
+        out = conv(grid.contiguous(memory_format=torch.channels_last_3d))  # (1, D, 1, rows, cols)
+        return out.flatten(2)[0].t()[:n].contiguous()
 
     return forward
