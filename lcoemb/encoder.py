@@ -71,7 +71,6 @@ class OmniEncoder:
         max_image_pixels: int | None = None,
         max_video_pixels: int | None = None,
         limits: Limits | None = None,
-        compile: bool = False,
     ) -> OmniEncoder:
         """Load a backbone and optionally a peft LoRA adapter.
 
@@ -83,8 +82,7 @@ class OmniEncoder:
         the reference's: ``max_text_tokens`` 300; ``max_image_pixels``/``max_video_pixels``
         ``None`` keep the processor's own per-image and per-frame bounds; ``limits`` sets audio
         length and video frame sampling. A folder written by :meth:`save_pretrained` restores its
-        settings and adapter. ``compile=True`` fuses the decoder's elementwise work with
-        ``torch.compile`` on Qwen backbones (faster encoding after a one-off compile).
+        settings and adapter.
         """
         from lcoemb.mini.registry import resolve
 
@@ -111,7 +109,6 @@ class OmniEncoder:
             max_text_tokens=max_text_tokens,
             max_image_pixels=max_image_pixels,
             max_video_pixels=max_video_pixels,
-            compile=compile,
         )
         return cls(backbone, limits=limits or Limits(), adapter=adapter)
 

@@ -21,3 +21,69 @@ def test_grid_patch_embedding_is_bit_identical_to_conv3d(n, dtype):
     assert got.dtype == expected.dtype
     assert got.is_contiguous()
     assert torch.equal(got, expected)
+
+
+TEXTS = [
+    "a short one",
+    "a somewhat longer sentence about shapes, colours and sounds",
+    "three",
+    " ".join(["many words in a long text"] * 12),
+]
+
+
+def _common_prefix(inputs) -> int:
+    rows = [
+        ids[mask.bool()].tolist()
+        for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])
+    ]
+    n = 0
+    while all(len(r) > n + 1 and r[n] == rows[0][n] for r in rows):
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("model", ["omni", "vl", "omni+lora"])
+def test_fast_text_path_with_a_shared_prefix_equals_the_full_forward(
+    model, omni_path, vl_path, omni_adapter, monkeypatch
+):
+    """float32, so any difference is a bug rather than rounding: the fast path (right-aligned,
+    shared prefix computed once, last layer for one token) against transformers' own forward."""
+    from lcoemb import OmniEncoder
+    from lcoemb.backbones import fastpath
+
+    path = vl_path if model == "vl" else omni_path
+    adapter = omni_adapter if model.endswith("lora") else None
+    enc = OmniEncoder.from_pretrained(path, adapter=adapter, device="cpu", dtype="float32")
+    shared = []
+    real = fastpath.shared_prefix_length
+    monkeypatch.setattr(
+        fastpath, "shared_prefix_length", lambda *a: shared.append(real(*a)) or shared[-1]
+    )
+    inputs = enc.backbone.prepare(enc._load(TEXTS, range(len(TEXTS))))
+    with torch.inference_mode():
+        fast = enc.backbone.forward(inputs)
+        full = enc.backbone.forward(inputs, all_layers=True)[-1]
+    if model == "vl":
+        # Qwen2.5-VL numbers text positions through the left padding, so each row's prefix sits
+        # at other positions: nothing is shared, and the vectors stay the model's own
+        assert shared == [0]
+    else:  # the chat template's system turn is what every row shares
+        assert shared == [_common_prefix(inputs)]
+        assert shared[0] >= fastpath.MIN_SHARED_PREFIX
+    torch.testing.assert_close(fast, full, atol=2e-5, rtol=1e-4)
+    assert not torch.allclose(fast[0], fast[1], atol=1e-2)  # rows differ: the check has teeth
+
+
+def test_no_shared_prefix_for_one_row_or_a_short_one():
+    from lcoemb.backbones.fastpath import MIN_SHARED_PREFIX, shared_prefix_length
+
+    h = torch.zeros(2, 40, 8)
+    h[1, MIN_SHARED_PREFIX - 1 :] = 1.0
+    pos = torch.arange(40).expand(3, 2, 40)
+    lengths = torch.tensor([40, 40])
+    assert shared_prefix_length(h, pos, lengths) == 0  # 15 shared positions: not worth it
+    h[1, : MIN_SHARED_PREFIX + 5] = 0.0
+    assert shared_prefix_length(h, pos, lengths) == MIN_SHARED_PREFIX + 5
+    assert shared_prefix_length(h[:1], pos[:, :1], lengths[:1]) == 0
+    # never past the shortest row's last token
+    assert shared_prefix_length(torch.zeros(2, 40, 8), pos, torch.tensor([40, 20])) == 19

@@ -206,9 +206,8 @@ class HFChatBackbone(Backbone):
             attn_implementation=attn_implementation or "sdpa",
         )
         model.to(device if device is not None else default_device()).eval()
-        compile_layers = kwargs.pop("compile", False)
         backbone = cls(model, processor, path, **kwargs)
-        backbone.enable_fast_path(compile=compile_layers)
+        backbone.enable_fast_path()
         return backbone
 
     @property
@@ -275,16 +274,14 @@ class HFChatBackbone(Backbone):
         ]
         return self._processor_inputs(texts, items)
 
-    def enable_fast_path(self, *, compile: bool = False) -> None:
+    def enable_fast_path(self) -> None:
         """Install the inference fast paths of :mod:`lcoemb.backbones.fastpath` on this model
-        instance (the class and any other model are untouched). ``compile`` also fuses the
-        per-layer elementwise work with ``torch.compile`` (opt-in: a one-off compile per
-        process and a C++ compiler)."""
+        instance (the class and any other model are untouched)."""
         from lcoemb.backbones import fastpath
 
         text = self.language_model
         if fastpath.supports_fast_path(text):
-            self._fast_text_forward = fastpath.last_token_states(text, compile=compile)
+            self._fast_text_forward = fastpath.last_token_states(text)
         visual = getattr(self.model.model, "visual", None)
         if visual is not None:
             visual.patch_embed.forward = fastpath.patch_embed_as_grid(visual.patch_embed)

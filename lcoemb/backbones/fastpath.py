@@ -1,20 +1,25 @@
 """Inference fast paths for Qwen2.5 decoders and vision towers (same vectors, less work).
 
-* :func:`last_token_states` runs a Qwen2.5 text model for last-token embeddings only. It
-  right-aligns the left-padded batch so that SDPA runs causal *without* a mask (no 4-D mask, GQA
-  without ``repeat_kv``); padding then sits after every real token and can never be attended to.
-  The final layer computes its query, attention output and MLP for the last real token only:
-  the only row an embedding reads.
+* :func:`last_token_states` runs a Qwen2.5 text model for last-token embeddings only:
+
+  - It right-aligns the left-padded batch so that SDPA runs causal *without* a padding mask;
+    padding then sits after every real token and can never be attended to.
+  - It computes a prefix that every row shares once per batch instead of once per row. Every
+    input starts with the chat template's system turn (~40 tokens with Qwen's tokenizer), and a
+    causal decoder's states for a shared prefix do not depend on what follows; the other tokens
+    attend to the prefix's keys and values.
+  - The final layer computes its query, attention output and MLP for the last real token only:
+    the only row an embedding reads.
+
+  Each layer runs through the layer's own modules (norms, projections, MLP), so an unmerged peft
+  LoRA adapter works unchanged. The batch is packed, shared prefix first, then the rows' other
+  tokens, so each projection and MLP is one GEMM over all of them.
 * :func:`patch_embed_as_grid` runs the ViT patch embedding, a ``Conv3d`` whose stride equals its
   kernel, over one image that tiles all patches in a grid instead of over N separate 14x14
   inputs. oneDNN then picks its spatial kernel, ~15x faster on CPU in bf16, and every output is
   bit-identical (each still reduces its own patch in the convolution's order). The equivalent
   GEMM is faster still, but its different summation order flips 0.02 % of patch embeddings by one
   bf16 step, which a random 1024-wide model amplifies to cosine 0.9999 against the reference.
-* ``compile=True`` runs the other layers through a pure per-layer function under
-  ``torch.compile(dynamic=True)``, fusing RMSNorm, RoPE, SiLU*up and residual adds (one compile of
-  ~15-20 s per process; needs a C++ compiler). It reads the weights directly, so it is skipped
-  for any layer whose projections are not plain ``nn.Linear`` (an unmerged peft LoRA adapter).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ import torch
 import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
+#: Shorter shared prefixes are not worth a second pass through the layers.
+MIN_SHARED_PREFIX = 16
+
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
@@ -36,65 +44,80 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return x * cos + _rotate_half(x) * sin
 
 
-def _rms(h: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-    x = h.float()
-    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    return w * x.to(h.dtype)
+def _split(x: torch.Tensor, p: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed ``(p + b*m, heads, hd)`` -> the prefix ``(1, heads, p, hd)`` and the rows
+    ``(b, heads, m, hd)`` (views)."""
+    return x[:p].transpose(0, 1)[None], x[p:].view(b, -1, *x.shape[1:]).transpose(1, 2)
 
 
-def _layer_fn(
-    h, cos, sin, w1, eps1, wq, bq, wk, bk, wv, bv, wo, w2, eps2, wg, wu, wd,
-    hd: int, scale: float,
-):  # fmt: skip
-    """One Qwen2.5 decoder layer, causal, no mask, as a pure function (``torch.compile``-able)."""
-    b, n, _ = h.shape
-    x = _rms(h, w1, eps1)
-    q = F.linear(x, wq, bq).view(b, n, -1, hd).transpose(1, 2)
-    k = F.linear(x, wk, bk).view(b, n, -1, hd).transpose(1, 2)
-    v = F.linear(x, wv, bv).view(b, n, -1, hd).transpose(1, 2)
-    c, s = cos.unsqueeze(1), sin.unsqueeze(1)
-    q, k = _rope(q, c, s), _rope(k, c, s)
-    o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
-    h = h + F.linear(o.transpose(1, 2).reshape(b, n, -1), wo)
-    x = _rms(h, w2, eps2)
-    return h + F.linear(F.silu(F.linear(x, wg)) * F.linear(x, wu), wd)
+def _row_keys_values(k: torch.Tensor, v: torch.Tensor, p: int, b: int):
+    """Each row's keys and values ``(b, kv heads, p + m, hd)``: the prefix's, then its own."""
+    (kp, kr), (vp, vr) = _split(k, p, b), _split(v, p, b)
+    if not p:
+        return kr, vr
+    return tuple(torch.cat([x.expand(b, -1, -1, -1), y], dim=2) for x, y in ((kp, kr), (vp, vr)))
 
 
-def _layer_args(layer: Any) -> tuple[Any, ...]:
-    a, m = layer.self_attn, layer.mlp
-    ln1, ln2 = layer.input_layernorm, layer.post_attention_layernorm
-    return (
-        ln1.weight, ln1.variance_epsilon,
-        a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias,
-        a.v_proj.weight, a.v_proj.bias, a.o_proj.weight,
-        ln2.weight, ln2.variance_epsilon,
-        m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight,
-        a.head_dim, a.scaling,
-    )  # fmt: skip
+def _attend(q, k, v, p: int, b: int, scale: float) -> torch.Tensor:
+    """Causal self-attention of the packed tokens ``(T, heads, hd)``: the prefix among itself,
+    each row over the prefix and its own tokens up to itself. Returns ``(T, heads * hd)``."""
+    qp, qr = _split(q, p, b)
+    kr, vr = _row_keys_values(k, v, p, b)
+    m = qr.shape[2]
+    # with a prefix, causal is aligned to the bottom right: row token i sees p + i + 1 keys
+    mask = torch.ones(m, p + m, dtype=torch.bool, device=q.device).tril(p) if p else None
+    o = F.scaled_dot_product_attention(
+        qr, kr, vr, attn_mask=mask, is_causal=not p, scale=scale, enable_gqa=True
+    )
+    o = o.transpose(1, 2).reshape(b * m, -1)
+    if not p:
+        return o
+    kp, vp = _split(k, p, b)[0], _split(v, p, b)[0]
+    op = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, scale=scale, enable_gqa=True)
+    return torch.cat([op[0].transpose(0, 1).reshape(p, -1), o])
 
 
-def _plain(layer: Any) -> bool:
-    a, m = layer.self_attn, layer.mlp
-    mods = (a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj)
-    return all(type(x) is torch.nn.Linear for x in mods)
-
-
-def _last_layer(layer: Any, h: torch.Tensor, cos, sin, last: torch.Tensor) -> torch.Tensor:
-    """The final decoder layer for the last real token of each row: keys and values for all
-    positions, query, attention output and MLP for one."""
-    b, n, _ = h.shape
-    rows = torch.arange(b, device=h.device)
-    a = layer.self_attn
+def _layer(layer: Any, h: torch.Tensor, cos, sin, p: int, b: int) -> torch.Tensor:
+    """One decoder layer over the packed tokens ``h`` (T, d): a shared prefix of ``p`` tokens,
+    then ``b`` rows of equal length; ``cos``/``sin`` are ``(T, 1, head_dim)``."""
+    attn = layer.self_attn
     x = layer.input_layernorm(h)
-    k = a.k_proj(x).view(b, n, -1, a.head_dim).transpose(1, 2)
-    v = a.v_proj(x).view(b, n, -1, a.head_dim).transpose(1, 2)
-    q = a.q_proj(x[rows, last][:, None]).view(b, 1, -1, a.head_dim).transpose(1, 2)
-    q = _rope(q, cos[rows, last][:, None, None], sin[rows, last][:, None, None])
-    k = _rope(k, cos.unsqueeze(1), sin.unsqueeze(1))
-    keep = (torch.arange(n, device=h.device)[None] <= last[:, None])[:, None, None, :]
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=a.scaling, enable_gqa=True)
-    r = h[rows, last][:, None] + a.o_proj(o.transpose(1, 2).reshape(b, 1, -1))
+    q = _rope(attn.q_proj(x).view(len(x), -1, attn.head_dim), cos, sin)
+    k = _rope(attn.k_proj(x).view(len(x), -1, attn.head_dim), cos, sin)
+    v = attn.v_proj(x).view(len(x), -1, attn.head_dim)
+    h = h + attn.o_proj(_attend(q, k, v, p, b, attn.scaling))
+    return h + layer.mlp(layer.post_attention_layernorm(h))
+
+
+def _last_layer(layer: Any, h: torch.Tensor, cos, sin, p: int, b: int, last: torch.Tensor):
+    """The final decoder layer for the last real token of each row (``last`` indexes a row's own
+    tokens): keys and values for all tokens; query, attention output and MLP for ``b``."""
+    attn = layer.self_attn
+    x = layer.input_layernorm(h)
+    k = _rope(attn.k_proj(x).view(len(x), -1, attn.head_dim), cos, sin)
+    v = attn.v_proj(x).view(len(x), -1, attn.head_dim)
+    k, v = _row_keys_values(k, v, p, b)
+    m = (len(x) - p) // b
+    idx = p + torch.arange(b, device=h.device) * m + last  # packed index of each last token
+    q = _rope(attn.q_proj(x[idx]).view(b, -1, attn.head_dim), cos[idx], sin[idx])
+    keep = torch.arange(p + m, device=h.device)[None] <= (p + last)[:, None]
+    o = F.scaled_dot_product_attention(
+        q[:, :, None], k, v, attn_mask=keep[:, None, None], scale=attn.scaling, enable_gqa=True
+    )
+    r = h[idx] + attn.o_proj(o.reshape(b, -1))
     return r + layer.mlp(layer.post_attention_layernorm(r))
+
+
+def shared_prefix_length(h: torch.Tensor, position_ids: torch.Tensor, lengths: torch.Tensor) -> int:
+    """How many leading positions of the right-aligned batch ``h`` (B, n, d) every row shares,
+    embeddings and (M-RoPE) positions alike; 0 when that is under :data:`MIN_SHARED_PREFIX`.
+    Every row keeps at least its last real token out of the prefix."""
+    if h.shape[0] < 2:
+        return 0
+    same = (h == h[:1]).all(-1).all(0) & (position_ids == position_ids[:, :1]).all(1).all(0)
+    limit = int(lengths.min()) - 1
+    shared = int(same[:limit].int().cumprod(0).sum())
+    return shared if shared >= MIN_SHARED_PREFIX else 0
 
 
 def supports_fast_path(text_model: Any) -> bool:
@@ -104,10 +127,9 @@ def supports_fast_path(text_model: Any) -> bool:
     )
 
 
-def last_token_states(text_model: Any, *, compile: bool = False):
+def last_token_states(text_model: Any):
     """A drop-in ``forward`` for a Qwen2.5 text model whose ``last_hidden_state`` is ``(B, 1, d)``:
     the final-norm state of each row's last real token (rows must be left-padded)."""
-    layer_fn = torch.compile(_layer_fn, dynamic=True) if compile else None
 
     def forward(
         attention_mask: torch.Tensor | None = None,
@@ -130,14 +152,16 @@ def last_token_states(text_model: Any, *, compile: bool = False):
         h = inputs_embeds.gather(1, src[..., None].expand(-1, -1, d))
         pos = position_ids.gather(2, src[None].expand(position_ids.shape[0], -1, -1))
         cos, sin = text_model.rotary_emb(h, pos)
+        p = shared_prefix_length(h, pos, lengths)
+
+        def pack(x: torch.Tensor) -> torch.Tensor:  # (b, n, c) -> (p + b * (n - p), c)
+            return torch.cat([x[0, :p], x[:, p:].reshape(-1, x.shape[-1])])
+
+        h, cos, sin = pack(h), pack(cos)[:, None], pack(sin)[:, None]
         for layer in text_model.layers[:-1]:
-            if compile and _plain(layer):
-                h = layer_fn(h, cos, sin, *_layer_args(layer))
-            else:  # the model's own layer: causal SDPA without a mask, LoRA-aware
-                h = layer(h, attention_mask=None, position_embeddings=(cos, sin))
-                h = h[0] if isinstance(h, tuple) else h
-        h = _last_layer(text_model.layers[-1], h, cos, sin, lengths - 1)
-        return BaseModelOutputWithPast(last_hidden_state=text_model.norm(h))
+            h = _layer(layer, h, cos, sin, p, b)
+        h = _last_layer(text_model.layers[-1], h, cos, sin, p, b, lengths - 1 - p)
+        return BaseModelOutputWithPast(last_hidden_state=text_model.norm(h)[:, None])
 
     return forward
 
