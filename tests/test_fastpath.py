@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5_VisionPatchEmbed
 
 from lcoemb.backbones.fastpath import patch_embed_as_grid
@@ -87,3 +88,62 @@ def test_no_shared_prefix_for_one_row_or_a_short_one():
     assert shared_prefix_length(h[:1], pos[:, :1], lengths[:1]) == 0
     # never past the shortest row's last token
     assert shared_prefix_length(torch.zeros(2, 40, 8), pos, torch.tensor([40, 20])) == 19
+
+
+def test_fast_text_path_trains_like_the_full_forward_and_keeps_checkpointing(
+    omni_path, monkeypatch
+):
+    """Training embeds through the fast path: its gradients must be transformers' own, and with
+    gradient checkpointing on, each layer must run again in the backward pass."""
+    from lcoemb import OmniEncoder
+    from lcoemb.backbones import fastpath
+
+    enc = OmniEncoder.from_pretrained(omni_path, device="cpu", dtype="float32")
+    backbone = enc.backbone
+    backbone.model.train()
+    weight = backbone.language_model.layers[0].self_attn.q_proj.weight.requires_grad_(True)
+    inputs = backbone.prepare(enc._load(TEXTS, range(len(TEXTS))))
+    fast = torch.autograd.grad(backbone.forward(inputs).pow(2).sum(), weight)[0]
+    full = backbone.forward(inputs, all_layers=True)[-1].pow(2).sum()
+    torch.testing.assert_close(fast, torch.autograd.grad(full, weight)[0], atol=1e-5, rtol=1e-4)
+    assert fast.abs().sum() > 0
+
+    calls = []
+    layer_fn = fastpath._layer
+    monkeypatch.setattr(fastpath, "_layer", lambda *a: calls.append(1) or layer_fn(*a))
+    loss = backbone.forward(inputs).pow(2).sum()
+    assert len(calls) == len(backbone.language_model.layers) - 1  # no checkpointing yet
+    backbone.enable_gradient_checkpointing()
+    calls.clear()
+    loss = backbone.forward(inputs).pow(2).sum()
+    forward_calls = len(calls)
+    loss.backward()
+    assert len(calls) == 2 * forward_calls  # every layer recomputed once
+
+
+def test_fast_text_path_follows_the_models_attention_implementation(omni_path, monkeypatch):
+    """The fast path calls SDPA itself: it must run it in float32 once the model is set to
+    lcoemb's float32 SDPA (CPU bf16 training), and stay off for any non-SDPA implementation."""
+    from lcoemb import OmniEncoder
+    from lcoemb.backbones import fastpath
+
+    eager = OmniEncoder.from_pretrained(omni_path, device="cpu", attn_implementation="eager")
+    assert getattr(eager.backbone, "_fast_text_forward", None) is None
+
+    enc = OmniEncoder.from_pretrained(omni_path, device="cpu", dtype="bfloat16")
+    inputs = enc.backbone.prepare(enc._load(TEXTS, range(len(TEXTS))))
+    dtypes = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(
+        fastpath.F,
+        "scaled_dot_product_attention",
+        lambda q, *a, **k: dtypes.append(q.dtype) or sdpa(q, *a, **k),
+    )
+    with torch.inference_mode():
+        enc.backbone.forward(inputs)
+        assert set(dtypes) == {torch.bfloat16}
+        dtypes.clear()
+        enc.backbone.use_float32_attention()
+        out = enc.backbone.forward(inputs)
+    assert dtypes and set(dtypes) == {torch.float32}
+    assert out.dtype == torch.bfloat16

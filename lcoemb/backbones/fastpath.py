@@ -12,7 +12,8 @@
     the only row an embedding reads.
 
   Each layer runs through the layer's own modules (norms, projections, MLP), so an unmerged peft
-  LoRA adapter works unchanged. The batch is packed, shared prefix first, then the rows' other
+  LoRA adapter works unchanged, and training through this path (:meth:`OmniEncoder.embed`)
+  keeps gradient checkpointing. The batch is packed, shared prefix first, then the rows' other
   tokens, so each projection and MLP is one GEMM over all of them.
 * :func:`patch_embed_as_grid` runs the ViT patch embedding, a ``Conv3d`` whose stride equals its
   kernel, over one image that tiles all patches in a grid instead of over N separate 14x14
@@ -29,7 +30,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from transformers.modeling_outputs import BaseModelOutputWithPast
+
+from lcoemb.backbones.attention import FLOAT32_SDPA
 
 #: Shorter shared prefixes are left alone: they save little next to the extra attention call
 #: and copies they cost (a round number, not tuned).
@@ -59,7 +63,25 @@ def _row_keys_values(k: torch.Tensor, v: torch.Tensor, p: int, b: int):
     return tuple(torch.cat([x.expand(b, -1, -1, -1), y], dim=2) for x, y in ((kp, kr), (vp, vr)))
 
 
-def _attend(q, k, v, p: int, b: int, scale: float) -> torch.Tensor:
+def _sdpa(attn: Any, q, k, v, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """SDPA as the layer's attention module would run it: its scale and dropout, causal when no
+    mask is given, and in float32 when the model is set to lcoemb's float32 SDPA (CPU bf16
+    training, :mod:`lcoemb.backbones.attention`)."""
+    kwargs = {
+        "attn_mask": mask,
+        "is_causal": mask is None,
+        "scale": attn.scaling,
+        "dropout_p": getattr(attn, "attention_dropout", 0.0) if attn.training else 0.0,
+        "enable_gqa": True,
+    }
+    if attn.config._attn_implementation != FLOAT32_SDPA:
+        return F.scaled_dot_product_attention(q, k, v, **kwargs)
+    with torch.autocast(q.device.type, enabled=False):
+        out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs)
+    return out.to(q.dtype)
+
+
+def _attend(attn: Any, q, k, v, p: int, b: int) -> torch.Tensor:
     """Causal self-attention of the packed tokens ``(T, heads, hd)``: the prefix among itself,
     each row over the prefix and its own tokens up to itself. Returns ``(T, heads * hd)``."""
     qp, qr = _split(q, p, b)
@@ -67,14 +89,10 @@ def _attend(q, k, v, p: int, b: int, scale: float) -> torch.Tensor:
     m = qr.shape[2]
     # with a prefix, causal is aligned to the bottom right: row token i sees p + i + 1 keys
     mask = torch.ones(m, p + m, dtype=torch.bool, device=q.device).tril(p) if p else None
-    o = F.scaled_dot_product_attention(
-        qr, kr, vr, attn_mask=mask, is_causal=not p, scale=scale, enable_gqa=True
-    )
-    o = o.transpose(1, 2).reshape(b * m, -1)
+    o = _sdpa(attn, qr, kr, vr, mask).transpose(1, 2).reshape(b * m, -1)
     if not p:
         return o
-    kp, vp = _split(k, p, b)[0], _split(v, p, b)[0]
-    op = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, scale=scale, enable_gqa=True)
+    op = _sdpa(attn, qp, _split(k, p, b)[0], _split(v, p, b)[0])
     return torch.cat([op[0].transpose(0, 1).reshape(p, -1), o])
 
 
@@ -86,7 +104,7 @@ def _layer(layer: Any, h: torch.Tensor, cos, sin, p: int, b: int) -> torch.Tenso
     q = _rope(attn.q_proj(x).view(len(x), -1, attn.head_dim), cos, sin)
     k = _rope(attn.k_proj(x).view(len(x), -1, attn.head_dim), cos, sin)
     v = attn.v_proj(x).view(len(x), -1, attn.head_dim)
-    h = h + attn.o_proj(_attend(q, k, v, p, b, attn.scaling))
+    h = h + attn.o_proj(_attend(attn, q, k, v, p, b))
     return h + layer.mlp(layer.post_attention_layernorm(h))
 
 
@@ -102,9 +120,7 @@ def _last_layer(layer: Any, h: torch.Tensor, cos, sin, p: int, b: int, last: tor
     idx = p + torch.arange(b, device=h.device) * m + last  # packed index of each last token
     q = _rope(attn.q_proj(x[idx]).view(b, -1, attn.head_dim), cos[idx], sin[idx])
     keep = torch.arange(p + m, device=h.device)[None] <= (p + last)[:, None]
-    o = F.scaled_dot_product_attention(
-        q[:, :, None], k, v, attn_mask=keep[:, None, None], scale=attn.scaling, enable_gqa=True
-    )
+    o = _sdpa(attn, q[:, :, None], k, v, keep[:, None, None])
     r = h[idx] + attn.o_proj(o.reshape(b, -1))
     return r + layer.mlp(layer.post_attention_layernorm(r))
 
@@ -122,9 +138,12 @@ def shared_prefix_length(h: torch.Tensor, position_ids: torch.Tensor, lengths: t
 
 
 def supports_fast_path(text_model: Any) -> bool:
+    """Full causal attention in every layer, run by SDPA (the fast path calls SDPA itself)."""
     config = text_model.config
-    return not getattr(config, "use_sliding_window", False) and all(
-        t == "full_attention" for t in getattr(config, "layer_types", ["full_attention"])
+    return (
+        config._attn_implementation in ("sdpa", FLOAT32_SDPA)
+        and not getattr(config, "use_sliding_window", False)
+        and all(t == "full_attention" for t in getattr(config, "layer_types", ["full_attention"]))
     )
 
 
@@ -160,7 +179,11 @@ def last_token_states(text_model: Any):
 
         h, cos, sin = pack(h), pack(cos)[:, None], pack(sin)[:, None]
         for layer in text_model.layers[:-1]:
-            h = _layer(layer, h, cos, sin, p, b)
+            # transformers checkpoints a layer in its own __call__, which this path bypasses
+            if layer.training and getattr(layer, "gradient_checkpointing", False):
+                h = checkpoint(_layer, layer, h, cos, sin, p, b, use_reentrant=False)
+            else:
+                h = _layer(layer, h, cos, sin, p, b)
         h = _last_layer(text_model.layers[-1], h, cos, sin, p, b, lengths - 1 - p)
         return BaseModelOutputWithPast(last_hidden_state=text_model.norm(h)[:, None])
 
