@@ -348,30 +348,30 @@ class Bench:
             ids_per_item.append(ids[0].tolist())
         return ids_per_item
 
+    def flops(self, queries: int, keys: int) -> float:
+        """Forward FLOPs of ``queries`` tokens attending to ``keys`` (dense, PaLM convention)."""
+        return 2 * self.text_params * queries + 4 * self.n_layers * self.width * queries * keys
+
     def text_flops(self, lengths: list[int]) -> float:
-        return float(
-            sum(2 * self.text_params * n + 4 * self.n_layers * self.width * n * n for n in lengths)
-        )
+        return float(sum(self.flops(n, n) for n in lengths))
 
     def executed_text_flops(self, ids: list[list[int]], batches: list[list[int]]) -> float:
-        """FLOPs of lcoemb's text path on real tokens: per batch, the shared prefix (the fast
-        path's rule: at least ``MIN_SHARED_PREFIX`` tokens, every row keeps its last one) once,
-        then each row's other tokens attending to the prefix and themselves."""
-        from lcoemb.backbones.fastpath import MIN_SHARED_PREFIX
+        """FLOPs of lcoemb's text path on real tokens: per batch, the shared prefix (found by
+        the fast path's own rule) once, then each row's other tokens attending to the prefix and
+        themselves."""
+        import torch
+
+        from lcoemb.backbones.fastpath import shared_prefix_length
 
         total = 0.0
         for batch in batches:
             rows = [ids[i] for i in batch]
-            limit = min(len(r) for r in rows) - 1
-            p = 0
-            while len(rows) > 1 and p < limit and all(r[p] == rows[0][p] for r in rows):
-                p += 1
-            p = p if p >= MIN_SHARED_PREFIX else 0
-            attn = 4 * self.n_layers * self.width
-            total += 2 * self.text_params * p + attn * p * p
-            total += sum(
-                2 * self.text_params * (len(r) - p) + attn * (len(r) - p) * len(r) for r in rows
-            )
+            lengths = torch.tensor([len(r) for r in rows])
+            n = int(lengths.max())
+            # right-aligned like the fast path's batch; text positions are 0.. in every row
+            tokens = torch.tensor([r + [-1] * (n - len(r)) for r in rows])[..., None]
+            p = shared_prefix_length(tokens, torch.arange(n).expand(3, len(rows), n), lengths)
+            total += self.flops(p, p) + sum(self.flops(len(r) - p, len(r)) for r in rows)
         return total
 
     # one set --------------------------------------------------------------------------------

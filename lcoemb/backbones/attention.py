@@ -11,12 +11,26 @@ which is also faster than the bf16 flash backward but keeps the full attention m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 #: the name this function is registered under in transformers' attention interfaces
 FLOAT32_SDPA = "lcoemb_sdpa_float32"
+
+
+def in_float32(
+    attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+) -> torch.Tensor:
+    """``attend(query, key, value)`` on float32 copies with autocast off, cast back to the
+    query's dtype. Shared by the registered function below and the inference fast path."""
+    with torch.autocast(query.device.type, enabled=False):
+        out = attend(query.float(), key.float(), value.float())
+    return out.to(query.dtype)
 
 
 def _sdpa_float32(
@@ -29,12 +43,10 @@ def _sdpa_float32(
 ) -> tuple[torch.Tensor, None]:
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    dtype = query.dtype
-    with torch.autocast(query.device.type, enabled=False):
-        out, weights = sdpa_attention_forward(
-            module, query.float(), key.float(), value.float(), attention_mask, **kwargs
-        )
-    return out.to(dtype), weights
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return sdpa_attention_forward(module, q, k, v, attention_mask, **kwargs)[0]
+
+    return in_float32(attend, query, key, value), None  # SDPA returns no attention weights
 
 
 def register_float32_sdpa() -> str:

@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
-from lcoemb.backbones.attention import FLOAT32_SDPA
+from lcoemb.backbones.attention import FLOAT32_SDPA, in_float32
 
 #: Shorter shared prefixes are left alone: they save little next to the extra attention call
 #: and copies they cost (a round number, not tuned).
@@ -55,6 +56,12 @@ def _split(x: torch.Tensor, p: int, b: int) -> tuple[torch.Tensor, torch.Tensor]
     return x[:p].transpose(0, 1)[None], x[p:].view(b, -1, *x.shape[1:]).transpose(1, 2)
 
 
+def _keys_values(attn: Any, x: torch.Tensor, cos, sin) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed keys (rotated) and values ``(T, kv heads, hd)`` of the normed states ``x``."""
+    k = _rope(attn.k_proj(x).view(len(x), -1, attn.head_dim), cos, sin)
+    return k, attn.v_proj(x).view(len(x), -1, attn.head_dim)
+
+
 def _row_keys_values(k: torch.Tensor, v: torch.Tensor, p: int, b: int):
     """Each row's keys and values ``(b, kv heads, p + m, hd)``: the prefix's, then its own."""
     (kp, kr), (vp, vr) = _split(k, p, b), _split(v, p, b)
@@ -74,11 +81,10 @@ def _sdpa(attn: Any, q, k, v, mask: torch.Tensor | None = None) -> torch.Tensor:
         "dropout_p": getattr(attn, "attention_dropout", 0.0) if attn.training else 0.0,
         "enable_gqa": True,
     }
-    if attn.config._attn_implementation != FLOAT32_SDPA:
-        return F.scaled_dot_product_attention(q, k, v, **kwargs)
-    with torch.autocast(q.device.type, enabled=False):
-        out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs)
-    return out.to(q.dtype)
+    sdpa = functools.partial(F.scaled_dot_product_attention, **kwargs)
+    if attn.config._attn_implementation == FLOAT32_SDPA:
+        return in_float32(sdpa, q, k, v)
+    return sdpa(q, k, v)
 
 
 def _attend(attn: Any, q, k, v, p: int, b: int) -> torch.Tensor:
@@ -102,9 +108,7 @@ def _layer(layer: Any, h: torch.Tensor, cos, sin, p: int, b: int) -> torch.Tenso
     attn = layer.self_attn
     x = layer.input_layernorm(h)
     q = _rope(attn.q_proj(x).view(len(x), -1, attn.head_dim), cos, sin)
-    k = _rope(attn.k_proj(x).view(len(x), -1, attn.head_dim), cos, sin)
-    v = attn.v_proj(x).view(len(x), -1, attn.head_dim)
-    h = h + attn.o_proj(_attend(attn, q, k, v, p, b))
+    h = h + attn.o_proj(_attend(attn, q, *_keys_values(attn, x, cos, sin), p, b))
     return h + layer.mlp(layer.post_attention_layernorm(h))
 
 
@@ -113,9 +117,7 @@ def _last_layer(layer: Any, h: torch.Tensor, cos, sin, p: int, b: int, last: tor
     tokens): keys and values for all tokens; query, attention output and MLP for ``b``."""
     attn = layer.self_attn
     x = layer.input_layernorm(h)
-    k = _rope(attn.k_proj(x).view(len(x), -1, attn.head_dim), cos, sin)
-    v = attn.v_proj(x).view(len(x), -1, attn.head_dim)
-    k, v = _row_keys_values(k, v, p, b)
+    k, v = _row_keys_values(*_keys_values(attn, x, cos, sin), p, b)
     m = (len(x) - p) // b
     idx = p + torch.arange(b, device=h.device) * m + last  # packed index of each last token
     q = _rope(attn.q_proj(x[idx]).view(b, -1, attn.head_dim), cos[idx], sin[idx])
