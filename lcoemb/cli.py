@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,14 @@ from lcoemb.mini.registry import DEFAULT_MODEL
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` to ``path`` via a temporary file, so a failure never leaves half a file."""
+    """Write ``array`` to ``path`` via a temporary file, so a failure never leaves half a file.
+
+    The temporary file gets the mode of an ordinary write (0o666 less the umask), not
+    ``mkstemp``'s 0o600, which would hide the vectors from the user's group after the rename.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, array)
@@ -46,6 +51,13 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from lcoemb import InputError, OmniEncoder
     from lcoemb.inputs import read_items_jsonl
 
+    # An unusable --output must fail now, not after the model has loaded and encoded everything.
+    output = Path(args.output)
+    if output.is_dir():
+        raise IsADirectoryError(f"--output {args.output!r} is a folder; give a .npy file path")
+    folder = next(p for p in output.absolute().parents if p.exists())
+    if not folder.is_dir():
+        raise NotADirectoryError(f"--output {args.output!r}: {os.fspath(folder)!r} is not a folder")
     items, lines = read_items_jsonl(args.input)
     encoder = OmniEncoder.from_pretrained(
         args.model, adapter=args.adapter, device=args.device, dtype=args.dtype
@@ -57,19 +69,21 @@ def cmd_encode(args: argparse.Namespace) -> int:
             show_progress=not args.quiet,
             normalize=not args.no_normalize,
             instruction=args.instruction,
+            dimensions=args.dimensions,
         )
     except InputError as error:
         if error.index is None:
             raise
         raise InputError(None, f"{args.input}:{lines[error.index]}: {error.reason}") from error
-    _save_npy_atomic(Path(args.output), vectors)
+    _save_npy_atomic(output, vectors)
     print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} float32 vectors to {args.output}")
     return 0
 
 
 _TRAIN_HELP = {
     "model": "base MLLM: Hugging Face id, local folder, or lco-mini-base (the default)",
-    "output": "output folder (adapter/, log.jsonl, tensorboard/, checkpoints/step-N/)",
+    "output": "output folder (adapter/, log.jsonl, tensorboard/, checkpoints/step-N/, "
+    "run.json); a non-empty one needs --resume or --overwrite",
     "data": "triplet sources: .jsonl/.csv/.parquet files or dataset names (equal weight)",
     "mix": "SOURCE:WEIGHT entries mixed by ratio, e.g. text.jsonl:0.8 calib.jsonl:0.2",
     "max_steps": "stop after this many optimiser steps (overrides --epochs)",
@@ -82,7 +96,10 @@ _TRAIN_HELP = {
     "lora_r": "LoRA rank (default 64)",
     "lora_alpha": "LoRA alpha (default 128)",
     "save_steps": "checkpoint every N steps (default 500)",
-    "resume": "continue from the newest complete checkpoint in OUTPUT/checkpoints",
+    "resume": "continue the run in OUTPUT from its newest checkpoint that loads; refused unless "
+    "that run had the same data and settings (--max-steps/--epochs may grow)",
+    "overwrite": "start afresh in a non-empty OUTPUT, deleting the previous run's files there "
+    "(checkpoints/, log.jsonl, adapter/, tensorboard/, config.json, run.json) and nothing else",
     "seed": "seed for data order, LoRA init and dropout (default 42)",
     "matryoshka_dims": "also train truncated vectors of these sizes",
     "skip_bad": "skip malformed data lines, count them, and report at the end",
@@ -135,7 +152,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from lcoemb.training.merge import merge_adapter
 
     out = merge_adapter(args.model, args.adapter, args.output, dtype=args.dtype)
-    print(f"merged {args.adapter} into {args.model}: {out}")
+    print(f"merged {args.adapter or 'its adapter'} into {args.model}: {out}")
     return 0
 
 
@@ -322,9 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
         "encode",
         help="embed the items of a JSONL file into a .npy matrix",
         description="Embed items into an (n, d) float32 .npy file, rows in input order. Each "
-        'input line is one of {"text": ...}, {"image": path}, {"audio": path}, {"video": path} '
-        'or {"parts": [...]} (an interleaved item); relative paths resolve against the input '
-        "file's folder. A bad line stops the run with its line number and writes nothing.",
+        'input line is one of {"text": ...}, {"image": path}, {"audio": path} (optionally with '
+        '"sampling_rate"), {"video": path} (optionally with "fps") or {"parts": [...]} (an '
+        "interleaved item of such parts); any other key is an error. Relative paths resolve "
+        "against the input file's folder. A bad line stops the run with its line number and "
+        "writes nothing; a bad --output stops it before the model loads.",
     )
     _add_model_args(enc)
     enc.add_argument("--input", required=True, help="items file (.jsonl)")
@@ -332,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--batch-size", type=int, default=8)
     enc.add_argument("--instruction", help="task instruction prepended to every item")
     enc.add_argument("--no-normalize", action="store_true", help="skip L2 normalisation")
+    enc.add_argument(
+        "--dimensions",
+        type=int,
+        help="keep the first N components of each vector (Matryoshka), re-normalised",
+    )
     enc.add_argument("--quiet", action="store_true", help="no progress bar")
     enc.set_defaults(func=cmd_encode)
 
@@ -347,8 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_train)
 
     mg = sub.add_parser("merge", help="merge a LoRA adapter into its backbone (merge_and_unload)")
-    mg.add_argument("--model", required=True, help="base checkpoint the adapter was trained on")
-    mg.add_argument("--adapter", required=True, help="peft adapter folder")
+    mg.add_argument(
+        "--model",
+        required=True,
+        help="base the adapter was trained on: Hugging Face id, local folder or lco-mini-base",
+    )
+    mg.add_argument(
+        "--adapter",
+        help="peft adapter folder; leave it out for a model that carries its adapter (lco-mini, "
+        "or a folder saved with merge=False), which then gets that one merged",
+    )
     mg.add_argument("--output", required=True, help="folder for the merged checkpoint")
     mg.add_argument("--dtype", default=None, help="weights dtype (default: the checkpoint's)")
     mg.set_defaults(func=cmd_merge)

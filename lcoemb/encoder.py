@@ -22,18 +22,53 @@ from tqdm.auto import tqdm
 from lcoemb.backbones import Backbone, load_backbone
 from lcoemb.backbones.base import DEFAULT_MAX_TEXT_TOKENS
 from lcoemb.inputs import Limits, LoadedItem, inspect_item, load_item
+from lcoemb.mini.registry import base_name, resolve
 
 CONFIG_NAME = "lcoemb.json"
-ADAPTER_DIR = "adapter"
 
 
-def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
+def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
+    """A torch dtype from its name; ``"auto"`` (the checkpoint's own) passes through."""
+    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
         return dtype
     value = getattr(torch, str(dtype).removeprefix("torch."), None)
     if not isinstance(value, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'bfloat16', 'float16' or 'float32'")
+        raise ValueError(
+            f"unknown dtype {dtype!r}; use e.g. 'bfloat16', 'float16', 'float32' or 'auto'"
+        )
     return value
+
+
+def locate(name_or_path: str | os.PathLike[str]) -> tuple[str, Path | None, dict[str, Any]]:
+    """Where a model's backbone and the adapter it carries are, and its saved encoder settings,
+    without loading anything.
+
+    ``name_or_path`` is an embedded name (``"lco-mini"`` carries the LCO adapter), a Hugging Face
+    id, or a folder. A folder written by :meth:`OmniEncoder.save_pretrained` holds either merged
+    weights (a plain checkpoint), or only an adapter and a ``lcoemb.json`` naming its base; one
+    written by earlier versions holds the base weights with the adapter in a subfolder.
+    """
+    embedded = resolve(os.fspath(name_or_path))
+    if embedded is not None:
+        return os.fspath(embedded[0]), embedded[1], {}
+    folder = Path(os.fspath(name_or_path))
+    settings: dict[str, Any] = {}
+    if (folder / CONFIG_NAME).is_file():
+        settings = json.loads((folder / CONFIG_NAME).read_text())
+    adapter = folder / settings["adapter"] if settings.get("adapter") else None
+    base = settings.get("base")
+    if base is None:
+        return os.fspath(name_or_path), adapter, settings
+    embedded = resolve(base)
+    return (os.fspath(embedded[0]) if embedded else base), adapter, settings
+
+
+def _portable_name(name_or_path: str) -> str:
+    """How a saved adapter names its base: an embedded name stays a name, a local folder
+    becomes absolute (the adapter folder may be read from anywhere), a hub id stays an id."""
+    if os.path.exists(name_or_path):
+        return base_name(name_or_path) or os.path.abspath(name_or_path)
+    return name_or_path
 
 
 class OmniEncoder:
@@ -78,31 +113,22 @@ class OmniEncoder:
         ``"lco-mini"`` (LCO-Mini with its text-only LCO adapter) or ``"lco-mini-base"``
         (generative stage only).
 
-        ``dtype`` defaults to bfloat16, the precision of the reference recipe. The caps default to
-        the reference's: ``max_text_tokens`` 300; ``max_image_pixels``/``max_video_pixels``
-        ``None`` keep the processor's own per-image and per-frame bounds; ``limits`` sets audio
-        length and video frame sampling. A folder written by :meth:`save_pretrained` restores its
-        settings and adapter.
+        ``dtype`` defaults to bfloat16, the precision of the reference recipe (``"auto"`` keeps
+        the checkpoint's own). The caps default to the reference's: ``max_text_tokens`` 300;
+        ``max_image_pixels``/``max_video_pixels`` ``None`` keep the processor's own per-image and
+        per-frame bounds; ``limits`` sets audio length and video frame sampling. A folder written
+        by :meth:`save_pretrained` restores its settings, and its adapter if it kept one apart
+        (an explicit ``adapter`` takes the place of the one a model carries).
         """
-        from lcoemb.mini.registry import resolve
-
-        embedded = resolve(os.fspath(name_or_path))
-        if embedded is not None:  # "lco-mini" / "lco-mini-base"
-            name_or_path, default_adapter = embedded
-            adapter = adapter if adapter is not None else default_adapter
-        path = Path(os.fspath(name_or_path))
-        saved: dict[str, Any] = {}
-        if (path / CONFIG_NAME).is_file():
-            saved = json.loads((path / CONFIG_NAME).read_text())
-            if adapter is None and saved.get("adapter"):
-                adapter = path / saved["adapter"]
-            max_text_tokens = saved.get("max_text_tokens", max_text_tokens)
-            max_image_pixels = saved.get("max_image_pixels", max_image_pixels)
-            max_video_pixels = saved.get("max_video_pixels", max_video_pixels)
-            if limits is None and "limits" in saved:
-                limits = Limits(**saved["limits"])
+        source, carried, saved = locate(name_or_path)
+        adapter = adapter if adapter is not None else carried
+        max_text_tokens = saved.get("max_text_tokens", max_text_tokens)
+        max_image_pixels = saved.get("max_image_pixels", max_image_pixels)
+        max_video_pixels = saved.get("max_video_pixels", max_video_pixels)
+        if limits is None and "limits" in saved:
+            limits = Limits(**saved["limits"])
         backbone = load_backbone(
-            name_or_path,
+            source,
             device=device,
             dtype=_parse_dtype(dtype),
             attn_implementation=attn_implementation,
@@ -125,26 +151,34 @@ class OmniEncoder:
         self.peft_model = PeftModel.from_pretrained(self.backbone.model, os.fspath(adapter))
         self.peft_model.eval()
 
-    def save_pretrained(self, path: str | os.PathLike[str]) -> None:
-        """Write the backbone, its processor, any adapter and the encoder settings to ``path``."""
+    def save_pretrained(self, path: str | os.PathLike[str], *, merge: bool = True) -> None:
+        """Write the encoder to ``path`` so that :meth:`from_pretrained` gives it back.
+
+        By default a loaded adapter is merged into the weights (``merge_and_unload``) first, so
+        the folder is a plain checkpoint and every loader (transformers, mteb's ``LCOEmbedding``)
+        gets the adapted model; a bare base beside a separate adapter would load as the base,
+        without a word. The merge happens in this encoder too: it then holds the merged weights
+        and no removable adapter, and so keeps producing exactly the vectors the folder will.
+
+        ``merge=False`` keeps the adapter apart instead: the folder holds only the peft adapter
+        files and ``lcoemb.json`` naming the base, and no ``config.json``, so that nothing can
+        load it as a finished model; :meth:`from_pretrained` loads the base with the adapter.
+        Without an adapter, ``merge`` changes nothing.
+        """
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
-        adapter = None
-        if self.peft_model is not None:
-            from peft import PeftModel
-
-            self.peft_model.save_pretrained(out / ADAPTER_DIR)
-            # Save the bare base weights, then inject the adapter again from its saved copy.
-            self.backbone.model = self.peft_model.unload()
-            self.backbone.save_pretrained(out)
-            self.peft_model = PeftModel.from_pretrained(self.backbone.model, out / ADAPTER_DIR)
-            self.peft_model.eval()
-            adapter = ADAPTER_DIR
+        settings: dict[str, Any] = {"family": self.backbone.family}
+        if self.peft_model is not None and not merge:
+            self.peft_model.save_pretrained(out)
+            settings["base"] = _portable_name(self.backbone.name_or_path)
+            settings["adapter"] = "."
         else:
-            self.backbone.save_pretrained(out)
-        settings = {
-            "family": self.backbone.family,
-            "adapter": adapter,
+            merged = self.peft_model is not None
+            if merged:
+                self.backbone.model = self.peft_model.merge_and_unload()
+                self.peft_model = None
+            self.backbone.save_pretrained(out, merged=merged)
+        settings |= {
             "max_text_tokens": getattr(self.backbone, "max_text_tokens", None),
             "max_image_pixels": getattr(self.backbone, "max_image_pixels", None),
             "max_video_pixels": getattr(self.backbone, "max_video_pixels", None),
@@ -186,7 +220,7 @@ class OmniEncoder:
     def _load(self, inputs: Sequence[Any], batch: list[int]) -> list[LoadedItem]:
         items = [load_item(inputs[i], i, self.limits) for i in batch]
         for i, item in zip(batch, items):
-            self.backbone.check_modalities(item, i)
+            self.backbone.check_item(item, i)
         return items
 
     def embed(self, items: Sequence[Any], instruction: str | None = None) -> torch.Tensor:
@@ -233,23 +267,36 @@ class OmniEncoder:
         normalize: bool = True,
         *,
         instruction: str | None = None,
+        dimensions: int | None = None,
     ) -> np.ndarray:
         """Embed items (``str``, ``PIL.Image.Image``, :class:`~lcoemb.Audio`,
         :class:`~lcoemb.Video`, or a ``list`` of these for one interleaved item).
 
         Returns a float32 array ``(n, d)`` in input order. ``instruction`` is prepended to every
         item, for query-side task instructions. A single non-list item gives shape ``(1, d)``.
+        ``dimensions`` keeps the first N components of each vector (the shorter vectors of a
+        Matryoshka-trained model), re-normalised when ``normalize``.
         """
+        width = self.embedding_dim if dimensions is None else dimensions
+        if not 1 <= width <= self.embedding_dim:
+            raise ValueError(
+                f"dimensions must be between 1 and the model's {self.embedding_dim}, "
+                f"got {dimensions}"
+            )
         if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
             inputs = [inputs]
-        out = np.zeros((len(inputs), self.embedding_dim), dtype=np.float32)
+        out = np.zeros((len(inputs), width), dtype=np.float32)
         for batch, states in self.iter_hidden_states(
             inputs, batch_size=batch_size, show_progress=show_progress, instruction=instruction
         ):
             if normalize:
-                # normalise in the model's dtype, as the reference does, then widen
+                # normalise in the model's dtype, as the reference does (its directions)...
                 states = torch.nn.functional.normalize(states, p=2, dim=-1)
-            out[batch] = states.float().cpu().numpy()
+            vectors = states.float()[:, :width]
+            if normalize:
+                # ...then again in float32, since bf16 rounding leaves norms up to 3e-3 off 1
+                vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
+            out[batch] = vectors.cpu().numpy()
         return out
 
     def generate(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -137,17 +140,20 @@ def test_all_layers_final_entry_is_the_pooled_state(omni_encoder):
     np.testing.assert_allclose(states[-1].float().numpy(), pooled[batch], rtol=1e-3, atol=1e-3)
 
 
-def test_adapter_roundtrip_through_save_pretrained(omni_path, omni_adapter, tmp_path):
+def test_adapter_applies_and_old_save_folders_still_load(omni_path, omni_adapter, tmp_path):
     texts = ["one thing", "another thing entirely"]
     plain = OmniEncoder.from_pretrained(omni_path, device="cpu").encode(texts)
     adapted = OmniEncoder.from_pretrained(omni_path, adapter=omni_adapter, device="cpu")
     with_adapter = adapted.encode(texts)
     assert _cos(plain, with_adapter).max() < 0.999
 
-    adapted.save_pretrained(tmp_path / "saved")
-    assert (tmp_path / "saved" / "adapter" / "adapter_config.json").is_file()
-    np.testing.assert_allclose(adapted.encode(texts), with_adapter, atol=1e-6)  # still usable
-    reloaded = OmniEncoder.from_pretrained(tmp_path / "saved", device="cpu")
+    # the layout save_pretrained wrote before merging by default: base weights, the adapter in
+    # a subfolder, and lcoemb.json naming it (saving itself is tested in test_reliability_models)
+    old = tmp_path / "old"
+    shutil.copytree(omni_path, old)
+    shutil.copytree(omni_adapter, old / "adapter")
+    (old / "lcoemb.json").write_text(json.dumps({"family": "qwen2_5_omni", "adapter": "adapter"}))
+    reloaded = OmniEncoder.from_pretrained(old, device="cpu")
     assert _cos(reloaded.encode(texts), with_adapter).min() >= 0.9999
 
     with pytest.raises(FileNotFoundError, match="no peft adapter"):

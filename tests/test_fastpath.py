@@ -128,7 +128,7 @@ def test_fast_text_path_follows_the_models_attention_implementation(omni_path, m
     from lcoemb.backbones import fastpath
 
     eager = OmniEncoder.from_pretrained(omni_path, device="cpu", attn_implementation="eager")
-    assert getattr(eager.backbone, "_fast_text_forward", None) is None
+    assert not eager.backbone.fast_text_path
 
     enc = OmniEncoder.from_pretrained(omni_path, device="cpu", dtype="bfloat16")
     inputs = enc.backbone.prepare(enc._load(TEXTS, range(len(TEXTS))))

@@ -8,11 +8,13 @@ vectors, losses or indexes; those live in :mod:`lcoemb.encoder` and :mod:`lcoemb
 from __future__ import annotations
 
 import os
+import threading
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
 
+from lcoemb.backbones import fastpath
 from lcoemb.inputs import InputError, LoadedItem, Modality
 from lcoemb.prompts import build_messages
 
@@ -124,8 +126,10 @@ class Backbone(ABC):
         """Names of the modules LoRA adapts: every Linear of the language model except the LM
         head. Vision and audio towers and their projectors stay frozen (the reference recipe)."""
 
-    def check_modalities(self, item: LoadedItem, index: int) -> None:
-        """Raise :class:`ModalityError` if ``item`` needs a tower this backbone lacks."""
+    def check_item(self, item: LoadedItem, index: int) -> None:
+        """Raise an :class:`~lcoemb.inputs.InputError` naming ``index`` if this backbone cannot
+        encode ``item``: a :class:`ModalityError` if it needs a tower this backbone lacks
+        (subclasses add their own checks)."""
         missing = sorted(set(item.modalities) - self.modalities)
         if missing:
             raise ModalityError(
@@ -149,8 +153,13 @@ class Backbone(ABC):
     ) -> list[str]:
         """Greedy text generation for each item followed by ``prompt``."""
 
-    def save_pretrained(self, path: str | os.PathLike[str]) -> None:
-        """Write the model and its processor so :meth:`from_pretrained` can reload them."""
+    def save_pretrained(self, path: str | os.PathLike[str], *, merged: bool = False) -> None:
+        """Write the model and its processor so :meth:`from_pretrained` can reload them.
+
+        ``merged`` says a LoRA adapter was folded into the weights since loading. A full
+        checkpoint holds every weight anyway; a backbone that saves only its trained parts
+        (LCO-Mini rebuilds its LM from a GGUF file) must then write the changed weights too.
+        """
         self.model.save_pretrained(path)
 
 
@@ -187,6 +196,11 @@ class HFChatBackbone(Backbone):
         self.max_text_tokens = max_text_tokens
         self.max_image_pixels = max_image_pixels
         self.max_video_pixels = max_video_pixels
+        #: set by :meth:`enable_fast_path`
+        self.fast_text_path = False
+        # transformers' fast tokenizers set padding and truncation on the one shared Rust
+        # tokenizer in every call, so two threads tokenizing at once pad to each other's lengths
+        self._tokenizer_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(
@@ -263,10 +277,15 @@ class HFChatBackbone(Backbone):
         return kwargs
 
     def _processor_inputs(self, texts: list[str], items: list[LoadedItem]) -> dict[str, Any]:
-        batch = self.processor(
-            text=texts, padding=True, return_tensors="pt", **self._media_kwargs(items)
-        )
+        with self._tokenizer_lock:
+            batch = self.processor(
+                text=texts, padding=True, return_tensors="pt", **self._media_kwargs(items)
+            )
         return batch.to(self.device)
+
+    def truncate_text(self, text: str) -> str:
+        with self._tokenizer_lock:
+            return super().truncate_text(text)
 
     def prepare(self, items: list[LoadedItem], instruction: str | None = None) -> dict[str, Any]:
         texts = [
@@ -276,12 +295,12 @@ class HFChatBackbone(Backbone):
 
     def enable_fast_path(self) -> None:
         """Install the inference fast paths of :mod:`lcoemb.backbones.fastpath` on this model
-        instance (the class and any other model are untouched)."""
-        from lcoemb.backbones import fastpath
-
+        instance, once (the class and any other model are untouched). Afterwards the model is
+        never modified per call, so one backbone can encode from several threads at once."""
         text = self.language_model
-        if fastpath.supports_fast_path(text):
-            self._fast_text_forward = fastpath.last_token_states(text)
+        self.fast_text_path = fastpath.supports_fast_path(text)
+        if self.fast_text_path:
+            fastpath.install_last_token_path(text)
         visual = getattr(self.model.model, "visual", None)
         if visual is not None:
             visual.patch_embed.forward = fastpath.patch_embed_as_grid(visual.patch_embed)
@@ -289,14 +308,9 @@ class HFChatBackbone(Backbone):
     def forward(self, inputs: dict[str, Any], *, all_layers: bool = False) -> torch.Tensor:
         # The inner multimodal model: merges media embeddings and computes (M-)RoPE positions,
         # but skips the LM head, whose vocabulary-sized logits an embedding never needs.
-        fast = getattr(self, "_fast_text_forward", None)
-        if fast is not None and not all_layers:
-            text = self.language_model
-            text.forward = fast  # an instance attribute, only for this call
-            try:
+        if self.fast_text_path and not all_layers:
+            with fastpath.last_token_only():
                 out = self.model.model(**inputs, use_cache=False, return_dict=True)
-            finally:
-                del text.forward
             return out.last_hidden_state[:, -1]
         out = self.model.model(
             **inputs, output_hidden_states=all_layers, use_cache=False, return_dict=True
@@ -323,6 +337,6 @@ class HFChatBackbone(Backbone):
         new = out[:, inputs["input_ids"].shape[1] :]
         return self.tokenizer.batch_decode(new, skip_special_tokens=True)
 
-    def save_pretrained(self, path: str | os.PathLike[str]) -> None:
-        super().save_pretrained(path)
+    def save_pretrained(self, path: str | os.PathLike[str], *, merged: bool = False) -> None:
+        super().save_pretrained(path, merged=merged)
         self.processor.save_pretrained(path)

@@ -25,8 +25,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -35,6 +38,13 @@ from torch.utils.checkpoint import checkpoint
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from lcoemb.backbones.attention import FLOAT32_SDPA, in_float32
+
+#: Whether the current call wants last-token states only. A context variable, not a flag on the
+#: model: every thread (and asyncio task) has its own value, so concurrent encodes on one model
+#: never see each other's choice.
+_LAST_TOKEN_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "lcoemb_last_token_only", default=False
+)
 
 #: Shorter shared prefixes are left alone: they save little next to the extra attention call
 #: and copies they cost (a round number, not tuned).
@@ -190,6 +200,37 @@ def last_token_states(text_model: Any):
         return BaseModelOutputWithPast(last_hidden_state=text_model.norm(h)[:, None])
 
     return forward
+
+
+def install_last_token_path(text_model: Any) -> None:
+    """Give ``text_model`` a ``forward`` that runs :func:`last_token_states` inside
+    :func:`last_token_only` and its class's own forward everywhere else (generation, training
+    losses on logits, ``output_hidden_states``).
+
+    It is installed once, when the model is loaded, and never changed afterwards: patching the
+    instance around each call instead would let one thread's call remove another's forward.
+    """
+    fast = last_token_states(text_model)
+    full = text_model.forward
+
+    @functools.wraps(full)
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if _LAST_TOKEN_ONLY.get() and not args:
+            return fast(**kwargs)
+        return full(*args, **kwargs)
+
+    text_model.forward = forward
+
+
+@contextlib.contextmanager
+def last_token_only() -> Iterator[None]:
+    """Within this block, in this thread or task only, a model set up by
+    :func:`install_last_token_path` computes last-token states only."""
+    token = _LAST_TOKEN_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _LAST_TOKEN_ONLY.reset(token)
 
 
 def patch_embed_as_grid(patch_embed: Any):

@@ -10,12 +10,26 @@ import PIL.Image
 import torch
 
 from lcoemb.backbones.base import DEFAULT_MAX_TEXT_TOKENS, Backbone, default_device
-from lcoemb.inputs import LoadedItem
+from lcoemb.inputs import InputError, LoadedItem
 from lcoemb.mini.model import MARKERS, MODEL_TYPE, LCOMini, LCOMiniConfig, load_smollm2
 from lcoemb.prompts import build_content
 
 _SPLIT = re.compile("(" + "|".join(re.escape(m) for m in MARKERS.values()) + ")")
 _MODALITY_OF = {marker: modality for modality, marker in MARKERS.items()}
+
+
+def _marker_in(text: str) -> str | None:
+    """The first media marker inside ``text``, if any: user text holding one would take a
+    medium's place in the prompt."""
+    found = _SPLIT.search(text)
+    return found.group() if found else None
+
+
+def _refuse_marker(text: str | None, what: str) -> None:
+    """Raise for an instruction or generation prompt holding a media marker."""
+    marker = _marker_in(text or "")
+    if marker is not None:
+        raise ValueError(f"the {what} contains {marker!r}, LCO-Mini's media marker")
 
 
 def _content_to_text(content: list[dict[str, Any]]) -> str:
@@ -60,18 +74,33 @@ class MiniBackbone(Backbone):
         **kwargs: Any,
     ) -> MiniBackbone:
         """Build the LM from its GGUF and load the projectors of a folder written by
-        :meth:`save_pretrained`. The default dtype is bfloat16, as for every backbone (the
-        reference recipe's precision)."""
+        :meth:`save_pretrained` (and its LM layers, for a folder with a merged LoRA). The default
+        dtype is bfloat16, as for every backbone (the reference recipe's precision)."""
         path = os.fspath(name_or_path)
         config = LCOMiniConfig.load(path)
         lm, tokenizer = load_smollm2(dtype or torch.bfloat16)
         model = LCOMini(config, lm)
         model.load_projectors(path)
+        model.load_language_model(path)
         model.to(device if device is not None else default_device()).eval()
         return cls(model, tokenizer, path, **kwargs)
 
-    def save_pretrained(self, path: str | os.PathLike[str]) -> None:
+    def save_pretrained(self, path: str | os.PathLike[str], *, merged: bool = False) -> None:
+        """Write the projectors, plus the LM's decoder layers once they differ from the GGUF:
+        after a merge, or when this model was loaded from a folder that carried them."""
+        if merged or self.model.mini_config.language_model_weights:
+            self.model.save_language_model(path)
         self.model.save_projectors(path)
+
+    def check_item(self, item: LoadedItem, index: int) -> None:
+        """Also refuse text holding a media marker, which the prompt would read as a medium."""
+        super().check_item(item, index)
+        for modality, value in item.parts:
+            marker = _marker_in(value) if modality == "text" else None
+            if marker is not None:
+                raise InputError(
+                    index, f"text contains {marker!r}, LCO-Mini's media marker; remove it"
+                )
 
     @property
     def hidden_size(self) -> int:
@@ -188,6 +217,7 @@ class MiniBackbone(Backbone):
         return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": positions}
 
     def prepare(self, items: list[LoadedItem], instruction: str | None = None) -> dict[str, Any]:
+        _refuse_marker(instruction, "instruction")
         items = [self.truncate_item(item) for item in items]
         media = self._media_embeddings(items)
         return self._batch(
@@ -205,6 +235,7 @@ class MiniBackbone(Backbone):
     def generate(
         self, items: list[LoadedItem], prompt: str, *, max_new_tokens: int = 32, **kwargs: Any
     ) -> list[str]:
+        _refuse_marker(prompt, "prompt")
         media = self._media_embeddings(items)
         sequences = []
         for item, m in zip(items, media):

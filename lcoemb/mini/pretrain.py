@@ -288,14 +288,14 @@ def _save(
 
 def _resume(out: Path, model: Any, optimizer: Any, scheduler: Any, rng: Any) -> int:
     """Restore the newest complete checkpoint; return its step (0 when there is none)."""
-    from lcoemb.training.checkpoints import clean_partial, latest_checkpoint, read_state
+    from lcoemb.training.checkpoints import clean_partial, latest_checkpoint, load_torch, read_state
 
     clean_partial(out / "checkpoints")
     checkpoint = latest_checkpoint(out / "checkpoints")
     if checkpoint is None:
         return 0
     meta = read_state(checkpoint)
-    state = torch.load(checkpoint / STATE_WEIGHTS, weights_only=False)
+    state = load_torch(checkpoint / STATE_WEIGHTS)  # tensors only: unpickling can run code
     model.load_state_dict(state["projectors"], strict=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -319,7 +319,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
         )
     from safetensors.torch import save_file
 
-    state = torch.load(checkpoint / STATE_WEIGHTS, map_location="cpu", weights_only=False)
+    from lcoemb.training.checkpoints import load_torch
+
+    state = load_torch(checkpoint / STATE_WEIGHTS)  # tensors only: unpickling can run code
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(config, out / CONFIG_NAME)
     weights = {k: v.to(torch.bfloat16).contiguous() for k, v in state["projectors"].items()}

@@ -19,6 +19,17 @@ EMBEDDED: dict[str, tuple[Path, Path | None]] = {
 DEFAULT_MODEL = "lco-mini"
 
 
+def base_name(folder: str | Path) -> str | None:
+    """The embedded name of a backbone folder without adapter (``"lco-mini-base"`` for the
+    shipped one), so a saved adapter can name its base portably rather than by this
+    installation's path; None for any other folder."""
+    here = Path(folder).resolve()
+    for name, (base, adapter) in EMBEDDED.items():
+        if adapter is None and base.resolve() == here:
+            return name
+    return None
+
+
 def resolve(name: str) -> tuple[Path, Path | None] | None:
     """The folders of an embedded model, or None if ``name`` is not one."""
     if name not in EMBEDDED:

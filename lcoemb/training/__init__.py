@@ -13,7 +13,6 @@ from lcoemb.training.data import (
     load_triplets,
     mix_sources,
     parse_mix_arg,
-    to_encoder_item,
 )
 
 __all__ = [
@@ -26,5 +25,4 @@ __all__ = [
     "load_triplets",
     "mix_sources",
     "parse_mix_arg",
-    "to_encoder_item",
 ]

@@ -10,10 +10,9 @@ from typing import Any
 
 @dataclass
 class TrainConfig:
-    """Everything a training run needs. Defaults reproduce the LCO-EMB reference recipe
-    (DESIGN.md): LoRA r=64, alpha=128, dropout 0.05 on the language model; InfoNCE at
-    temperature 0.03 over the global batch of 1056; AdamW at 4e-4 with 100 warm-up steps and
-    linear decay; 2 epochs."""
+    """Everything a training run needs. Defaults reproduce the LCO-EMB reference recipe:
+    LoRA r=64, alpha=128, dropout 0.05 on the language model; InfoNCE at temperature 0.03 over
+    the global batch of 1056; AdamW at 4e-4 with 100 warm-up steps and linear decay; 2 epochs."""
 
     #: base MLLM: a Hugging Face id, a local folder, or the embedded ``lco-mini-base``
     model: str = "lco-mini-base"
@@ -46,7 +45,11 @@ class TrainConfig:
     save_steps: int = 500
     log_steps: int = 1
     keep_checkpoints: int | None = None
+    #: continue the run in ``output``; refused unless that run had the same data and settings
     resume: bool = False
+    #: start afresh in a non-empty ``output``, deleting the previous run's files there (and
+    #: nothing else); without it or ``resume``, a non-empty ``output`` is refused
+    overwrite: bool = False
     seed: int = 42
     skip_bad: bool = False
     device: str | None = None
@@ -63,6 +66,8 @@ class TrainConfig:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume continues the run in output, overwrite deletes it: give one")
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -24,9 +24,9 @@ cell) means "absent": allowed for ``negative`` only.
 Relative media paths resolve against the data file's folder (the dataset folder for local
 Hugging Face datasets, the working directory for hub datasets). Media files are checked to exist
 when the data is read, so a typo fails before any model is loaded. Images are kept as
-:class:`ImageRef` (a path) until a batch is built: opening every image up front with
-``PIL.Image.open`` keeps one file descriptor per image and exceeds the usual 1024-file limit on
-calibration sets of ~100k images.
+:class:`lcoemb.inputs.ImageRef` (a path), also in collated batches: the encoder opens each file
+only while decoding its chunk, since an image opened with ``PIL.Image.open`` holds a file
+descriptor and a global batch of them exceeds the usual 1024-file limit.
 
 **Errors** name where the problem is: ``data.jsonl:12`` (1-based line) for JSONL and CSV,
 ``data.parquet[3]`` (0-based row) for Parquet and ``hf:NAME[3]`` for Hugging Face datasets, then
@@ -51,10 +51,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import PIL.Image
 from torch.utils.data import Dataset
 
-from lcoemb.inputs import Audio, Video
+from lcoemb.inputs import Audio, ImageRef, Video
 
 #: How many skip reasons a :class:`TripletSet` keeps for the final report.
 MAX_SKIPPED_EXAMPLES = 5
@@ -77,26 +76,6 @@ _EXPECTED_FIELD = (
 
 class DataError(ValueError):
     """Training data that cannot be used; the message names the file and line (or row)."""
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """An image file that is opened only when its batch is built (see the module docstring).
-
-    The attribute is called ``source`` like :class:`lcoemb.Audio`'s and :class:`lcoemb.Video`'s,
-    so code that identifies media by their ``source`` treats all three alike.
-    """
-
-    source: Path
-
-    def open(self) -> PIL.Image.Image:
-        """``PIL.Image.open`` (lazy: pixels are decoded by the encoder)."""
-        try:
-            return PIL.Image.open(self.source)
-        except FileNotFoundError:
-            raise DataError(f"image file not found: {os.fspath(self.source)!r}") from None
-        except Exception as error:
-            raise DataError(f"cannot open image {os.fspath(self.source)!r}: {error}") from error
 
 
 MediaRef = ImageRef | Audio | Video
@@ -201,15 +180,6 @@ def _triplet(record: Any, where: str, base_dir: Path, json_strings: bool) -> Tri
     return Triplet(fields["anchor"], fields["positive"], fields["negative"], source=where)
 
 
-def to_encoder_item(value: Field) -> Any:
-    """The encoder item for a field: :class:`ImageRef` becomes a lazily opened PIL image."""
-    if isinstance(value, ImageRef):
-        return value.open()
-    if isinstance(value, list):
-        return [to_encoder_item(part) for part in value]
-    return value
-
-
 # --------------------------------------------------------------------------- readers
 
 # A reader yields (where, record) pairs; a row that cannot even be parsed is yielded as the
@@ -258,19 +228,54 @@ def _read_jsonl(path: Path, name: str) -> _Rows:
 
 
 def _read_csv(path: Path, name: str) -> _Rows:
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f)
+    # Binary lines, decoded one by one as in _read_jsonl, so a bad byte is reported at its line
+    # and only the row holding it is lost. An undecodable line reaches csv with the bad bytes
+    # replaced, which keeps the row boundaries, and that row becomes a DataError.
+    undecodable: dict[int, UnicodeDecodeError] = {}
+
+    def lines(f: Any) -> Iterator[str]:
+        lineno = 0
+        for chunk in f:
+            # csv ends lines at '\r' too; the binary file ends them at b"\n" only
+            for raw in chunk.splitlines(keepends=True):
+                lineno += 1
+                encoding = "utf-8-sig" if lineno == 1 else "utf-8"
+                try:
+                    yield raw.decode(encoding)
+                except UnicodeDecodeError as error:
+                    undecodable[lineno] = error
+                    yield raw.decode(encoding, errors="replace")
+
+    def bad_bytes(start: int, end: int) -> DataError | None:
+        """The error for undecodable lines among ``start..end`` (one row), forgetting them."""
+        found = sorted(n for n in undecodable if n <= end)
+        if not found:
+            return None
+        error = undecodable[found[0]]
+        for n in found:
+            del undecodable[n]
+        on = "" if found[0] == start else f" on line {found[0]} (the row spans {start}-{end})"
+        return DataError(f"{name}:{start}: not valid UTF-8{on}: {error}")
+
+    with path.open("rb") as f:
+        reader = csv.reader(lines(f))
         try:
             header = next(reader, None)
             if header is None:
                 raise DataError(f"{name}: empty file (expected a header row: {_EXPECTED_COLUMNS})")
+            error = bad_bytes(1, reader.line_num)
+            if error is not None:
+                raise error
             columns = _check_columns(header, name)
             end = reader.line_num
             for row in reader:
                 # a quoted field may span lines: a row starts on the line after the last one
-                where = f"{name}:{end + 1}"
-                end = reader.line_num
-                if not row:
+                start, end = end + 1, reader.line_num
+                where = f"{name}:{start}"
+                error = bad_bytes(start, end)
+                if error is not None:
+                    yield where, error
+                elif not row:
                     yield where, DataError(f"{where}: blank line")
                 elif len(row) != len(columns):
                     yield (
@@ -282,7 +287,7 @@ def _read_csv(path: Path, name: str) -> _Rows:
                     )
                 else:
                     yield where, {c: v if v != "" else None for c, v in zip(columns, row)}
-        except (csv.Error, UnicodeDecodeError) as error:
+        except csv.Error as error:
             raise DataError(f"{name}:{reader.line_num + 1}: cannot read CSV: {error}") from error
 
 
@@ -548,21 +553,16 @@ def collate_triplets(batch: Sequence[Triplet]) -> dict[str, list[Any] | None]:
     scores each anchor against the *pool* of all positives and hard negatives of the global
     batch, so a triplet without a negative just makes the pool smaller, and the negatives need
     no alignment with the anchors. ``anchor[i]``/``positive[i]`` stay paired by index.
+
+    Fields are the triplets' own objects, unchanged: the encoder takes :class:`ImageRef`,
+    :class:`~lcoemb.Audio` and :class:`~lcoemb.Video` as they are and opens their files chunk by
+    chunk, so collating a global batch opens no file.
     """
     if not batch:
         raise ValueError("collate_triplets got an empty batch")
 
     def items(role: str) -> list[Any]:
-        out = []
-        for t in batch:
-            value = getattr(t, role)
-            if value is None:
-                continue
-            try:
-                out.append(to_encoder_item(value))
-            except DataError as error:
-                raise DataError(f"{t.source}: field {role!r}: {error}") from error
-        return out
+        return [value for t in batch if (value := getattr(t, role)) is not None]
 
     return {
         "anchor": items("anchor"),

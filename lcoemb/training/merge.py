@@ -10,32 +10,44 @@ from pathlib import Path
 
 import torch
 
+from lcoemb.encoder import OmniEncoder, locate
+
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 
 
 def merge_adapter(
     model: str | os.PathLike[str],
-    adapter: str | os.PathLike[str],
+    adapter: str | os.PathLike[str] | None,
     output: str | os.PathLike[str],
     *,
     dtype: torch.dtype | str | None = None,
 ) -> Path:
     """Fold ``adapter`` into the backbone weights (``merge_and_unload``) and save a plain
-    checkpoint with its processor, loadable by transformers and by mteb's reference wrapper.
+    checkpoint with its processor, loadable by transformers and by mteb's reference wrapper
+    (an LCO-Mini folder carries its merged LM layers, and loads with lcoemb).
+
+    ``model`` may be an embedded name. ``adapter`` ``None`` merges the adapter the model
+    carries: ``lco-mini``'s, or that of a folder saved with ``merge=False``. A model that
+    carries one refuses another, since which of the two was meant would be a guess.
 
     ``dtype`` defaults to the checkpoint's own: merging a float32 base in bf16 would round the
     merged weights.
     """
-    from peft import PeftModel
-
-    from lcoemb.backbones import load_backbone
-
-    backbone = load_backbone(model, device="cpu", dtype=dtype or "auto")
-    merged = PeftModel.from_pretrained(backbone.model, os.fspath(adapter)).merge_and_unload()
-    backbone.model = merged
+    _, carried, _ = locate(model)
+    if adapter is not None and carried is not None:
+        raise ValueError(
+            f"{os.fspath(model)!r} already carries the adapter {os.fspath(carried)!r}; merge "
+            "another one into its base (lco-mini-base for lco-mini), or leave the adapter out "
+            "to merge the one it carries"
+        )
+    if adapter is None and carried is None:
+        raise ValueError(f"{os.fspath(model)!r} carries no adapter: name the one to merge")
+    encoder = OmniEncoder.from_pretrained(
+        model, adapter=adapter, device="cpu", dtype=dtype or "auto"
+    )
     out = Path(output)
-    backbone.save_pretrained(out)
+    encoder.save_pretrained(out)  # merges
     return out
 
 

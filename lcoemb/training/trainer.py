@@ -6,14 +6,23 @@ the global batch of positives and hard negatives, and the LoRA gradients are ave
 processes once per step. Everything that decides a step's result (its data, its dropout masks)
 is a function of the step number, so a resumed run repeats exactly what an uninterrupted one
 would have done.
+
+A run owns its output folder: :data:`RUN_FILE` records the run's identity (a fingerprint of its
+data and the settings that change its result), and ``resume`` continues only a run with the same
+identity, from the newest checkpoint that still loads. A non-empty folder is refused unless the
+run resumes or ``overwrite`` deletes the previous run's files, so one run's checkpoints can never
+be continued by another.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,22 +31,66 @@ import torch
 from tqdm.auto import tqdm
 
 from lcoemb.backbones.base import fast_bf16
+from lcoemb.inputs import InputError
 from lcoemb.training import checkpoints as ckpt
 from lcoemb.training.config import TrainConfig
 from lcoemb.training.data import (
+    DataError,
+    Field,
     Triplet,
     TripletSet,
     collate_triplets,
     load_triplets,
     mix_sources,
     parse_mix_arg,
-    to_encoder_item,
 )
 from lcoemb.training.gradcache import grad_cache_step
 from lcoemb.training.losses import InfoNCELoss, MatryoshkaLoss
 
 ADAPTER_DIR = "adapter"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+CHECKPOINTS_DIR = "checkpoints"
 LOG_FILE = "log.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+CONFIG_FILE = "config.json"
+#: the run's identity (:meth:`Trainer.identity`), written when a run starts
+RUN_FILE = "run.json"
+#: what a run writes into its output folder: ``overwrite`` deletes exactly these
+RUN_FILES = (CHECKPOINTS_DIR, LOG_FILE, ADAPTER_DIR, TENSORBOARD_DIR, CONFIG_FILE, RUN_FILE)
+#: The settings that change a run's result; ``resume`` refuses a run written with other values
+#: (or other data, or another number of processes). ``max_steps`` and ``epochs`` are not among
+#: them, so a finished run can be extended; its linear learning-rate decay then stretches to the
+#: new total from the resumed step on.
+IDENTITY_SETTINGS = (
+    "model",
+    "batch_size",
+    "seed",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lr",
+    "warmup_steps",
+    "weight_decay",
+    "max_grad_norm",
+    "temperature",
+    "bidirectional",
+    "mask_duplicates",
+    "matryoshka_dims",
+    "precision",
+    "deepspeed",
+)
+
+
+@dataclass
+class _ResumePoint:
+    """The checkpoint a resumed run continues from, its files already read (``None`` under
+    DeepSpeed, whose engine reads its own shards)."""
+
+    step: int
+    folder: Path
+    weights: dict[str, torch.Tensor] | None = None
+    optimizer_state: dict[str, Any] | None = None
 
 
 @dataclass
@@ -61,6 +114,34 @@ def load_training_data(config: TrainConfig) -> tuple[list[Triplet], list[Triplet
     else:
         raise ValueError("no training data: give data sources (--data) or --mix SOURCE:WEIGHT")
     return triplets, sets
+
+
+def _fingerprint_text(value: Field | None) -> str:
+    """An unambiguous text form of a field: every part is tagged and length-prefixed."""
+    if value is None:
+        return "n"
+    if isinstance(value, str):
+        return f"t{len(value)}:{value}"
+    if isinstance(value, list):
+        return f"l{len(value)}:" + "".join(_fingerprint_text(part) for part in value)
+    path = os.fspath(value.source)
+    return f"{type(value).__name__}{len(path)}:{path}"
+
+
+def data_fingerprint(triplets: Sequence[Triplet]) -> str:
+    """A SHA-256 over the triplets in order, so that ``resume`` notices other data, another
+    order or another mix. Media count by their (absolute) path, not their bytes: reading every
+    file of a calibration set would cost more than the check is worth; moving the data folder
+    therefore counts as other data."""
+    digest = hashlib.sha256()
+    for t in triplets:
+        text = _fingerprint_text(t.anchor) + _fingerprint_text(t.positive)
+        digest.update((text + _fingerprint_text(t.negative)).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def _describe_data(identity: dict[str, Any]) -> str:
+    return f"{identity.get('triplets')} triplets, fingerprint {str(identity.get('data'))[:12]}"
 
 
 def _step_indices(step: int, n: int, batch: int, steps_per_epoch: int, seed: int) -> list[int]:
@@ -109,7 +190,7 @@ class Trainer:
         cpu = config.device == "cpu" or (config.device is None and not torch.cuda.is_available())
         self.accelerator = Accelerator(cpu=cpu)
         self.output = Path(config.output)
-        self.checkpoints_dir = self.output / "checkpoints"
+        self.checkpoints_dir = self.output / CHECKPOINTS_DIR
 
     # ------------------------------------------------------------------ setup
 
@@ -182,16 +263,70 @@ class Trainer:
             loss = MatryoshkaLoss(loss, cfg.matryoshka_dims)
         return loss
 
+    # ------------------------------------------------------------------ run identity
+
+    def identity(self, triplets: Sequence[Triplet]) -> dict[str, Any]:
+        """What makes a run this run: its data (:func:`data_fingerprint`), the
+        :data:`IDENTITY_SETTINGS` and the number of processes. ``precision`` is recorded as
+        resolved (``auto`` can mean bf16 on one machine and fp32 on another)."""
+        cfg = self.config
+        settings = {name: getattr(cfg, name) for name in IDENTITY_SETTINGS}
+        settings["precision"] = "bf16" if self._bf16() else "fp32"
+        return {
+            "data": data_fingerprint(triplets),
+            "triplets": len(triplets),
+            "processes": self.accelerator.num_processes,
+            **settings,
+        }
+
+    def _check_output_free(self) -> None:
+        """Refuse a non-empty output folder unless resuming or overwriting: a fresh run written
+        over another run's files would leave checkpoints that a later ``resume`` continues."""
+        cfg = self.config
+        if cfg.resume or cfg.overwrite or not self.output.is_dir():
+            return
+        entries = sorted(p.name for p in self.output.iterdir())
+        if entries:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise ckpt.RunFolderError(
+                f"output folder {self.output} is not empty ({shown}): pass --resume to continue "
+                "the run in it, --overwrite to delete that run's files and start afresh, or "
+                "choose another --output"
+            )
+
+    def _check_identity(self, recorded: Any, identity: dict[str, Any], what: str) -> None:
+        """Refuse to resume ``what`` (a folder or a checkpoint) unless it was written by a run
+        with this ``identity``; the message lists every difference as old -> new."""
+        if not isinstance(recorded, dict) or "data" not in recorded:
+            raise ckpt.RunFolderError(
+                f"{what} has no run identity (it was written by an older lcoemb, or not by "
+                "lcoemb train), so --resume cannot check that it belongs to this run: start "
+                "afresh with --overwrite, or choose another --output"
+            )
+        changed = []
+        if any(recorded.get(k) != identity[k] for k in ("data", "triplets")):
+            changed.append(f"data ({_describe_data(recorded)} -> {_describe_data(identity)})")
+        changed += [
+            f"{key} ({recorded.get(key)!r} -> {value!r})"
+            for key, value in identity.items()
+            if key not in ("data", "triplets") and recorded.get(key) != value
+        ]
+        if changed:
+            raise ckpt.RunFolderError(
+                f"cannot resume {what}: settings changed since it was written: "
+                f"{', '.join(changed)}; resume with the same data and settings, or start afresh "
+                "with --overwrite (or another --output)"
+            )
+
     # ------------------------------------------------------------------ checkpoints
 
-    def _state(self, step: int, loss: float, n_triplets: int) -> dict[str, Any]:
-        cfg = self.config
+    def _state(self, step: int, loss: float, identity: dict[str, Any]) -> dict[str, Any]:
         return {
             "step": step,
             "loss": loss,
-            "n_triplets": n_triplets,
             "world_size": self.accelerator.num_processes,
-            "config": cfg.to_dict(),
+            "identity": identity,
+            "config": self.config.to_dict(),
         }
 
     def _save(
@@ -217,7 +352,7 @@ class Trainer:
                 return
             torch.save(
                 {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                folder / "optimizer.pt",
+                folder / OPTIMIZER_FILE,
             )
 
         if acc.is_main_process:
@@ -227,42 +362,86 @@ class Trainer:
                 shutil.rmtree(staged, ignore_errors=True)
         acc.wait_for_everyone()
 
-    def _resume(
-        self, encoder: Any, optimizer: Any, scheduler: Any, n_triplets: int, engine: Any
-    ) -> int:
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
+    def _read_checkpoint(self, folder: Path) -> tuple[dict[str, Any], _ResumePoint]:
+        """A checkpoint's state and files, all read (none applied); :class:`RunFolderError`
+        when any of them cannot be used."""
+        state = ckpt.read_state(folder)
+        step = state.get("step")
+        if not isinstance(step, int):
+            raise ckpt.RunFolderError(f"{folder / ckpt.STATE_FILE}: no integer 'step'")
+        if self.config.deepspeed:
+            return state, _ResumePoint(step, folder)
+        weights = ckpt.load_safetensors(folder / ADAPTER_DIR / ADAPTER_WEIGHTS)
+        saved = ckpt.load_torch(folder / OPTIMIZER_FILE)
+        if not isinstance(saved, dict) or not {"optimizer", "scheduler"} <= saved.keys():
+            raise ckpt.RunFolderError(f"{folder / OPTIMIZER_FILE}: no optimizer and scheduler")
+        return state, _ResumePoint(step, folder, weights, saved)
 
-        ckpt.clean_partial(self.checkpoints_dir) if self.accelerator.is_main_process else None
-        self.accelerator.wait_for_everyone()
-        latest = ckpt.latest_checkpoint(self.checkpoints_dir)
-        if latest is None:
-            return 0
-        state = ckpt.read_state(latest)
-        old, new = state["config"], self.config.to_dict()
-        must_match = ["model", "batch_size", "seed", "lora_r", "lora_alpha", "lr", "warmup_steps"]
-        must_match.append("deepspeed")
-        changed = [k for k in must_match if old.get(k) != new.get(k)]
-        if state["n_triplets"] != n_triplets:
-            changed.append(f"data ({state['n_triplets']} -> {n_triplets} triplets)")
-        if state["world_size"] != self.accelerator.num_processes:
-            changed.append("number of processes")
-        if changed:
-            raise ValueError(
-                f"cannot resume from {latest}: settings changed since it was written: "
-                f"{', '.join(changed)}"
+    def _resume_point(self, identity: dict[str, Any]) -> _ResumePoint | None:
+        """Where ``resume`` continues: the newest checkpoint that loads, once the folder and
+        that checkpoint are shown to belong to this run (None: start at step 0).
+
+        A crash or a full disk can leave a checkpoint's files truncated; such a checkpoint is
+        skipped, saying why, for the one before it. Only reads: every process calls this before
+        the folder changes, and nothing is applied to the model until :meth:`_restore`.
+        """
+        acc = self.accelerator
+        run_file = self.output / RUN_FILE
+        if run_file.exists():
+            try:
+                recorded = json.loads(run_file.read_bytes())
+            except (OSError, ValueError) as error:
+                raise ckpt.RunFolderError(f"{run_file}: cannot be read: {error}") from error
+            self._check_identity(recorded, identity, f"the run in {self.output}")
+        elif any((self.output / name).exists() for name in RUN_FILES):
+            self._check_identity(None, identity, f"the run in {self.output} ({RUN_FILE} missing)")
+        skipped = []
+        for _, folder in reversed(ckpt.list_checkpoints(self.checkpoints_dir)):
+            try:
+                state, point = self._read_checkpoint(folder)
+            except ckpt.RunFolderError as error:
+                acc.print(f"skipping checkpoint {folder.name}: {error}")
+                skipped.append(f"{folder.name}: {error}")
+                continue
+            self._check_identity(state.get("identity"), identity, f"checkpoint {folder}")
+            if skipped:
+                acc.print(f"resuming from {folder.name}, the newest checkpoint that loads")
+            return point
+        if skipped:
+            raise ckpt.RunFolderError(
+                f"no checkpoint in {self.checkpoints_dir} can be loaded ({'; '.join(skipped)}): "
+                "start afresh with --overwrite, or choose another --output"
             )
+        return None
+
+    def _restore(
+        self, point: _ResumePoint, encoder: Any, optimizer: Any, scheduler: Any, engine: Any
+    ) -> None:
+        """Apply a checkpoint read by :meth:`_resume_point`."""
         if engine is not None:  # the engine's checkpoint holds LoRA weights and optimiser shards
             from lcoemb.training import zero
 
-            zero.load(engine, latest)
-            return int(state["step"])
-        weights = load_file(str(latest / ADAPTER_DIR / "adapter_model.safetensors"))
-        set_peft_model_state_dict(encoder.peft_model, weights)
-        opt = torch.load(latest / "optimizer.pt", map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(opt["optimizer"])
-        scheduler.load_state_dict(opt["scheduler"])
-        return int(state["step"])
+            zero.load(engine, point.folder)
+            return
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(encoder.peft_model, point.weights)
+        optimizer.load_state_dict(point.optimizer_state["optimizer"])
+        scheduler.load_state_dict(point.optimizer_state["scheduler"])
+
+    def _prepare_output(self, identity: dict[str, Any]) -> None:
+        """Main process only, once every process has checked the folder: delete the previous
+        run's files when overwriting (nothing else in the folder), then record this run."""
+        if self.config.overwrite:
+            for name in RUN_FILES:
+                path = self.output / name
+                if path.is_symlink() or path.is_file():
+                    path.unlink()
+                elif path.is_dir():
+                    shutil.rmtree(path)
+        ckpt.clean_partial(self.checkpoints_dir)
+        self.output.mkdir(parents=True, exist_ok=True)
+        ckpt.write_json_atomic(self.output / RUN_FILE, identity)
 
     # ------------------------------------------------------------------ logging
 
@@ -283,6 +462,7 @@ class Trainer:
                 "trainer drives DeepSpeed itself, because GradCache owns gradient accumulation"
             )
         triplets, sets = load_training_data(cfg)
+        self._check_output_free()
         if len(triplets) < cfg.batch_size:
             raise ValueError(
                 f"the training data has {len(triplets)} triplets, fewer than one global batch "
@@ -291,6 +471,22 @@ class Trainer:
         steps_per_epoch = len(triplets) // cfg.batch_size
         total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
         local = cfg.batch_size // world
+        identity = self.identity(triplets)
+        point = self._resume_point(identity) if cfg.resume else None
+        start = 0 if point is None else point.step
+        if start >= total:
+            acc.print(f"already trained to step {start} of {total}; nothing to do")
+
+        acc.wait_for_everyone()  # every process has checked the folder before it changes
+        log = writer = None
+        if acc.is_main_process:
+            self._prepare_output(identity)
+            log = ckpt.open_log(self.output / LOG_FILE, start)
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.output / TENSORBOARD_DIR), purge_step=start + 1)
+            (self.output / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        acc.wait_for_everyone()
 
         encoder = self.build_model()
         loss_fn = self.build_loss()
@@ -312,25 +508,27 @@ class Trainer:
                 bf16=self._bf16() and self.accelerator.device.type != "cpu",
             )
             engine = zero.initialize(encoder.peft_model, optimizer, scheduler, ds_config)
-        start = 0
-        if cfg.resume:
-            start = self._resume(encoder, optimizer, scheduler, len(triplets), engine)
-        if start >= total:
-            acc.print(f"already trained to step {start} of {total}; nothing to do")
-
-        self.output.mkdir(parents=True, exist_ok=True)
-        log = ckpt.open_log(self.output / LOG_FILE, start) if acc.is_main_process else None
-        writer = None
-        if acc.is_main_process:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(self.output / "tensorboard"), purge_step=start + 1)
-            (self.output / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        if point is not None:
+            self._restore(point, encoder, optimizer, scheduler, engine)
 
         def embed(fields: list[Any]) -> torch.Tensor:
             # media files are opened chunk by chunk, never a whole global batch at once
             with self.autocast():
-                return encoder.embed([to_encoder_item(f) for f in fields]).float()
+                try:
+                    return encoder.embed(fields).float()
+                except InputError as error:
+                    if error.index is None:
+                        raise
+                    # collate_triplets passes the step's triplet fields on as they are, so the
+                    # bad field is one of them by identity: name its data line
+                    bad = fields[error.index]
+                    where = next(
+                        f"{t.source}: field {role!r}"
+                        for t in mine
+                        for role in ("anchor", "positive", "negative")
+                        if getattr(t, role) is bad
+                    )
+                    raise DataError(f"{where}: {error.reason}") from error
 
         keys: list[str] | None = None
         negative_keys: list[str] | None = None
@@ -410,7 +608,7 @@ class Trainer:
                 writer.add_scalar("train/loss", loss_value, done)
                 writer.add_scalar("train/lr", lr, done)
             if done % cfg.save_steps == 0 or done == total:
-                state = self._state(done, loss_value, len(triplets))
+                state = self._state(done, loss_value, identity)
                 self._save(encoder, optimizer, scheduler, state, engine)
         bar.close()
 
