@@ -31,7 +31,7 @@ import json
 import math
 import numbers
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -285,6 +285,15 @@ def inspect_item(item: Any, index: int) -> ItemInfo:
 # --------------------------------------------------------------------------- decoding
 
 
+def _as_numpy(value: Any) -> np.ndarray:
+    """An array or tensor as numpy; tensors in dtypes numpy lacks (bfloat16) are widened first."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.dtype == torch.bfloat16:
+            value = value.float()
+    return np.asarray(value)
+
+
 def _float_samples(data: np.ndarray, index: int) -> np.ndarray:
     """Samples as float32 in [-1, 1), scaled as audio files are: signed integers by
     ``2**(bits-1)``, unsigned ones centred first. Unscaled integers would reach the model
@@ -370,9 +379,7 @@ def load_audio(audio: Audio, index: int, limits: Limits) -> np.ndarray:
     else:
         assert rate is not None  # _audio_rate requires it for arrays
         sr = rate
-        data = np.asarray(
-            audio.source.detach().cpu() if isinstance(audio.source, torch.Tensor) else audio.source
-        )
+        data = _as_numpy(audio.source)
         if data.ndim not in (1, 2):
             raise InputError(
                 index, f"audio array must be 1-D or (channels, samples), got {data.shape}"
@@ -464,7 +471,7 @@ def _decode_video_file(path: Path, index: int, limits: Limits) -> torch.Tensor:
 def _frame_array(frame: Any, index: int, i: int) -> np.ndarray:
     if isinstance(frame, PIL.Image.Image):
         return np.asarray(frame.convert("RGB"))
-    arr = np.asarray(frame.detach().cpu() if isinstance(frame, torch.Tensor) else frame)
+    arr = _as_numpy(frame)
     if arr.ndim != 3 or arr.shape[-1] != 3:
         raise InputError(index, f"video frame {i} must be HxWx3, got shape {arr.shape}")
     if arr.dtype != np.uint8:
@@ -594,6 +601,28 @@ def _part_from_record(record: Any, where: str, base_dir: Path | None) -> Part:
     return part
 
 
+def json_lines(path: Path, name: str) -> Iterator[tuple[int, Any, str | None]]:
+    """``(line number, record, problem)`` for each line of a JSONL file; ``problem`` is the
+    message (``name:line: ...``) for a line that is not one JSON value: not UTF-8, blank or
+    invalid JSON, and ``record`` is then None. The file is read as bytes and decoded line by line,
+    so a bad byte is reported at its own line, and the caller decides to raise or to skip."""
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{name}:{lineno}"
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                yield lineno, None, f"{where}: not valid UTF-8: {error}"
+                continue
+            if not line.strip():
+                yield lineno, None, f"{where}: blank line (every line must be one JSON object)"
+                continue
+            try:
+                yield lineno, json.loads(line), None
+            except json.JSONDecodeError as error:
+                yield lineno, None, f"{where}: invalid JSON: {error}"
+
+
 def read_items_jsonl(path: str | os.PathLike[str]) -> tuple[list[RawItem], list[int]]:
     """Read an items file (one JSON record per line, see :func:`item_from_record`).
 
@@ -607,22 +636,11 @@ def read_items_jsonl(path: str | os.PathLike[str]) -> tuple[list[RawItem], list[
         raise InputError(None, f"input file not found: {os.fspath(path)!r}")
     items: list[RawItem] = []
     lines: list[int] = []
-    # Binary lines, decoded one by one, so a bad byte is reported with its line.
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as error:
-                raise InputError(None, f"{where}: not valid UTF-8: {error}") from None
-            if not line.strip():
-                raise InputError(None, f"{where}: blank line (every line must be one JSON object)")
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(None, f"{where}: invalid JSON: {error}") from None
-            items.append(item_from_record(record, where, base_dir=path.parent))
-            lines.append(lineno)
+    for lineno, record, problem in json_lines(path, os.fspath(path)):
+        if problem is not None:
+            raise InputError(None, problem)
+        items.append(item_from_record(record, f"{path}:{lineno}", base_dir=path.parent))
+        lines.append(lineno)
     if not items:
         raise InputError(None, f"{path}: no items")
     return items, lines

@@ -66,6 +66,16 @@ def test_integer_audio_arrays_are_scaled_like_audio_files():
     np.testing.assert_allclose(load_audio(Audio(unsigned, 16_000), 0, Limits()), expected)
 
 
+def test_bfloat16_tensors_load_as_audio_and_video_frames():
+    """numpy has no bfloat16: such tensors are widened rather than failing with a TypeError."""
+    wave = torch.from_numpy(tone(0.5, 16_000)[0]).to(torch.bfloat16)
+    got = load_audio(Audio(wave, 16_000), 0, Limits())
+    np.testing.assert_array_equal(got, wave.float().numpy())
+    frames = torch.zeros(2, 8, 8, 3, dtype=torch.bfloat16)
+    with pytest.raises(InputError, match=r"item 4: video frame 0 must be uint8, got float32"):
+        load_video(Video(frames), 4, Limits())
+
+
 @pytest.mark.parametrize("samples", [np.ones(100, bool), np.ones(100, np.complex64)])
 def test_bool_and_complex_audio_arrays_are_rejected(samples):
     with pytest.raises(InputError, match=r"item 3: audio samples must be integers or floats"):

@@ -85,7 +85,8 @@ def write_text_triplets(path: Path, n: int) -> Path:
 
 def train_text_adapter(base_path: str, output: Path, config: QuickstartConfig) -> Any:
     """Train an LCO adapter on ``base_path`` with generated text-only triplets (the quickstart's
-    budget); the adapter lands in ``output/lco/adapter``. Returns the trainer's result."""
+    budget); the adapter lands in ``output/lco/adapter``, replacing an earlier run's. Returns the
+    trainer's result."""
     from lcoemb.training.config import TrainConfig
     from lcoemb.training.trainer import train
 
@@ -110,6 +111,8 @@ def train_text_adapter(base_path: str, output: Path, config: QuickstartConfig) -
             seed=config.seed,
             gradient_checkpointing=False,
             device="cpu",
+            # a rerun of the demo into the same folder retrains from scratch
+            overwrite=True,
         )
     )
 

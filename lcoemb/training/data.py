@@ -53,7 +53,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from lcoemb.inputs import Audio, ImageRef, Video
+from lcoemb.inputs import Audio, ImageRef, Video, json_lines
 
 #: How many skip reasons a :class:`TripletSet` keeps for the final report.
 MAX_SKIPPED_EXAMPLES = 5
@@ -207,28 +207,12 @@ def _check_columns(columns: Sequence[str], name: str) -> list[str]:
 
 
 def _read_jsonl(path: Path, name: str) -> _Rows:
-    # Binary lines, decoded one by one, so a bad byte is reported (and skippable) per line.
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            where = f"{name}:{lineno}"
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as error:
-                yield where, DataError(f"{where}: not valid UTF-8: {error}")
-                continue
-            if not line.strip():
-                yield where, DataError(f"{where}: blank line (every line must be one JSON object)")
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                yield where, DataError(f"{where}: invalid JSON: {error}")
-                continue
-            yield where, record
+    for lineno, record, problem in json_lines(path, name):
+        yield f"{name}:{lineno}", record if problem is None else DataError(problem)
 
 
 def _read_csv(path: Path, name: str) -> _Rows:
-    # Binary lines, decoded one by one as in _read_jsonl, so a bad byte is reported at its line
+    # Binary lines, decoded one by one as JSONL lines are, so a bad byte is reported at its line
     # and only the row holding it is lost. An undecodable line reaches csv with the bad bytes
     # replaced, which keeps the row boundaries, and that row becomes a DataError.
     undecodable: dict[int, UnicodeDecodeError] = {}
