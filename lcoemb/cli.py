@@ -374,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument(
         "--model",
         required=True,
-        help="base the adapter was trained on: Hugging Face id, local folder or lco-mini-base",
+        help="base the adapter was trained on (Hugging Face id, local folder, lco-mini-base), "
+        "or a model that carries its adapter (lco-mini)",
     )
     mg.add_argument(
         "--adapter",

@@ -166,9 +166,17 @@ class OmniEncoder:
         Without an adapter, ``merge`` changes nothing.
         """
         out = Path(path)
+        apart = self.peft_model is not None and not merge
+        # a folder holding both a checkpoint and an adapter loads as whichever a loader looks for
+        other = "config.json" if apart else "adapter_config.json"
+        if (out / other).exists():
+            raise ValueError(
+                f"{out} already holds {other} from an earlier save of the other kind; save into "
+                "an empty folder"
+            )
         out.mkdir(parents=True, exist_ok=True)
         settings: dict[str, Any] = {"family": self.backbone.family}
-        if self.peft_model is not None and not merge:
+        if apart:
             self.peft_model.save_pretrained(out)
             settings["base"] = _portable_name(self.backbone.name_or_path)
             settings["adapter"] = "."

@@ -118,6 +118,15 @@ def test_adapter_kept_apart_on_request_is_not_a_loadable_checkpoint(
     assert reloaded.peft_model is not None
     np.testing.assert_allclose(reloaded.encode(TEXTS), expected, atol=1e-6)
 
+    # the two layouts never share a folder: a loader would take whichever it looks for
+    with pytest.raises(ValueError, match=r"already holds adapter_config\.json"):
+        reloaded.save_pretrained(out)
+    merged = tmp_path / "merged"
+    OmniEncoder.from_pretrained(omni_path, device="cpu").save_pretrained(merged)
+    with pytest.raises(ValueError, match=r"already holds config\.json"):
+        reloaded.save_pretrained(merged, merge=False)
+    assert not (merged / "adapter_config.json").exists()
+
 
 def test_lco_mini_save_pretrained_carries_its_merged_language_model(lco_vectors, tmp_path):
     encoder = OmniEncoder.from_pretrained("lco-mini", device="cpu")

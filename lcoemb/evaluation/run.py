@@ -43,7 +43,7 @@ CATEGORIES = {
 }
 
 #: Published MIEB-Lite rows (×100). LCO-Emb-Omni-7B's per-category values are secondary
-#: summaries of the paper (DESIGN.md, unverified); the other rows give only the average.
+#: summaries of the paper (unverified); the other rows give only the average.
 REFERENCE_ROWS: dict[str, dict[str, float]] = {
     "LCO-Emb-Omni-7B (paper)": {
         "Retrieval": 36.4,
