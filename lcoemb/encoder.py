@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,12 @@ from tqdm.auto import tqdm
 
 from lcoemb.backbones import Backbone, load_backbone
 from lcoemb.backbones.base import DEFAULT_MAX_TEXT_TOKENS
-from lcoemb.inputs import Limits, LoadedItem, inspect_item, load_item
+from lcoemb.inputs import InputError, Limits, LoadedItem, inspect_item, load_item
 from lcoemb.mini.registry import base_name, resolve
 
 CONFIG_NAME = "lcoemb.json"
+#: ``on_error(index, error)``: told of each item that cannot be encoded, instead of raising
+ErrorHandler = Callable[[int, InputError], None]
 
 
 def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
@@ -210,14 +212,23 @@ class OmniEncoder:
 
     # ------------------------------------------------------------------ encoding
 
-    def plan_batches(self, inputs: Sequence[Any], batch_size: int) -> list[list[int]]:
+    def plan_batches(
+        self, inputs: Sequence[Any], batch_size: int, on_error: ErrorHandler | None = None
+    ) -> list[list[int]]:
         """Validate every item, then group indices by modality and sort each group by size
-        (longest first, so an out-of-memory shows up at once), cut into batches."""
+        (longest first, so an out-of-memory shows up at once), cut into batches. An invalid item
+        raises, or with ``on_error`` is reported to it and left out of every batch."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         groups: dict[str, list[tuple[float, int]]] = {}
         for i, item in enumerate(inputs):
-            info = inspect_item(item, i)
+            try:
+                info = inspect_item(item, i)
+            except InputError as error:
+                if on_error is None:
+                    raise
+                on_error(i, error)
+                continue
             groups.setdefault(info.group, []).append((info.cost, i))
         batches = []
         for members in groups.values():
@@ -225,11 +236,13 @@ class OmniEncoder:
             batches += [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
         return batches
 
+    def _load_one(self, inputs: Sequence[Any], i: int) -> LoadedItem:
+        item = load_item(inputs[i], i, self.limits)
+        self.backbone.check_item(item, i)
+        return item
+
     def _load(self, inputs: Sequence[Any], batch: list[int]) -> list[LoadedItem]:
-        items = [load_item(inputs[i], i, self.limits) for i in batch]
-        for i, item in zip(batch, items):
-            self.backbone.check_item(item, i)
-        return items
+        return [self._load_one(inputs, i) for i in batch]
 
     def embed(self, items: Sequence[Any], instruction: str | None = None) -> torch.Tensor:
         """Differentiable last-token states ``(B, d)`` for one batch, unnormalised, in input order.
@@ -248,24 +261,68 @@ class OmniEncoder:
         show_progress: bool = False,
         instruction: str | None = None,
         all_layers: bool = False,
+        on_error: ErrorHandler | None = None,
     ) -> Iterator[tuple[list[int], torch.Tensor]]:
         """Yield ``(indices, last-token states)`` batch by batch, in planned (not input) order.
 
         States are ``(B, d)``, or ``(num_layers + 1, B, d)`` with ``all_layers``; they stay in
         the model's dtype. This is the single forward path behind :meth:`encode` and the
         analyses.
+
+        Without ``on_error`` the first item that cannot be encoded raises. With it, each such
+        item is reported as ``on_error(index, InputError)`` and left out of the indices yielded,
+        and the others are encoded: items that fail to decode are dropped from their batch, and a
+        batch the model itself rejects is retried item by item to find the culprit (one bad file
+        in a collection must not cost the whole run).
         """
-        batches = self.plan_batches(inputs, batch_size)
+        batches = self.plan_batches(inputs, batch_size, on_error)
         bar = tqdm(total=len(inputs), desc="Encoding", unit="item", disable=not show_progress)
         with bar:
             for batch in batches:
-                items = self._load(inputs, batch)
-                with torch.inference_mode():
-                    states = self.backbone.forward(
-                        self.backbone.prepare(items, instruction), all_layers=all_layers
-                    )
-                yield batch, states
+                yield from self._forward_batch(inputs, batch, instruction, all_layers, on_error)
                 bar.update(len(batch))
+
+    def _forward_batch(
+        self,
+        inputs: Sequence[Any],
+        batch: list[int],
+        instruction: str | None,
+        all_layers: bool,
+        on_error: ErrorHandler | None,
+    ) -> Iterator[tuple[list[int], torch.Tensor]]:
+        if on_error is None:
+            yield batch, self._states(self._load(inputs, batch), instruction, all_layers)
+            return
+        kept, items = [], []
+        for i in batch:
+            try:
+                items.append(self._load_one(inputs, i))
+                kept.append(i)
+            except InputError as error:
+                on_error(i, error)
+        if len(kept) > 1:
+            try:
+                states = self._states(items, instruction, all_layers)
+            except Exception:  # retried one at a time below, to name the item at fault
+                pass
+            else:
+                yield kept, states
+                return
+        for i, item in zip(kept, items):
+            try:
+                states = self._states([item], instruction, all_layers)
+            except Exception as error:
+                on_error(i, InputError(i, f"cannot encode: {error}"))
+                continue
+            yield [i], states
+
+    def _states(
+        self, items: list[LoadedItem], instruction: str | None, all_layers: bool
+    ) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.backbone.forward(
+                self.backbone.prepare(items, instruction), all_layers=all_layers
+            )
 
     def encode(
         self,
@@ -276,6 +333,7 @@ class OmniEncoder:
         *,
         instruction: str | None = None,
         dimensions: int | None = None,
+        on_error: ErrorHandler | None = None,
     ) -> np.ndarray:
         """Embed items (``str``, ``PIL.Image.Image``, :class:`~lcoemb.Audio`,
         :class:`~lcoemb.Video`, or a ``list`` of these for one interleaved item).
@@ -284,6 +342,10 @@ class OmniEncoder:
         item, for query-side task instructions. A single non-list item gives shape ``(1, d)``.
         ``dimensions`` keeps the first N components of each vector (the shorter vectors of a
         Matryoshka-trained model), re-normalised when ``normalize``.
+
+        An item that cannot be encoded raises :class:`~lcoemb.InputError` naming its index; with
+        ``on_error`` it is reported as ``on_error(index, error)`` instead, the others are
+        encoded, and its row is NaN, so that it cannot pass for a vector.
         """
         width = self.embedding_dim if dimensions is None else dimensions
         if not 1 <= width <= self.embedding_dim:
@@ -293,9 +355,13 @@ class OmniEncoder:
             )
         if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
             inputs = [inputs]
-        out = np.zeros((len(inputs), width), dtype=np.float32)
+        out = np.full((len(inputs), width), np.nan, dtype=np.float32)
         for batch, states in self.iter_hidden_states(
-            inputs, batch_size=batch_size, show_progress=show_progress, instruction=instruction
+            inputs,
+            batch_size=batch_size,
+            show_progress=show_progress,
+            instruction=instruction,
+            on_error=on_error,
         ):
             if normalize:
                 # normalise in the model's dtype, as the reference does (its directions)...

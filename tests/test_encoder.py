@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-from lcoemb import Audio, OmniEncoder, Video
+from lcoemb import Audio, InputError, OmniEncoder, Video
 from lcoemb.backbones import ModalityError, QwenOmniBackbone, QwenVLBackbone, backbone_class
 
 
@@ -180,3 +180,37 @@ def test_pixel_caps_reach_the_processor(omni_path, omni_encoder):
     small = capped.backbone.prepare([image, video])
     assert small["image_grid_thw"].prod() <= 2 * 2 * 4 < default["image_grid_thw"].prod()
     assert small["video_grid_thw"].prod() < default["video_grid_thw"].prod()
+
+
+def test_on_error_reports_bad_items_and_encodes_the_rest(omni_encoder, media, monkeypatch):
+    """One unreadable file must not cost a whole collection: with ``on_error`` each bad item is
+    reported with its index, its row is NaN, and every other row is what it would be alone."""
+    from lcoemb.inputs import ImageRef
+
+    good = ["first text", Audio(media["wav16k"]), "a third text that is somewhat longer"]
+    items = [good[0], ImageRef(media["png_corrupt"]), good[1], Audio(media["wav_empty"])]
+    items += [good[2], "rejected by the model"]
+    backbone = omni_encoder.backbone
+    prepare = backbone.prepare
+
+    def picky(loaded, instruction=None):  # the model refuses one item, failing its whole batch
+        if any(
+            v == "rejected by the model" for item in loaded for m, v in item.parts if m == "text"
+        ):
+            raise RuntimeError("processor says no")
+        return prepare(loaded, instruction)
+
+    monkeypatch.setattr(backbone, "prepare", picky)
+    errors: dict[int, str] = {}
+    vectors = omni_encoder.encode(
+        items, batch_size=4, on_error=lambda i, e: errors.setdefault(i, str(e))
+    )
+    assert sorted(errors) == [1, 3, 5]
+    assert errors[1].startswith("item 1: cannot open image")
+    assert "zero-length" in errors[3] or "empty" in errors[3]
+    assert errors[5] == "item 5: cannot encode: processor says no"
+    assert np.isnan(vectors[[1, 3, 5]]).all()
+    expected = omni_encoder.encode(good, batch_size=1)
+    np.testing.assert_allclose(vectors[[0, 2, 4]], expected, atol=2e-3)
+    with pytest.raises(InputError, match="item 1"):
+        omni_encoder.encode(items)
