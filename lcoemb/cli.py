@@ -327,6 +327,95 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from lcoemb.index import Index
+
+    index = Index.build(
+        args.input,
+        args.output,
+        model=args.model,
+        adapter=args.adapter,
+        index_type=args.index_type,
+        instruction=args.instruction,
+        passage_chars=args.passage_chars,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        engine=args.engine,
+        ray_address=args.ray_address,
+        strict=args.strict,
+        show_progress=not args.quiet,
+        device=args.device,
+        dtype=args.dtype,
+    )
+    print(index.summary.format())
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_index_update(args: argparse.Namespace) -> int:
+    from lcoemb.index import Index
+
+    index = Index.load(args.index)
+    summary = index.update(
+        model=args.model,
+        adapter=args.adapter,
+        batch_size=args.batch_size,
+        strict=args.strict,
+        show_progress=not args.quiet,
+        device=args.device,
+        dtype=args.dtype,
+    )
+    print(summary.format())
+    return 0
+
+
+def cmd_index_search(args: argparse.Namespace) -> int:
+    import json
+
+    from lcoemb import Audio, Video
+    from lcoemb.index import Index
+    from lcoemb.inputs import ImageRef
+
+    parts: list[Any] = [ImageRef(Path(args.image))] if args.image else []
+    parts += [Audio(args.audio)] if args.audio else []
+    parts += [Video(args.video)] if args.video else []
+    if args.query:
+        parts.append(args.query)
+    if not parts:
+        raise ValueError("give a text QUERY, or --image, --audio or --video (or several)")
+    query = parts[0] if len(parts) == 1 else parts
+    modalities = (
+        [m.strip() for m in args.modality.split(",") if m.strip()] if args.modality else None
+    )
+    index = Index.load(args.index)
+    index.get_encoder(device=args.device, dtype=args.dtype)
+    (hits,) = index.search([query], k=args.k, modalities=modalities)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {"rank": r, "id": h.id, "score": h.score, **h.row}
+                    for r, h in enumerate(hits, start=1)
+                ],
+                indent=2,
+                default=str,
+            )
+        )
+        return 0
+    print(f"{'rank':>4}  {'score':>7}  {'modality':<11} path")
+    for rank, hit in enumerate(hits, start=1):
+        line = f"{rank:>4}  {hit.score:>7.4f}  {hit.modality:<11} {hit.path}"
+        if hit.row.get("passage") is not None:
+            line += f" (passage {hit.row['passage']})"
+        print(line)
+        if hit.row.get("text"):
+            text = " ".join(hit.row["text"].split())
+            print(f"{'':>26}{text[:200]}{'...' if len(text) > 200 else ''}")
+    if not hits:
+        print("(no results)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lcoemb",
@@ -493,6 +582,76 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--seed", type=int, default=0)
     qs.set_defaults(func=cmd_quickstart)
 
+    ix = sub.add_parser(
+        "index",
+        help="index a folder of files (or an items JSONL) and search it",
+        description="Walk a collection, embed it, and keep the vectors in a plain index "
+        "folder: manifest.json, Parquet shards (one row per item with its vector), a FAISS "
+        "index and errors.jsonl.",
+    )
+    ix_sub = ix.add_subparsers(dest="index_command", required=True)
+    ib = ix_sub.add_parser(
+        "build",
+        help="embed a folder or an items JSONL into an index folder",
+        description="Images (jpg, png, webp, gif, bmp, tiff), audio (wav, flac, mp3, ogg, m4a), "
+        "video (mp4, mkv, webm, mov) and text (txt, md; split into passages) are embedded; other "
+        "files are skipped and counted; unreadable ones go to OUTPUT/errors.jsonl (or stop the "
+        "build with --strict). An interrupted build continues from its last written shard when "
+        "run again with the same arguments.",
+    )
+    _add_model_args(ib)
+    ib.add_argument("--input", required=True, help="a folder (walked recursively) or items .jsonl")
+    ib.add_argument("--output", required=True, help="the index folder")
+    ib.add_argument(
+        "--index-type",
+        default="Flat",
+        help="FAISS factory string, e.g. HNSW32 or IVF1024,PQ64 (default Flat: exact inner "
+        "product)",
+    )
+    ib.add_argument("--instruction", help="task instruction for queries (documents get none)")
+    ib.add_argument("--passage-chars", type=int, default=1000, help="text passage size (chars)")
+    ib.add_argument("--shard-size", type=int, default=256, help="items per Parquet shard")
+    ib.add_argument("--batch-size", type=int, default=8)
+    ib.add_argument("--engine", choices=["local", "ray"], default="local")
+    ib.add_argument("--ray-address", help="Ray cluster address (default: start a local one)")
+    ib.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
+    ib.add_argument("--quiet", action="store_true", help="no progress bars")
+    ib.set_defaults(func=cmd_index_build)
+    iu = ix_sub.add_parser(
+        "update",
+        help="embed new and changed files, drop deleted ones",
+        description="Re-walk the index's source: embed only new or changed items (by content "
+        "hash), remove deleted ones, rebuild the FAISS index. --model/--adapter, when given, "
+        "must be the index's own.",
+    )
+    iu.add_argument("index", help="the index folder")
+    iu.add_argument("--model", help="refuse unless this is the index's model")
+    iu.add_argument("--adapter", help="refuse unless this is the index's adapter")
+    iu.add_argument("--device", help="torch device (default: cuda, then mps, then cpu)")
+    iu.add_argument("--dtype", default="bfloat16")
+    iu.add_argument("--batch-size", type=int, default=8)
+    iu.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
+    iu.add_argument("--quiet", action="store_true", help="no progress bars")
+    iu.set_defaults(func=cmd_index_update)
+    isr = ix_sub.add_parser(
+        "search",
+        help="search an index by text, by a media file, or both",
+        description="Embed the query with the index's model (text, a media file, or both as one "
+        "interleaved query) and print the best items: rank, score, modality, path, and the "
+        "passage for text.",
+    )
+    isr.add_argument("index", help="the index folder")
+    isr.add_argument("query", nargs="?", help="query text")
+    isr.add_argument("--image", help="query image file")
+    isr.add_argument("--audio", help="query audio file")
+    isr.add_argument("--video", help="query video file")
+    isr.add_argument("-k", type=int, default=10, help="results (default 10)")
+    isr.add_argument("--modality", help="only these modalities, e.g. image,audio")
+    isr.add_argument("--json", action="store_true", help="machine-readable results")
+    isr.add_argument("--device", help="torch device")
+    isr.add_argument("--dtype", default="bfloat16")
+    isr.set_defaults(func=cmd_index_search)
+
     mini = sub.add_parser("mini", help="the embedded default backbone LCO-Mini")
     mini_sub = mini.add_subparsers(dest="mini_command", required=True)
     pt = mini_sub.add_parser(
@@ -565,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (InputError, OSError, ValueError) as error:
+    except (InputError, ImportError, OSError, ValueError) as error:
         print(f"lcoemb {args.command}: error: {error}", file=sys.stderr)
         return 2
 

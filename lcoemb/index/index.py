@@ -1,0 +1,660 @@
+"""The :class:`Index`: a collection's vectors in Parquet shards, a FAISS index over them, and the
+model that embeds its queries.
+
+An index folder holds ``manifest.json`` (the model, adapter, dimension, prompt settings, counts
+and times), ``shards/shard-NNNNN.parquet`` (one row per item with its vector, see
+:mod:`lcoemb.index.store`), ``index.faiss`` and ``errors.jsonl``. Everything but the FAISS file
+is plain JSON and Parquet, readable without lcoemb.
+
+A build walks the source (:mod:`lcoemb.index.source`), cuts the sorted entries into shards of
+``shard_size`` and embeds one shard at a time; each shard is written atomically with the errors
+met while embedding it. The plan (which entries, in which shards) is fingerprinted in the
+manifest, so re-running an interrupted build skips the shards already written and gives the same
+index as an uninterrupted one. An update re-walks the source, embeds only new or changed items
+(by content hash), drops deleted ones and rebuilds the FAISS index from the shards.
+
+Documents are embedded without instruction; queries get the index's query instruction, as
+``encode`` and the mteb wrapper treat query-side instructions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from lcoemb.encoder import OmniEncoder
+from lcoemb.index import ann, store
+from lcoemb.index.source import DEFAULT_PASSAGE_CHARS, Entry, Walk, walk_source
+from lcoemb.inputs import InputError
+from lcoemb.mini.registry import DEFAULT_MODEL, EMBEDDED
+
+DEFAULT_SHARD_SIZE = 256
+ENGINES = ("local", "ray")
+
+#: the settings a resumed build or an update must share with the index (else it is refused)
+IDENTITY = ("model", "adapter", "source", "passage_chars", "shard_size", "index_type")
+
+
+class IndexSettingsError(ValueError):
+    """A build or update whose model, adapter or settings are not the index's own."""
+
+
+@dataclass
+class Hit:
+    """One search result: the item's id, its score (inner product of unit vectors: the cosine)
+    and its row's metadata (``path``, ``modality``, ``passage``, ``start``, ``end``, ``text``,
+    ``content_hash``, ``size``, ``mtime``, ``key``)."""
+
+    id: int
+    score: float
+    row: dict[str, Any]
+
+    @property
+    def path(self) -> str:
+        return self.row["path"]
+
+    @property
+    def modality(self) -> str:
+        return self.row["modality"]
+
+
+@dataclass
+class BuildSummary:
+    """What a build or update did: items in the index per modality, items embedded in this run,
+    files skipped by type, errors, items removed, and the time it took."""
+
+    modalities: dict[str, int]
+    embedded: int
+    skipped: dict[str, int]
+    errors: int
+    seconds: float
+    removed: int = 0
+    reused: int = 0
+
+    @property
+    def items(self) -> int:
+        return sum(self.modalities.values())
+
+    def format(self) -> str:
+        rate = self.embedded / self.seconds if self.seconds > 0 else 0.0
+        per = ", ".join(f"{m} {n}" for m, n in sorted(self.modalities.items())) or "none"
+        skipped = sum(self.skipped.values())
+        kinds = ", ".join(f"{s or '(none)'} {n}" for s, n in sorted(self.skipped.items()))
+        lines = [
+            f"items in the index: {self.items} ({per})",
+            f"embedded now: {self.embedded} in {self.seconds:.1f} s ({rate:.2f} items/s)"
+            + (f"; kept {self.reused} unchanged" if self.reused else "")
+            + (f"; removed {self.removed}" if self.removed else ""),
+            f"skipped (other file types): {skipped}" + (f" ({kinds})" if skipped else ""),
+            f"errors: {self.errors}" + (" (see errors.jsonl)" if self.errors else ""),
+        ]
+        return "\n".join(lines)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _model_id(model: str | os.PathLike[str]) -> str:
+    """How the manifest names a model: an embedded or hub name as given, a folder absolute."""
+    name = os.fspath(model)
+    if name in EMBEDDED or not os.path.exists(name):
+        return name
+    return os.path.abspath(name)
+
+
+def _adapter_id(adapter: str | os.PathLike[str] | None) -> str | None:
+    return None if adapter is None else os.path.abspath(os.fspath(adapter))
+
+
+def plan_fingerprint(entries: Sequence[Entry], shard_size: int) -> str:
+    """A hash of what each shard holds (keys and content hashes, in order): a resumed build may
+    keep its written shards only if the source still cuts into the same shards."""
+    digest = hashlib.sha256(f"{shard_size}\n".encode())
+    for e in entries:
+        digest.update(f"{e.key}\x1f{e.content_hash}\n".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def _chunks(entries: Sequence[Entry], size: int) -> list[list[Entry]]:
+    return [list(entries[i : i + size]) for i in range(0, len(entries), size)]
+
+
+def embed_shard(
+    encoder: OmniEncoder,
+    index_dir: Path,
+    number: int,
+    entries: Sequence[Entry],
+    ids: Sequence[int],
+    root: Path,
+    *,
+    batch_size: int = 8,
+    strict: bool = False,
+) -> int:
+    """Embed ``entries`` and write them as shard ``number`` with the errors met; return how many
+    were embedded. The single step every engine runs, so all engines write the same shards."""
+    failures: dict[int, str] = {}
+    items: list[Any] = []
+    for i, entry in enumerate(entries):
+        try:
+            items.append(entry.item(root))
+        except InputError as error:
+            failures[i] = error.reason
+            items.append(None)
+    good = [i for i in range(len(entries)) if i not in failures]
+
+    def failed(position: int, error: InputError) -> None:
+        i = good[position]
+        if strict:
+            raise InputError(None, f"{entries[i].path}: {error.reason}") from error
+        failures[i] = error.reason
+
+    vectors = encoder.encode([items[i] for i in good], batch_size=batch_size, on_error=failed)
+    if strict and failures:
+        i = min(failures)
+        raise InputError(None, f"{entries[i].path}: {failures[i]}")
+    kept = [p for p, i in enumerate(good) if i not in failures]
+    errors = [
+        {
+            "path": entries[i].path,
+            "error": failures[i],
+            "key": entries[i].key,
+            "content_hash": entries[i].content_hash,
+        }
+        for i in sorted(failures)
+    ]
+    rows = [entries[good[p]] for p in kept]
+    store.write_shard(index_dir, number, rows, [ids[good[p]] for p in kept], vectors[kept], errors)
+    return len(rows)
+
+
+class Index:
+    """A searchable collection (see the module docstring). Build one with :meth:`build`, open
+    one with :meth:`load`, query it with :meth:`search`, refresh it with :meth:`update`."""
+
+    def __init__(self, path: str | os.PathLike[str], *, encoder: OmniEncoder | None = None):
+        self.path = Path(path)
+        self.manifest = store.read_manifest(self.path)
+        if self.manifest.get("status") != "complete":
+            raise store.IndexFormatError(
+                f"{self.path}: the index was interrupted while being "
+                f"{self.manifest.get('status', 'written')}; run the same `lcoemb index build` "
+                "(or `lcoemb index update`) again to finish it"
+            )
+        self.encoder = encoder
+        self.summary: BuildSummary | None = None
+        self._load_rows()
+
+    def _load_rows(self) -> None:
+        rows, _, _ = store.read_rows(self.path, vectors=False)
+        self.rows = rows
+        ids = rows.column("id").to_numpy() if rows.num_rows else np.zeros(0, np.int64)
+        self._order = np.argsort(ids, kind="stable")
+        self._sorted_ids = ids[self._order]
+        self.ann = ann.load_ann(self.path / store.FAISS_FILE)
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, encoder: OmniEncoder | None = None) -> Index:
+        """Open an index folder. The query model loads on the first :meth:`search` (from the
+        manifest's model and adapter) unless ``encoder`` is given."""
+        return cls(path, encoder=encoder)
+
+    def __len__(self) -> int:
+        return self.rows.num_rows
+
+    def get_encoder(self, *, device: str | None = None, dtype: str | None = None) -> OmniEncoder:
+        """The index's own model (loaded once)."""
+        if self.encoder is None:
+            self.encoder = OmniEncoder.from_pretrained(
+                self.manifest["model"], adapter=self.manifest["adapter"], device=device, dtype=dtype
+            )
+        return self.encoder
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def build(
+        cls,
+        source: str | os.PathLike[str],
+        output: str | os.PathLike[str],
+        *,
+        model: str | os.PathLike[str] = DEFAULT_MODEL,
+        adapter: str | os.PathLike[str] | None = None,
+        encoder: OmniEncoder | None = None,
+        index_type: str = ann.DEFAULT_FACTORY,
+        instruction: str | None = None,
+        passage_chars: int = DEFAULT_PASSAGE_CHARS,
+        shard_size: int = DEFAULT_SHARD_SIZE,
+        batch_size: int = 8,
+        engine: str = "local",
+        ray_address: str | None = None,
+        strict: bool = False,
+        show_progress: bool = False,
+        device: str | None = None,
+        dtype: str | None = None,
+    ) -> Index:
+        """Walk ``source`` (a folder or an items JSONL), embed every item with ``model`` (and
+        ``adapter``) and write the index folder ``output``; return the opened index, whose
+        ``summary`` says what was done.
+
+        Unreadable files are recorded in ``errors.jsonl`` and left out (``strict`` makes the
+        first one fatal). Re-running the same build after an interruption continues from the
+        last written shard. ``engine="ray"`` embeds the shards on a Ray cluster
+        (``ray_address``, default: a local one); the index is the same. ``instruction`` is the
+        query instruction that :meth:`search` applies; documents are embedded without it.
+        """
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        if shard_size < 1 or batch_size < 1:
+            raise ValueError("shard_size and batch_size must be >= 1")
+        started = time.perf_counter()
+        out = Path(output)
+        settings = {
+            "model": _model_id(model),
+            "adapter": _adapter_id(adapter),
+            "source": os.path.abspath(os.fspath(source)),
+            "passage_chars": passage_chars,
+            "shard_size": shard_size,
+            "index_type": index_type,
+        }
+        previous = _previous_build(out, settings)
+        walk = walk_source(
+            source, passage_chars=passage_chars, show_progress=show_progress, strict=strict
+        )
+        plan = plan_fingerprint(walk.entries, shard_size)
+        if previous is not None and previous.get("plan") != plan:
+            if show_progress:
+                print(f"{out}: the source changed since the interrupted build; starting over")
+            for _, path in store.list_shards(out):
+                path.unlink()
+        store.remove_temp_files(out) if out.is_dir() else None
+        created = previous.get("created") if previous else None
+        manifest = {
+            "format": store.FORMAT,
+            "format_version": store.FORMAT_VERSION,
+            "lcoemb_version": _version(),
+            **settings,
+            "source_kind": "jsonl" if Path(settings["source"]).is_file() else "folder",
+            "prompts": {"query_instruction": instruction, "document_instruction": None},
+            "normalized": True,
+            "status": "building",
+            "plan": plan,
+            "next_id": len(walk.entries),
+            "created": created or _now(),
+            "updated": _now(),
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        store.write_manifest(out, manifest)
+        chunks = _chunks(walk.entries, shard_size)
+        done = {n for n, _ in store.list_shards(out)}
+        todo = [n for n in range(len(chunks)) if n not in done]
+        reused = sum(len(chunks[n]) for n in done if n < len(chunks))
+        jobs = [
+            (n, chunks[n], range(n * shard_size, n * shard_size + len(chunks[n]))) for n in todo
+        ]
+        if engine == "ray":
+            from lcoemb.index.ray_engine import embed_shards_on_ray
+
+            embedded = embed_shards_on_ray(
+                jobs,
+                out,
+                walk.root,
+                model=model,
+                adapter=adapter,
+                device=device,
+                dtype=dtype,
+                batch_size=batch_size,
+                strict=strict,
+                address=ray_address,
+                show_progress=show_progress,
+            )
+        else:
+            encoder = encoder or OmniEncoder.from_pretrained(
+                model, adapter=adapter, device=device, dtype=dtype
+            )
+            embedded = _embed_locally(
+                encoder, out, jobs, walk.root, batch_size, strict, show_progress
+            )
+        index = _finish(out, manifest, walk, encoder if engine == "local" else None)
+        index.summary = BuildSummary(
+            modalities=index.modality_counts(),
+            embedded=embedded,
+            skipped=walk.skipped,
+            errors=index.manifest["errors"],
+            seconds=time.perf_counter() - started,
+            reused=reused,
+        )
+        return index
+
+    # ------------------------------------------------------------------ updating
+
+    def update(
+        self,
+        *,
+        model: str | os.PathLike[str] | None = None,
+        adapter: str | os.PathLike[str] | None = None,
+        batch_size: int = 8,
+        strict: bool = False,
+        show_progress: bool = False,
+        device: str | None = None,
+        dtype: str | None = None,
+    ) -> BuildSummary:
+        """Re-walk the source: embed new and changed items (by content hash), drop deleted ones,
+        keep the rest, and rebuild the FAISS index. ``model``/``adapter``, when given, must be
+        the index's own: vectors of two models in one index would be meaningless."""
+        started = time.perf_counter()
+        m = self.manifest
+        given = {"model": model, "adapter": adapter}
+        differ = [
+            f"{k} {m[k]!r} (the index) vs {v!r}"
+            for k, v in (
+                ("model", _model_id(model) if model else None),
+                ("adapter", _adapter_id(adapter)),
+            )
+            if given[k] is not None and m[k] != v
+        ]
+        if differ:
+            raise IndexSettingsError(
+                f"{self.path} was built with another model or adapter: {'; '.join(differ)}. "
+                "Build a new index for this model instead"
+            )
+        walk = walk_source(
+            m["source"],
+            passage_chars=m["passage_chars"],
+            show_progress=show_progress,
+            strict=strict,
+        )
+        rows = self.rows
+        old = dict(
+            zip(
+                rows.column("key").to_pylist(),
+                zip(rows.column("content_hash").to_pylist(), rows.column("id").to_pylist()),
+            )
+        )
+        old_errors = {e.get("key"): e for e in _shard_errors(self.path) if e.get("key")}
+        current = {e.key: e.content_hash for e in walk.entries}
+        keep_errors = {k for k, e in old_errors.items() if current.get(k) == e.get("content_hash")}
+        new = [
+            e
+            for e in walk.entries
+            if old.get(e.key, (None,))[0] != e.content_hash and e.key not in keep_errors
+        ]
+        drop = [i for k, (h, i) in old.items() if current.get(k) != h]
+        self.manifest = m = {**m, "status": "updating", "updated": _now()}
+        store.write_manifest(self.path, m)
+        removed = self.remove(drop, keep_error_keys=keep_errors, finish=False)
+        embedded = self.add(
+            new,
+            root=walk.root,
+            batch_size=batch_size,
+            strict=strict,
+            show_progress=show_progress,
+            device=device,
+            dtype=dtype,
+            finish=False,
+        )
+        self._adopt(_finish(self.path, self.manifest, walk, self.encoder))
+        self.summary = BuildSummary(
+            modalities=self.modality_counts(),
+            embedded=embedded,
+            skipped=walk.skipped,
+            errors=self.manifest["errors"],
+            seconds=time.perf_counter() - started,
+            removed=removed,
+            reused=len(old) - removed,
+        )
+        return self.summary
+
+    def add(
+        self,
+        entries: Sequence[Entry],
+        *,
+        root: str | os.PathLike[str] | None = None,
+        batch_size: int = 8,
+        strict: bool = False,
+        show_progress: bool = False,
+        device: str | None = None,
+        dtype: str | None = None,
+        finish: bool = True,
+    ) -> int:
+        """Embed ``entries`` (from :func:`~lcoemb.index.source.walk_source`) into new shards
+        with fresh ids; return how many were embedded. ``root`` is where their paths resolve
+        (default: the index's source folder)."""
+        if not entries:
+            return 0
+        m = self.manifest
+        base = Path(root) if root is not None else _source_root(m["source"])
+        numbers = [n for n, _ in store.list_shards(self.path)]
+        first = (max(numbers) + 1) if numbers else 0
+        next_id = int(m["next_id"])
+        jobs = []
+        for j, chunk in enumerate(_chunks(entries, m["shard_size"])):
+            jobs.append((first + j, chunk, range(next_id, next_id + len(chunk))))
+            next_id += len(chunk)
+        self.manifest = m = {**m, "next_id": next_id}
+        store.write_manifest(self.path, m)
+        encoder = self.get_encoder(device=device, dtype=dtype)
+        embedded = _embed_locally(encoder, self.path, jobs, base, batch_size, strict, show_progress)
+        if finish:
+            self._rebuild()
+        return embedded
+
+    def remove(
+        self,
+        ids: Sequence[int],
+        *,
+        keep_error_keys: set[str] | None = None,
+        finish: bool = True,
+    ) -> int:
+        """Delete the rows with these ids from their shards (each shard rewritten atomically);
+        return how many were removed. Errors recorded in the shards are dropped too, except
+        those whose key is in ``keep_error_keys`` (files still unreadable and unchanged)."""
+        drop = set(int(i) for i in ids)
+        removed = 0
+        for number, path in store.list_shards(self.path):
+            table, vectors, errors = store.read_shard(path)
+            keep_errors = [e for e in errors if keep_error_keys and e.get("key") in keep_error_keys]
+            mask = [i not in drop for i in table.column("id").to_pylist()]
+            if all(mask) and len(keep_errors) == len(errors):
+                continue
+            removed += mask.count(False)
+            kept = table.filter(pa.array(mask, pa.bool_()))
+            if kept.num_rows == 0 and not keep_errors:
+                path.unlink()
+                continue
+            store.write_shard(
+                self.path,
+                number,
+                _entries_of(kept),
+                kept.column("id").to_pylist(),
+                vectors[np.asarray(mask, bool)],
+                keep_errors,
+            )
+        if finish:
+            self._rebuild()
+        return removed
+
+    def _rebuild(self) -> None:
+        walk = Walk(root=_source_root(self.manifest["source"]), entries=[], skipped={}, errors=[])
+        walk.errors = [e for e in _read_errors(self.path) if "key" not in e]
+        self._adopt(_finish(self.path, self.manifest, walk, self.encoder))
+
+    def _adopt(self, index: Index) -> None:
+        """Take the state of a freshly finished copy of this index."""
+        self.manifest, self.rows, self.ann = index.manifest, index.rows, index.ann
+        self._order, self._sorted_ids = index._order, index._sorted_ids
+
+    # ------------------------------------------------------------------ searching
+
+    def modality_counts(self) -> dict[str, int]:
+        return dict(Counter(self.rows.column("modality").to_pylist()))
+
+    def search(
+        self,
+        queries: Sequence[Any] | Any,
+        k: int = 10,
+        *,
+        modalities: Sequence[str] | None = None,
+        batch_size: int = 8,
+    ) -> list[list[Hit]]:
+        """The ``k`` best items for each query (text, a media item, or a list of parts for one
+        interleaved query; as :meth:`OmniEncoder.encode` takes them), best first. The index's
+        query instruction is applied. ``modalities`` keeps only items of those modalities."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if isinstance(queries, (str, bytes)) or not isinstance(queries, Sequence):
+            queries = [queries]
+        allowed = None
+        if modalities is not None:
+            unknown = set(modalities) - {"text", "image", "audio", "video", "interleaved"}
+            if unknown:
+                raise ValueError(f"unknown modalities {sorted(unknown)}")
+            column = np.asarray(self.rows.column("modality").to_pylist(), dtype=object)
+            keep = np.isin(column, list(modalities))
+            allowed = self.rows.column("id").to_numpy()[keep]
+        encoder = self.get_encoder()
+        vectors = encoder.encode(
+            list(queries),
+            batch_size=batch_size,
+            instruction=self.manifest["prompts"]["query_instruction"],
+        )
+        scores, ids = ann.search_ann(self.ann, vectors, k, allowed_ids=allowed)
+        return [
+            [Hit(int(i), float(s), self._row(int(i))) for s, i in zip(qs, qi) if i >= 0]
+            for qs, qi in zip(scores, ids)
+        ]
+
+    def _row(self, item_id: int) -> dict[str, Any]:
+        pos = int(np.searchsorted(self._sorted_ids, item_id))
+        if pos >= len(self._sorted_ids) or self._sorted_ids[pos] != item_id:
+            raise KeyError(f"no item with id {item_id} in {self.path}")
+        return self.rows.slice(int(self._order[pos]), 1).to_pylist()[0]
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _version() -> str:
+    from lcoemb import __version__
+
+    return __version__
+
+
+def _source_root(source: str) -> Path:
+    path = Path(source)
+    return path.parent if path.is_file() else path
+
+
+def _previous_build(out: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of an interrupted build of the same settings in ``out`` (to resume), None
+    for a new or empty folder; refuse anything else, naming what differs."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise IndexSettingsError(f"{out} exists and is not a folder")
+    if not (out / store.MANIFEST).exists():
+        if any(out.iterdir()):
+            raise IndexSettingsError(
+                f"{out} is not empty and holds no lcoemb index; choose another --output"
+            )
+        return None
+    previous = store.read_manifest(out)
+    if previous.get("status") == "complete":
+        raise IndexSettingsError(
+            f"{out} already holds a finished index; use `lcoemb index update {out}` to bring it "
+            "up to date, or choose another --output"
+        )
+    differ = [
+        f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in settings.items() if previous.get(k) != v
+    ]
+    if differ:
+        raise IndexSettingsError(
+            f"{out} holds an interrupted build with other settings ({'; '.join(differ)}); "
+            "re-run it with its own settings, or choose another --output"
+        )
+    return previous
+
+
+def _embed_locally(
+    encoder: OmniEncoder,
+    out: Path,
+    jobs: Sequence[tuple[int, Sequence[Entry], Sequence[int]]],
+    root: Path,
+    batch_size: int,
+    strict: bool,
+    show_progress: bool,
+) -> int:
+    total = sum(len(entries) for _, entries, _ in jobs)
+    embedded = 0
+    with tqdm(total=total, desc="Embedding", unit="item", disable=not show_progress) as bar:
+        for number, entries, ids in jobs:
+            embedded += embed_shard(
+                encoder, out, number, entries, ids, root, batch_size=batch_size, strict=strict
+            )
+            bar.update(len(entries))
+    return embedded
+
+
+def _shard_errors(index_dir: Path) -> list[dict[str, str]]:
+    errors: list[dict[str, str]] = []
+    for _, path in store.list_shards(index_dir):
+        errors += store.read_shard(path, vectors=False)[2]
+    return errors
+
+
+def _read_errors(index_dir: Path) -> list[dict[str, str]]:
+    path = index_dir / store.ERRORS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _entries_of(table: pa.Table) -> list[Entry]:
+    """Rows back as entries (for rewriting a shard): the row columns are Entry's fields."""
+    names = {f.name for f in dataclasses.fields(Entry)}
+    return [Entry(**{k: v for k, v in row.items() if k in names}) for row in table.to_pylist()]
+
+
+def _finish(out: Path, manifest: dict[str, Any], walk: Walk, encoder: OmniEncoder | None) -> Index:
+    """Build the FAISS index from every shard, write ``errors.jsonl`` and mark the manifest
+    complete: the one place a build and an update end."""
+    rows, vectors, shard_errors = store.read_rows(out)
+    ids = rows.column("id").to_numpy() if rows.num_rows else np.zeros(0, np.int64)
+    dim = vectors.shape[1] if vectors is not None and vectors.ndim == 2 and len(vectors) else None
+    if dim is None and encoder is not None:
+        dim = encoder.embedding_dim
+    if vectors is None or len(vectors) == 0:
+        vectors = np.zeros((0, dim or manifest.get("dimension") or 1), np.float32)
+    index = ann.build_ann(vectors, ids, manifest["index_type"])
+    ann.save_ann(index, out / store.FAISS_FILE)
+    errors = list(walk.errors) + shard_errors
+    store.write_errors(out, errors)
+    counts = Counter(rows.column("modality").to_pylist())
+    final = {
+        **manifest,
+        "dimension": int(vectors.shape[1]),
+        "items": rows.num_rows,
+        "modalities": dict(sorted(counts.items())),
+        "skipped": dict(sorted(walk.skipped.items())),
+        "errors": len(errors),
+        "status": "complete",
+        "updated": _now(),
+    }
+    final.pop("plan", None)
+    store.write_manifest(out, final)
+    return Index(out, encoder=encoder)
