@@ -312,6 +312,17 @@ def cmd_mini_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mini_demo_folder(args: argparse.Namespace) -> int:
+    from lcoemb.mini.data import write_demo_folder
+
+    files = write_demo_folder(args.output, args.n)
+    print(f"wrote {sum(map(len, files.values()))} files to {args.output}; queries that find them:")
+    for modality, pairs in files.items():
+        for path, query in pairs:
+            print(f"  {modality:<6} {Path(path).relative_to(args.output)!s:<22} {query!r}")
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from lcoemb.mini.quickstart import QuickstartConfig, quickstart
 
@@ -705,6 +716,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="newest checkpoints kept (0 keeps all: each is a smaller-budget variant)",
     )
     pt.set_defaults(func=cmd_mini_pretrain)
+    df = mini_sub.add_parser(
+        "demo-folder",
+        help="write a small generated mixed folder to try `lcoemb index` on",
+        description="Write N scene images (PNG), spoken captions (WAV), moving-shape clips "
+        "(MP4) and text notes (TXT), all generated, into OUTPUT; print each file with a text "
+        "query that should find it.",
+    )
+    df.add_argument("--output", required=True)
+    df.add_argument("--n", type=int, default=4, help="files per kind (default 4)")
+    df.set_defaults(func=cmd_mini_demo_folder)
     ex = mini_sub.add_parser(
         "export",
         help="turn a stage-1 checkpoint into a model folder",

@@ -99,6 +99,11 @@ def build_ann(
             f"vectors: {_faiss_message(err)}"
         ) from err
     if not index.is_trained:
+        core = _core(index)
+        if isinstance(core, (faiss.IndexPQ, faiss.IndexIVFPQ)):
+            # reorders PQ centroids for Hamming pre-filtering (polysemous_ht), which search_ann
+            # never enables; it costs ~10 s per build whatever the collection size
+            core.do_polysemous_training = False
         sample = vectors
         if n > train_size:
             rows = np.random.default_rng(seed).choice(n, size=train_size, replace=False)

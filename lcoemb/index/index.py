@@ -151,8 +151,8 @@ def embed_shard(
     for i, entry in enumerate(entries):
         try:
             items.append(entry.item(root))
-        except InputError as error:
-            failures[i] = error.reason
+        except InputError as error:  # the reason may open with the path the row names
+            failures[i] = error.reason.removeprefix(f"{entry.path}: ")
             items.append(None)
     good = [i for i in range(len(entries)) if i not in failures]
 
@@ -282,7 +282,7 @@ class Index:
                 print(f"{out}: the source changed since the interrupted build; starting over")
             for _, path in store.list_shards(out):
                 path.unlink()
-        store.remove_temp_files(out) if out.is_dir() else None
+        store.remove_temp_files(out)
         created = previous.get("created") if previous else None
         manifest = {
             "format": store.FORMAT,
@@ -621,7 +621,8 @@ def _read_errors(index_dir: Path) -> list[dict[str, str]]:
     path = index_dir / store.ERRORS
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def _entries_of(table: pa.Table) -> list[Entry]:

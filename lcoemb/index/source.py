@@ -19,6 +19,7 @@ the indexing of a large folder, and the report can say what was left out and why
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -207,7 +208,7 @@ def _break_before(text: str, start: int, limit: int) -> int:
 def _walk_folder(root: Path, passage_chars: int, show_progress: bool, strict: bool) -> Walk:
     walk = Walk(root=root, entries=[], skipped={}, errors=[])
     skipped: Counter[str] = Counter()
-    files = []
+    files = []  # sorted by path, so the entries come out sorted by path, then passage
     for rel, path in sorted(_folder_files(root, "", walk, strict)):
         modality = _MODALITY_OF_SUFFIX.get(path.suffix.lower())
         if modality is None:
@@ -225,7 +226,6 @@ def _walk_folder(root: Path, passage_chars: int, show_progress: bool, strict: bo
                 walk.entries.append(Entry(rel, rel, modality, digest, size, mtime))
         except (OSError, _Unreadable) as error:
             _record_error(walk, rel, _cause(error), strict)
-    walk.entries.sort(key=lambda e: (e.path, -1 if e.passage is None else e.passage))
     walk.skipped = dict(sorted(skipped.items()))
     return walk
 
@@ -287,6 +287,7 @@ def _walk_jsonl(path: Path, show_progress: bool, strict: bool) -> Walk:
     walk = Walk(root=path.parent, entries=[], skipped={}, errors=[])
     jsonl_mtime = path.stat().st_mtime
     media: dict[Path, tuple[str, int, float, bytes]] = {}  # a file named by many lines: read once
+    repeats: dict[str, int] = {}
     for lineno, record, problem in tqdm(
         json_lines(path, path.name), unit="line", disable=not show_progress
     ):
@@ -307,7 +308,13 @@ def _walk_jsonl(path: Path, show_progress: bool, strict: bool) -> Walk:
             _record_error(walk, where, cause, strict)
             continue
         files = [media[source] for source in sources]
-        walk.entries.append(_record_entry(record, where, parts, files, jsonl_mtime))
+        entry = _record_entry(record, where, parts, files, jsonl_mtime)
+        # identical lines are distinct items: the n-th repeat's key is HASH#n, so an update
+        # that edits or drops one of them drops exactly one row
+        repeats[entry.key] = seen = repeats.get(entry.key, 0) + 1
+        if seen > 1:
+            entry = dataclasses.replace(entry, key=f"{entry.key}#{seen}")
+        walk.entries.append(entry)
     return walk
 
 

@@ -998,6 +998,45 @@ def dataset(kind: str, split: str, n: int, start: int = 0) -> list[AnySample]:
     return [generate(i, split) for i in range(start, start + n)]
 
 
+def write_demo_folder(
+    folder: str | os.PathLike[str], n: int = 4, split: str = "test"
+) -> dict[str, list[tuple[Path, str]]]:
+    """A small mixed collection to index and search: ``n`` scene images (PNG), speech clips
+    (WAV), moving-shape clips (MP4) and text notes (TXT) of ``split``, in one folder per kind.
+
+    Returns, per modality, each file with a text query that should find it: the image's caption,
+    the speech's transcript, the clip's description, and a paraphrase of the note.
+    """
+    import av
+    import soundfile as sf
+
+    root = Path(folder)
+    out: dict[str, list[tuple[Path, str]]] = {m: [] for m in ("image", "audio", "video", "text")}
+    for sub in ("images", "speech", "clips", "notes"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        sample = scene(i, split)
+        sample.image.save(root / "images" / f"scene-{i}.png")
+        out["image"].append((root / "images" / f"scene-{i}.png", sample.text))
+        said = speech(i, split)
+        sf.write(root / "speech" / f"speech-{i}.wav", said.wave, said.sampling_rate)
+        out["audio"].append((root / "speech" / f"speech-{i}.wav", said.text))
+        moving = clip(i, split)
+        path = root / "clips" / f"clip-{i}.mp4"
+        with av.open(os.fspath(path), "w") as container:
+            stream = container.add_stream("libx264", rate=int(moving.fps))
+            stream.height, stream.width = moving.frames[0].shape[:2]
+            stream.pix_fmt = "yuv420p"
+            for frame in moving.frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+        out["video"].append((path, moving.text))
+        note = text_triplet(i, split)
+        (root / "notes" / f"note-{i}.txt").write_text(note.anchor + "\n")
+        out["text"].append((root / "notes" / f"note-{i}.txt", note.positive))
+    return out
+
+
 def as_input(sample: AnySample) -> Any:
     """The media of ``sample`` as :meth:`lcoemb.OmniEncoder.encode` takes it."""
     if isinstance(sample, Sample):
