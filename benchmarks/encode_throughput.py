@@ -97,6 +97,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine_load import OtherLoad
 
 SETS = ("text", "image", "audio")
 #: A timing counts as quiet when other processes used at most this share of the CPU.
@@ -204,39 +205,6 @@ def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
 
 def input_order_batches(n: int, batch_size: int) -> list[list[int]]:
     return [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
-
-
-class OtherLoad:
-    """Share of all cores used by *other* processes (and hypervisor steal) during a block.
-
-    Read from ``/proc/stat`` minus this process's own CPU time; ``None`` where there is no
-    ``/proc/stat``. Two threads on two cores slow down several-fold when anything else runs, so
-    each timing records this and noisy runs are repeated (``--retries``).
-    """
-
-    share: float | None = None
-
-    @staticmethod
-    def _busy() -> float | None:
-        try:
-            with open("/proc/stat") as f:
-                ticks = [int(v) for v in f.readline().split()[1:]]
-        except OSError:
-            return None
-        idle = ticks[3] + ticks[4]  # idle + iowait
-        return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
-
-    def __enter__(self) -> OtherLoad:
-        self._start = (self._busy(), sum(os.times()[:4]), time.perf_counter())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        busy, own, wall = self._busy(), sum(os.times()[:4]), time.perf_counter()
-        busy0, own0, wall0 = self._start
-        if busy is None or busy0 is None:
-            return
-        other = (busy - busy0) - (own - own0)
-        self.share = max(0.0, other / ((wall - wall0) * (os.cpu_count() or 1)))
 
 
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -64,6 +64,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from machine_load import OtherLoad
 
 from lcoemb.index.ann import DEFAULT_FACTORY, build_ann, search_ann
 
@@ -73,39 +74,6 @@ EF_SEARCH = (16, 64, 128)
 QUIET = 0.05
 #: With --intrinsic-dim: norm of the isotropic noise added to the unit-norm subspace signal.
 NOISE = 0.3
-
-
-class OtherLoad:
-    """Share of all cores used by *other* processes (and hypervisor steal) during a block.
-
-    Read from ``/proc/stat`` minus this process's own CPU time; ``None`` where there is no
-    ``/proc/stat``.
-    """
-
-    share: float | None = None
-
-    @staticmethod
-    def _busy() -> float | None:
-        try:
-            with open("/proc/stat") as f:
-                ticks = [int(v) for v in f.readline().split()[1:]]
-        except OSError:
-            return None
-        idle = ticks[3] + ticks[4]  # idle + iowait
-        return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
-
-    def __enter__(self) -> OtherLoad:
-        self._start = (self._busy(), sum(os.times()[:4]), time.perf_counter())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        busy, own, wall = self._busy(), sum(os.times()[:4]), time.perf_counter()
-        busy0, own0, wall0 = self._start
-        if busy is None or busy0 is None:
-            return
-        other = (busy - busy0) - (own - own0)
-        # clamped: /proc/stat counts whole clock ticks, which over-counts very short blocks
-        self.share = min(1.0, max(0.0, other / ((wall - wall0) * (os.cpu_count() or 1))))
 
 
 class Timing:
