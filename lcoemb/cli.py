@@ -639,7 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
     iu.add_argument("--model", help="refuse unless this is the index's model")
     iu.add_argument("--adapter", help="refuse unless this is the index's adapter")
     iu.add_argument("--device", help="torch device (default: cuda, then mps, then cpu)")
-    iu.add_argument("--dtype", default="bfloat16")
+    iu.add_argument("--dtype", help="model dtype (default: the one the index was built in)")
     iu.add_argument("--batch-size", type=int, default=8)
     iu.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
     iu.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -660,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     isr.add_argument("--modality", help="only these modalities, e.g. image,audio")
     isr.add_argument("--json", action="store_true", help="machine-readable results")
     isr.add_argument("--device", help="torch device")
-    isr.add_argument("--dtype", default="bfloat16")
+    isr.add_argument("--dtype", help="model dtype (default: the one the index was built in)")
     isr.set_defaults(func=cmd_index_search)
 
     mini = sub.add_parser("mini", help="the embedded default backbone LCO-Mini")

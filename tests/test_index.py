@@ -77,6 +77,7 @@ def test_mixed_folder_builds_with_counts_errors_and_plain_files(tmp_path, tiny, 
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert manifest["model"] == str(omni_path.resolve()) and manifest["adapter"] is None
     assert manifest["dimension"] == tiny.embedding_dim and manifest["normalized"] is True
+    assert manifest["dtype"] == "float32"  # queries are embedded as the documents were
     assert manifest["items"] == 7 and manifest["status"] == "complete"
     # shards are plain Parquet: one row per item, the vector a fixed-size float32 list
     table = pq.read_table(tmp_path / "idx" / "shards")

@@ -218,10 +218,14 @@ class Index:
         return self.rows.num_rows
 
     def get_encoder(self, *, device: str | None = None, dtype: str | None = None) -> OmniEncoder:
-        """The index's own model (loaded once)."""
+        """The index's own model (loaded once), in the dtype its documents were embedded in
+        unless ``dtype`` says otherwise, so that queries and documents match."""
         if self.encoder is None:
             self.encoder = OmniEncoder.from_pretrained(
-                self.manifest["model"], adapter=self.manifest["adapter"], device=device, dtype=dtype
+                self.manifest["model"],
+                adapter=self.manifest["adapter"],
+                device=device,
+                dtype=dtype or self.manifest.get("dtype"),
             )
         return self.encoder
 
@@ -292,6 +296,9 @@ class Index:
             "source_kind": "jsonl" if Path(settings["source"]).is_file() else "folder",
             "prompts": {"query_instruction": instruction, "document_instruction": None},
             "normalized": True,
+            "dtype": str(encoder.backbone.language_model.dtype).removeprefix("torch.")
+            if encoder is not None
+            else (dtype or "bfloat16"),
             "status": "building",
             "plan": plan,
             "next_id": len(walk.entries),
