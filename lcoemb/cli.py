@@ -338,6 +338,33 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from lcoemb.serving import ServeConfig, serve
+
+    serve(
+        ServeConfig(
+            model=args.model,
+            adapter=args.adapter,
+            device=args.device,
+            dtype=args.dtype,
+            host=args.host,
+            port=args.port,
+            max_batch_size=args.max_batch_size,
+            max_wait_ms=args.max_wait_ms,
+            max_queue=args.max_queue,
+            max_items_per_request=args.max_items_per_request,
+            max_body_mb=args.max_body_mb,
+            max_text_chars=args.max_text_chars,
+            max_image_pixels=args.max_image_pixels,
+            api_key=args.api_key or os.environ.get("LCOEMB_API_KEY") or None,
+            media_root=Path(args.media_root) if args.media_root else None,
+            cors_origins=tuple(args.cors_origin),
+            index=Path(args.index) if args.index else None,
+        )
+    )
+    return 0
+
+
 def cmd_index_build(args: argparse.Namespace) -> int:
     from lcoemb.index import Index
 
@@ -592,6 +619,42 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--n-eval", type=int, default=50, help="held-out items per retrieval set")
     qs.add_argument("--seed", type=int, default=0)
     qs.set_defaults(func=cmd_quickstart)
+
+    sv = sub.add_parser(
+        "serve",
+        help="serve an OpenAI-compatible embeddings API (POST /v1/embeddings)",
+        description="Serve the model over HTTP: OpenAI's embeddings API with multimodal content "
+        "parts, dynamic batching across requests, /health, /ready and /metrics.",
+    )
+    _add_model_args(sv)
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--max-batch-size", type=int, default=32, help="items per model batch")
+    sv.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="how long an item waits for a fuller batch"
+    )
+    sv.add_argument("--max-queue", type=int, default=1024, help="queued items before 429")
+    sv.add_argument("--max-items-per-request", type=int, default=256)
+    sv.add_argument("--max-body-mb", type=float, default=32.0, help="request body limit (413)")
+    sv.add_argument("--max-text-chars", type=int, default=100_000, help="characters per text")
+    sv.add_argument(
+        "--max-image-pixels", type=int, default=4096 * 4096, help="pixels per image (400 above)"
+    )
+    sv.add_argument(
+        "--api-key", help="require Authorization: Bearer KEY on /v1 (default: $LCOEMB_API_KEY)"
+    )
+    sv.add_argument(
+        "--media-root", help="allow file:// and plain paths to media under this folder only"
+    )
+    sv.add_argument(
+        "--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)"
+    )
+    sv.add_argument(
+        "--index",
+        help="an index folder built with the served model (and adapter): adds POST /v1/search, "
+        "GET /v1/media/ID and a search page at /",
+    )
+    sv.set_defaults(func=cmd_serve)
 
     ix = sub.add_parser(
         "index",
