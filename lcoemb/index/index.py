@@ -108,7 +108,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _model_id(model: str | os.PathLike[str]) -> str:
+def model_id(model: str | os.PathLike[str]) -> str:
     """How the manifest names a model: an embedded or hub name as given, a folder absolute."""
     name = os.fspath(model)
     if name in EMBEDDED or not os.path.exists(name):
@@ -116,7 +116,7 @@ def _model_id(model: str | os.PathLike[str]) -> str:
     return os.path.abspath(name)
 
 
-def _adapter_id(adapter: str | os.PathLike[str] | None) -> str | None:
+def adapter_id(adapter: str | os.PathLike[str] | None) -> str | None:
     return None if adapter is None else os.path.abspath(os.fspath(adapter))
 
 
@@ -269,8 +269,8 @@ class Index:
         started = time.perf_counter()
         out = Path(output)
         settings = {
-            "model": _model_id(model),
-            "adapter": _adapter_id(adapter),
+            "model": model_id(model),
+            "adapter": adapter_id(adapter),
             "source": os.path.abspath(os.fspath(source)),
             "passage_chars": passage_chars,
             "shard_size": shard_size,
@@ -370,8 +370,8 @@ class Index:
         differ = [
             f"{k} {m[k]!r} (the index) vs {v!r}"
             for k, v in (
-                ("model", _model_id(model) if model else None),
-                ("adapter", _adapter_id(adapter)),
+                ("model", model_id(model) if model else None),
+                ("adapter", adapter_id(adapter)),
             )
             if given[k] is not None and m[k] != v
         ]
@@ -445,7 +445,7 @@ class Index:
         if not entries:
             return 0
         m = self.manifest
-        base = Path(root) if root is not None else _source_root(m["source"])
+        base = Path(root) if root is not None else source_root(m["source"])
         numbers = [n for n, _ in store.list_shards(self.path)]
         first = (max(numbers) + 1) if numbers else 0
         next_id = int(m["next_id"])
@@ -497,7 +497,7 @@ class Index:
         return removed
 
     def _rebuild(self) -> None:
-        walk = Walk(root=_source_root(self.manifest["source"]), entries=[], skipped={}, errors=[])
+        walk = Walk(root=source_root(self.manifest["source"]), entries=[], skipped={}, errors=[])
         walk.errors = [e for e in _read_errors(self.path) if "key" not in e]
         self._adopt(_finish(self.path, self.manifest, walk, self.encoder))
 
@@ -522,10 +522,22 @@ class Index:
         """The ``k`` best items for each query (text, a media item, or a list of parts for one
         interleaved query; as :meth:`OmniEncoder.encode` takes them), best first. The index's
         query instruction is applied. ``modalities`` keeps only items of those modalities."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
         if isinstance(queries, (str, bytes)) or not isinstance(queries, Sequence):
             queries = [queries]
+        vectors = self.get_encoder().encode(
+            list(queries),
+            batch_size=batch_size,
+            instruction=self.manifest["prompts"]["query_instruction"],
+        )
+        return self.search_vectors(vectors, k, modalities=modalities)
+
+    def search_vectors(
+        self, vectors: np.ndarray, k: int = 10, *, modalities: Sequence[str] | None = None
+    ) -> list[list[Hit]]:
+        """:meth:`search` for queries already embedded (``(m, d)`` unit vectors from this
+        index's model, with its query instruction), e.g. by a server that batches them."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
         allowed = None
         if modalities is not None:
             unknown = set(modalities) - {"text", "image", "audio", "video", "interleaved"}
@@ -534,19 +546,14 @@ class Index:
             column = np.asarray(self.rows.column("modality").to_pylist(), dtype=object)
             keep = np.isin(column, list(modalities))
             allowed = self.rows.column("id").to_numpy()[keep]
-        encoder = self.get_encoder()
-        vectors = encoder.encode(
-            list(queries),
-            batch_size=batch_size,
-            instruction=self.manifest["prompts"]["query_instruction"],
-        )
         scores, ids = ann.search_ann(self.ann, vectors, k, allowed_ids=allowed)
         return [
-            [Hit(int(i), float(s), self._row(int(i))) for s, i in zip(qs, qi) if i >= 0]
+            [Hit(int(i), float(s), self.row(int(i))) for s, i in zip(qs, qi) if i >= 0]
             for qs, qi in zip(scores, ids)
         ]
 
-    def _row(self, item_id: int) -> dict[str, Any]:
+    def row(self, item_id: int) -> dict[str, Any]:
+        """The metadata of item ``item_id`` (``KeyError`` if the index has none)."""
         pos = int(np.searchsorted(self._sorted_ids, item_id))
         if pos >= len(self._sorted_ids) or self._sorted_ids[pos] != item_id:
             raise KeyError(f"no item with id {item_id} in {self.path}")
@@ -562,7 +569,8 @@ def _version() -> str:
     return __version__
 
 
-def _source_root(source: str) -> Path:
+def source_root(source: str) -> Path:
+    """The folder an index's paths are relative to: the source folder, or a JSONL's folder."""
     path = Path(source)
     return path.parent if path.is_file() else path
 

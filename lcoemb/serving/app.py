@@ -61,7 +61,7 @@ from lcoemb.serving.requests import (
     item_error,
     parse_request,
 )
-from lcoemb.serving.search import check_index, hit_json, media_file, parse_search, search_vector
+from lcoemb.serving.search import check_index, hit_json, media_file, parse_search
 
 log = logging.getLogger("lcoemb.serve")
 
@@ -348,7 +348,9 @@ async def _search(request: Request, state: _State) -> Response:
             parse_search, body, state.model, config.request_limits, Path(workdir), index
         )
         (result,) = await _embed(request, state, parsed.query)
-    hits = await run_in_threadpool(search_vector, index, result.vector, parsed.k, parsed.modalities)
+    (hits,) = await run_in_threadpool(
+        index.search_vectors, result.vector[None, :], parsed.k, modalities=parsed.modalities
+    )
     data = [hit_json(rank, hit, index) for rank, hit in enumerate(hits, start=1)]
     return JSONResponse({"object": "list", "data": data, "model": state.model.name})
 

@@ -15,16 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from lcoemb.index import ann
 from lcoemb.index.index import (
     Hit,
     Index,
     IndexSettingsError,
-    _adapter_id,
-    _model_id,
-    _source_root,
+    adapter_id,
+    model_id,
+    source_root,
 )
 from lcoemb.index.store import read_manifest
 from lcoemb.serving.requests import (
@@ -58,7 +55,7 @@ def check_index(
             f"--index {os.fspath(path)!r} is not a finished index (status "
             f"{manifest.get('status')!r}); finish it with `lcoemb index build` or `update`"
         )
-    served = {"model": _model_id(model), "adapter": _adapter_id(adapter)}
+    served = {"model": model_id(model), "adapter": adapter_id(adapter)}
     differ = [
         f"{key} {manifest.get(key)!r} (the index) vs {value!r} (served)"
         for key, value in served.items()
@@ -129,19 +126,6 @@ def parse_search(
     return SearchRequest(parsed, k, modalities)
 
 
-def search_vector(
-    index: Index, vector: np.ndarray, k: int, modalities: list[str] | None
-) -> list[Hit]:
-    """The ``k`` best rows for an already embedded query (the batcher embedded it, so
-    :meth:`Index.search`, which embeds itself, does not fit), keeping only ``modalities``."""
-    allowed = None
-    if modalities is not None:
-        column = np.asarray(index.rows.column("modality").to_pylist(), dtype=object)
-        allowed = index.rows.column("id").to_numpy()[np.isin(column, modalities)]
-    scores, ids = ann.search_ann(index.ann, vector[None, :], k, allowed_ids=allowed)
-    return [Hit(int(i), float(s), index._row(int(i))) for s, i in zip(scores[0], ids[0]) if i >= 0]
-
-
 def hit_json(rank: int, hit: Hit, index: Index) -> dict[str, Any]:
     """One result as ``/v1/search`` answers it; media rows get the URL that serves their file."""
     row = hit.row
@@ -164,12 +148,12 @@ def media_file(index: Index, item_id: int) -> tuple[Path, str] | None:
     JSONL row, a file gone, or a path that resolves, symlinks included, outside the source
     folder). Only the index's own row names the file: a client never gives a path."""
     try:
-        row = index._row(item_id)
+        row = index.row(item_id)
     except KeyError:
         return None
     if not _serves_media(index, row):
         return None
-    root = _source_root(index.manifest["source"]).resolve()
+    root = source_root(index.manifest["source"]).resolve()
     path = (root / row["path"]).resolve()
     if not path.is_relative_to(root) or not path.is_file():
         return None
