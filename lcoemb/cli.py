@@ -359,6 +359,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             api_key=args.api_key or os.environ.get("LCOEMB_API_KEY") or None,
             media_root=Path(args.media_root) if args.media_root else None,
             cors_origins=tuple(args.cors_origin),
+            allow_url_fetch=args.allow_url_fetch,
+            max_fetch_mb=args.max_fetch_mb,
+            fetch_timeout_s=args.fetch_timeout_s,
             index=Path(args.index) if args.index else None,
         )
     )
@@ -648,6 +651,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sv.add_argument(
         "--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)"
+    )
+    sv.add_argument(
+        "--allow-url-fetch",
+        action="store_true",
+        help="fetch http(s) media URLs that clients send (the server then reaches any address a "
+        "client names, internal ones included; enable only where that is acceptable)",
+    )
+    sv.add_argument(
+        "--max-fetch-mb", type=float, default=32.0, help="size cap of one fetched URL (400 above)"
+    )
+    sv.add_argument(
+        "--fetch-timeout-s", type=float, default=10.0, help="time cap of one fetched URL (400)"
     )
     sv.add_argument(
         "--index",

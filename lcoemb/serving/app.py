@@ -89,6 +89,9 @@ class ServeConfig:
     api_key: str | None = None
     media_root: Path | None = None
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    allow_url_fetch: bool = False
+    max_fetch_mb: float = 32.0
+    fetch_timeout_s: float = 10.0
     #: an index folder of the served model: /v1/search, /v1/media/{id} and the page at /
     index: Path | None = None
 
@@ -99,6 +102,9 @@ class ServeConfig:
             max_text_chars=self.max_text_chars,
             max_image_pixels=self.max_image_pixels,
             media_root=self.media_root,
+            allow_url_fetch=self.allow_url_fetch,
+            max_fetch_bytes=int(self.max_fetch_mb * 1024 * 1024),
+            fetch_timeout_s=self.fetch_timeout_s,
         )
 
 
@@ -476,6 +482,8 @@ class _Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.state.draining = True
+        if self.state.batcher is not None:  # requests in flight finish now, not after max wait
+            self.state.batcher.flush()
         super().handle_exit(sig, frame)
 
 

@@ -84,6 +84,7 @@ class Batcher:
         self._jobs: deque[Job] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._flushing = False
         self._thread = threading.Thread(target=self._run, name="lcoemb-batcher", daemon=True)
         self._thread.start()
 
@@ -96,6 +97,13 @@ class Batcher:
                 raise QueueFull
             self._jobs.extend(jobs)
             self.on_depth(len(self._jobs))
+            self._cond.notify()
+
+    def flush(self) -> None:
+        """Run queued jobs as soon as the worker is free instead of waiting for fuller batches:
+        on shutdown nothing more is coming, so waiting out ``max_wait_ms`` only delays it."""
+        with self._cond:
+            self._flushing = True
             self._cond.notify()
 
     def close(self) -> None:
@@ -118,7 +126,8 @@ class Batcher:
                 key = self._jobs[0].key
                 same = [job for job in self._jobs if job.key == key]
                 left = self._jobs[0].arrived + self.max_wait - time.monotonic()
-                if len(same) < self.max_batch_size and left > 0 and not self._closed:
+                waiting = not (self._closed or self._flushing)
+                if len(same) < self.max_batch_size and left > 0 and waiting:
                     self._cond.wait(left)
                     continue
                 batch = same[: self.max_batch_size]

@@ -19,9 +19,12 @@ Accepted shapes (one *item* is one vector):
   order; roles are not used, since the encoder applies its own template.
 
 Content parts: ``text``, ``image_url``, ``input_audio`` (base64 ``data`` and ``format``, as
-OpenAI's chat API), ``audio_url`` and ``video_url``. A url is a base64 ``data:`` URI, or a
-server-side path (``file://`` or plain) allowed only under ``--media-root``; http(s) URLs are
-refused in this version.
+OpenAI's chat API), ``audio_url`` and ``video_url``. A url is a base64 ``data:`` URI, a
+server-side path (``file://`` or plain) allowed only under ``--media-root``, or an http(s) URL,
+fetched only with ``--allow-url-fetch`` (a server that fetches what clients name can be made to
+reach addresses only it can see, so the operator opts in). A fetch is streamed to the request's
+folder and cut off past ``--max-fetch-mb`` or ``--fetch-timeout-s`` (a total deadline, so a
+server that trickles bytes cannot hold a request forever); each failure is a 400 naming the item.
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import httpx
 import PIL.Image
 from starlette.responses import JSONResponse
 
@@ -90,6 +95,9 @@ class RequestLimits:
     max_text_chars: int = 100_000
     max_image_pixels: int = 4096 * 4096
     media_root: Path | None = None
+    allow_url_fetch: bool = False
+    max_fetch_bytes: int = 32 * 1024 * 1024
+    fetch_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -308,6 +316,8 @@ class _ItemBuilder:
             subtype = header.removeprefix("data:").removesuffix(";base64").rpartition("/")[2]
             return self._write(_b64decode(payload, index), subtype, index)
         scheme = urlparse(url).scheme.lower()
+        if scheme in ("http", "https") and self.limits.allow_url_fetch:
+            return self._fetch(url, index, kind)
         if scheme in ("http", "https"):
             raise ApiError(
                 400,
@@ -316,6 +326,46 @@ class _ItemBuilder:
                 code="url_not_enabled",
             )
         return self._server_path(unquote(url[len("file://") :]) if scheme == "file" else url, index)
+
+    def _fetch(self, url: str, index: int, kind: str) -> Path:
+        """Download ``url`` into the request's folder, refused as soon as it declares or sends
+        more than the cap, or takes longer than the timeout in all (httpx's own timeouts bound
+        each read, not the whole transfer)."""
+        limits = self.limits
+
+        def fail(what: str, code: str) -> ApiError:
+            return ApiError(400, f"item {index}: cannot fetch {kind} from {url}: {what}", code=code)
+
+        too_large = fail(f"over the server's limit of {limits.max_fetch_bytes} bytes", "too_large")
+        timed_out = fail(f"no answer within {limits.fetch_timeout_s:g} s", "fetch_timeout")
+        deadline = time.monotonic() + limits.fetch_timeout_s
+        try:
+            with httpx.stream(
+                "GET", url, timeout=limits.fetch_timeout_s, follow_redirects=True
+            ) as response:
+                if response.status_code != 200:
+                    raise fail(f"HTTP {response.status_code}", "fetch_failed")
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limits.max_fetch_bytes:
+                    raise too_large
+                mime = response.headers.get("content-type", "").partition(";")[0]
+                suffix = mime.rpartition("/")[2].strip() or Path(urlparse(url).path).suffix[1:]
+                path, size = self._new_path(suffix), 0
+                with path.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        size += len(chunk)
+                        if size > limits.max_fetch_bytes:
+                            raise too_large
+                        if time.monotonic() > deadline:
+                            raise timed_out
+                        out.write(chunk)
+        except httpx.TimeoutException:
+            raise timed_out from None
+        except httpx.HTTPError as error:
+            raise fail(str(error) or type(error).__name__, "fetch_failed") from None
+        if size == 0:
+            raise ApiError(400, f"item {index}: empty media data")
+        return path
 
     def _server_path(self, path: str, index: int) -> Path:
         """A path on the server, refused unless it resolves (symlinks included) under the media
@@ -339,10 +389,14 @@ class _ItemBuilder:
     def _write(self, data: bytes, suffix: str, index: int) -> Path:
         if not data:
             raise ApiError(400, f"item {index}: empty media data")
-        self.files += 1
-        path = self.workdir / f"{self.files}.{suffix if _SUFFIX.match(suffix) else 'bin'}"
+        path = self._new_path(suffix)
         path.write_bytes(data)
         return path
+
+    def _new_path(self, suffix: str) -> Path:
+        """A fresh file name under ``workdir``; the suffix (from the client) only if harmless."""
+        self.files += 1
+        return self.workdir / f"{self.files}.{suffix if _SUFFIX.match(suffix) else 'bin'}"
 
     def _check_pixels(self, path: Path, index: int) -> None:
         """Refuse an image whose header claims more pixels than the cap, before decoding: a few
