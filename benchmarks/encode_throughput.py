@@ -97,7 +97,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine_load import OtherLoad
+from common import OtherLoad
 
 SETS = ("text", "image", "audio")
 #: A timing counts as quiet when other processes used at most this share of the CPU.

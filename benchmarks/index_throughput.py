@@ -64,7 +64,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from machine_load import OtherLoad
+from common import OtherLoad, print_table
 
 from lcoemb.index.ann import DEFAULT_FACTORY, build_ann, search_ann
 
@@ -269,15 +269,6 @@ def ray_section(args: argparse.Namespace, folder: Path) -> list[dict[str, str]]:
         _row(f"local engine, shards of {shard_size}", n, local_s, local_s, local_load),
         _row(f"Ray engine, 2 actors, shards of {shard_size}", n, ray_s, local_s, load),
     ]
-
-
-def print_table(rows: list[dict[str, str]]) -> None:
-    header = list(rows[0])
-    widths = [max(len(h), *(len(row[h]) for row in rows)) for h in header]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print("| " + " | ".join(row[h].ljust(w) for h, w in zip(header, widths)) + " |")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -19,7 +19,7 @@ read from files, as the server reads the files it writes them to).
 
 Every server is warmed up on a few requests of each set, and the encoder on a few items, before
 timing; each row is the best of ``--repeats`` passes (2). Each timing records how much of the
-CPU processes other than this one and the server used meanwhile (``machine_load.OtherLoad``
+CPU processes other than this one and the server used meanwhile (``common.OtherLoad``
 less the server's own CPU time from ``/proc``).
 
 Goals, at 32 clients: >= 0.8x the offline throughput, and >= 3x the unbatched server.
@@ -54,7 +54,7 @@ from typing import Any
 import httpx
 import numpy as np
 import torch
-from machine_load import OtherLoad
+from common import OtherLoad, print_table
 
 from lcoemb import OmniEncoder
 from lcoemb.inputs import ImageRef
@@ -278,15 +278,6 @@ def table(
                 }
             )
     return rows
-
-
-def print_table(rows: list[dict[str, str]]) -> None:
-    header = list(rows[0])
-    widths = [max(len(h), *(len(row[h]) for row in rows)) for h in header]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print("| " + " | ".join(row[h].ljust(w) for h, w in zip(header, widths)) + " |")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

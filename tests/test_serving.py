@@ -103,6 +103,21 @@ def assert_same(got: np.ndarray, want: np.ndarray) -> None:
     assert cosines.min() >= 0.9999, cosines
 
 
+def wait_until_ready(client: httpx.Client, process: subprocess.Popen, log: Path) -> None:
+    """Poll ``/ready`` until the server process has loaded its model (the log explains any
+    failure: the process died, or it was not ready within ``READY_TIMEOUT_S``)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        try:
+            if client.get("/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
     folder = tmp_path_factory.mktemp("serve-media")
@@ -157,16 +172,7 @@ def server(
     headers = {"Authorization": f"Bearer {API_KEY}"}
     with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
         try:
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            while True:
-                assert process.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, log_path.read_text()
-                try:
-                    if client.get("/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
+            wait_until_ready(client, process, log_path)
             yield Server(url, str(omni_path), root, client)
         finally:
             process.send_signal(signal.SIGTERM)

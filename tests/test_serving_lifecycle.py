@@ -30,7 +30,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lcoemb import OmniEncoder
 from lcoemb.inputs import ImageRef
-from tests.test_serving import READY_TIMEOUT_S, _free_port, assert_same, image_part, vectors
+from tests.test_serving import (
+    _free_port,
+    assert_same,
+    image_part,
+    vectors,
+    wait_until_ready,
+)
 
 ORIGIN = "http://allowed.test"
 #: How long a step may take before the test fails (a test timeout, never a measured bound).
@@ -75,16 +81,7 @@ def serve(model: Path, log: Path, *flags: str) -> Iterator[Process]:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=_env())
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
         try:
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            while True:
-                assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                try:
-                    if client.get("/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
+            wait_until_ready(client, process, log)
             yield Process(process, client, port, log)
         finally:
             if process.poll() is None:

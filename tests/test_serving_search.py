@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from lcoemb.index import Index
 from lcoemb.index.index import IndexSettingsError
 from lcoemb.mini.data import write_demo_folder
 from lcoemb.serving import ServeConfig, create_app
-from tests.test_serving import API_KEY, READY_TIMEOUT_S, _free_port, audio_part
+from tests.test_serving import API_KEY, _free_port, audio_part, wait_until_ready
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -73,16 +72,7 @@ def server(demo: Demo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[htt
     headers = {"Authorization": f"Bearer {API_KEY}"}
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as client:
         try:
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            while True:
-                assert process.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, log_path.read_text()
-                try:
-                    if client.get("/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
+            wait_until_ready(client, process, log_path)
             yield client
         finally:
             process.send_signal(signal.SIGTERM)

@@ -1,8 +1,8 @@
-"""How busy the machine is: the benchmarks record, for every timing, the CPU share other
-processes took meanwhile, since on a small machine any other process ruins a measurement.
+"""What the benchmark scripts share: :class:`OtherLoad`, the CPU share other processes took
+during a timing (on a small machine any other process ruins a measurement), and
+:func:`print_table`, the markdown table every script prints.
 
-Shared by the benchmark scripts, which run as ``python benchmarks/NAME.py`` (this folder is then
-first on ``sys.path``).
+The scripts run as ``python benchmarks/NAME.py``, so this folder is first on ``sys.path``.
 """
 
 from __future__ import annotations
@@ -43,3 +43,13 @@ class OtherLoad:
         other = (busy - busy0) - (own - own0)
         # clamped: /proc/stat counts whole clock ticks, which over-counts very short blocks
         self.share = min(1.0, max(0.0, other / ((wall - wall0) * (os.cpu_count() or 1))))
+
+
+def print_table(rows: list[dict[str, str]]) -> None:
+    """Rows of equal keys as a markdown table, columns padded to their widest cell."""
+    header = list(rows[0])
+    widths = [max(len(h), *(len(row[h]) for row in rows)) for h in header]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(row[h].ljust(w) for h, w in zip(header, widths)) + " |")
