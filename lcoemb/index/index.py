@@ -33,8 +33,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
+from lcoemb import __version__
 from lcoemb.encoder import OmniEncoder
 from lcoemb.index import ann, store
 from lcoemb.index.source import DEFAULT_PASSAGE_CHARS, Entry, Walk, walk_source
@@ -196,15 +198,30 @@ class Index:
             )
         self.encoder = encoder
         self.summary: BuildSummary | None = None
-        self._load_rows()
-
-    def _load_rows(self) -> None:
         rows, _, _ = store.read_rows(self.path, vectors=False)
-        self.rows = rows
+        self._adopt(self.manifest, rows, ann.load_ann(self.path / store.FAISS_FILE))
+
+    @classmethod
+    def _finished(
+        cls,
+        path: Path,
+        state: tuple[dict[str, Any], pa.Table, Any],
+        encoder: OmniEncoder | None,
+    ) -> Index:
+        """An index whose build just ended: its state is already in memory (from
+        :func:`_finish`), so nothing is read back from disk."""
+        index = cls.__new__(cls)
+        index.path, index.encoder, index.summary = path, encoder, None
+        index._adopt(*state)
+        return index
+
+    def _adopt(self, manifest: dict[str, Any], rows: pa.Table, faiss_index: Any) -> None:
+        """Take a manifest, the rows (without vectors) and the FAISS index as this index's
+        state, with the id lookup that :meth:`row` uses."""
+        self.manifest, self.rows, self.ann = manifest, rows, faiss_index
         ids = rows.column("id").to_numpy() if rows.num_rows else np.zeros(0, np.int64)
         self._order = np.argsort(ids, kind="stable")
         self._sorted_ids = ids[self._order]
-        self.ann = ann.load_ann(self.path / store.FAISS_FILE)
 
     # ------------------------------------------------------------------ opening
 
@@ -291,7 +308,7 @@ class Index:
         manifest = {
             "format": store.FORMAT,
             "format_version": store.FORMAT_VERSION,
-            "lcoemb_version": _version(),
+            "lcoemb_version": __version__,
             **settings,
             "source_kind": "jsonl" if Path(settings["source"]).is_file() else "folder",
             "prompts": {"query_instruction": instruction, "document_instruction": None},
@@ -337,7 +354,8 @@ class Index:
             embedded = _embed_locally(
                 encoder, out, jobs, walk.root, batch_size, strict, show_progress
             )
-        index = _finish(out, manifest, walk, encoder if engine == "local" else None)
+        local = encoder if engine == "local" else None
+        index = cls._finished(out, _finish(out, manifest, walk, local), local)
         index.summary = BuildSummary(
             modalities=index.modality_counts(),
             embedded=embedded,
@@ -415,7 +433,7 @@ class Index:
             dtype=dtype,
             finish=False,
         )
-        self._adopt(_finish(self.path, self.manifest, walk, self.encoder))
+        self._adopt(*_finish(self.path, self.manifest, walk, self.encoder))
         self.summary = BuildSummary(
             modalities=self.modality_counts(),
             embedded=embedded,
@@ -499,12 +517,7 @@ class Index:
     def _rebuild(self) -> None:
         walk = Walk(root=source_root(self.manifest["source"]), entries=[], skipped={}, errors=[])
         walk.errors = [e for e in _read_errors(self.path) if "key" not in e]
-        self._adopt(_finish(self.path, self.manifest, walk, self.encoder))
-
-    def _adopt(self, index: Index) -> None:
-        """Take the state of a freshly finished copy of this index."""
-        self.manifest, self.rows, self.ann = index.manifest, index.rows, index.ann
-        self._order, self._sorted_ids = index._order, index._sorted_ids
+        self._adopt(*_finish(self.path, self.manifest, walk, self.encoder))
 
     # ------------------------------------------------------------------ searching
 
@@ -543,9 +556,8 @@ class Index:
             unknown = set(modalities) - {"text", "image", "audio", "video", "interleaved"}
             if unknown:
                 raise ValueError(f"unknown modalities {sorted(unknown)}")
-            column = np.asarray(self.rows.column("modality").to_pylist(), dtype=object)
-            keep = np.isin(column, list(modalities))
-            allowed = self.rows.column("id").to_numpy()[keep]
+            keep = pc.is_in(self.rows.column("modality"), value_set=pa.array(list(modalities)))
+            allowed = self.rows.column("id").filter(keep).to_numpy()
         scores, ids = ann.search_ann(self.ann, vectors, k, allowed_ids=allowed)
         return [
             [Hit(int(i), float(s), self.row(int(i))) for s, i in zip(qs, qi) if i >= 0]
@@ -561,12 +573,6 @@ class Index:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _version() -> str:
-    from lcoemb import __version__
-
-    return __version__
 
 
 def source_root(source: str) -> Path:
@@ -646,9 +652,12 @@ def _entries_of(table: pa.Table) -> list[Entry]:
     return [Entry(**{k: v for k, v in row.items() if k in names}) for row in table.to_pylist()]
 
 
-def _finish(out: Path, manifest: dict[str, Any], walk: Walk, encoder: OmniEncoder | None) -> Index:
+def _finish(
+    out: Path, manifest: dict[str, Any], walk: Walk, encoder: OmniEncoder | None
+) -> tuple[dict[str, Any], pa.Table, Any]:
     """Build the FAISS index from every shard, write ``errors.jsonl`` and mark the manifest
-    complete: the one place a build and an update end."""
+    complete: the one place a build and an update end. Returns the index's new state (the
+    manifest, the rows without vectors, the FAISS index) for :meth:`Index._adopt`."""
     rows, vectors, shard_errors = store.read_rows(out)
     ids = rows.column("id").to_numpy() if rows.num_rows else np.zeros(0, np.int64)
     dim = vectors.shape[1] if vectors is not None and vectors.ndim == 2 and len(vectors) else None
@@ -673,4 +682,4 @@ def _finish(out: Path, manifest: dict[str, Any], walk: Walk, encoder: OmniEncode
     }
     final.pop("plan", None)
     store.write_manifest(out, final)
-    return Index(out, encoder=encoder)
+    return final, rows, index

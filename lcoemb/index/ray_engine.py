@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from lcoemb.encoder import OmniEncoder
+from lcoemb.index.index import embed_shard
 from lcoemb.index.source import Entry
 
 #: CPUs each actor reserves (its torch threads); GPUs: one per actor when the cluster has any.
@@ -39,10 +42,6 @@ class ShardEmbedder:
         batch_size: int,
         strict: bool,
     ):
-        import torch
-
-        from lcoemb.encoder import OmniEncoder
-
         if not torch.cuda.is_available():  # actors share a node's cores: one slice each
             torch.set_num_threads(CPUS_PER_ACTOR)
         self.encoder = OmniEncoder.from_pretrained(
@@ -52,8 +51,6 @@ class ShardEmbedder:
         self.batch_size, self.strict = batch_size, strict
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from lcoemb.index.index import embed_shard
-
         embedded = []
         for number, ids, entries in zip(batch["number"], batch["ids"], batch["entries"]):
             rows = [Entry(**e) for e in json.loads(entries)]
