@@ -634,7 +634,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     sv.add_argument("--max-batch-size", type=int, default=32, help="items per model batch")
     sv.add_argument(
-        "--max-wait-ms", type=float, default=5.0, help="how long an item waits for a fuller batch"
+        "--max-wait-ms",
+        type=float,
+        default=0.0,
+        help="how long an item may wait for a fuller batch (default 0: a batch starts as soon "
+        "as the model is free, with every compatible item waiting by then)",
     )
     sv.add_argument("--max-queue", type=int, default=1024, help="queued items before 429")
     sv.add_argument("--max-items-per-request", type=int, default=256)

@@ -49,6 +49,11 @@ class Server:
     media_root: Path
     client: httpx.Client
     pid: int
+    tmpdir: Path  # the server process's TMPDIR, where requests put their uploads
+
+    def uploads(self) -> list[Path]:
+        """Request upload folders still on disk."""
+        return sorted(self.tmpdir.glob("lcoemb-serve-*"))
 
     def rss_mb(self) -> float:
         """The server process's resident memory now (``VmRSS``), in MB."""
@@ -148,7 +153,9 @@ def server(
     (root / "link.png").symlink_to(media.png)  # resolves outside the root
     port = _free_port()
     log_path = tmp_path_factory.mktemp("serve-log") / "server.log"
+    tmpdir = tmp_path_factory.mktemp("serve-tmp")
     env = os.environ | {
+        "TMPDIR": str(tmpdir),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "LCOEMB_API_KEY": API_KEY,
@@ -182,7 +189,7 @@ def server(
     with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
         try:
             wait_until_ready(client, process, log_path)
-            yield Server(url, str(omni_path), root, client, process.pid)
+            yield Server(url, str(omni_path), root, client, process.pid, tmpdir)
         finally:
             process.send_signal(signal.SIGTERM)
             code = process.wait(timeout=60)
@@ -424,6 +431,16 @@ def test_hostile_inputs_get_4xx(server: Server, media: Media) -> None:
     assert server.rss_mb() - settled < 50, (settled, server.rss_mb())
     # the server still embeds after all of them
     assert vectors(server.embed({"input": "still here"})).shape[0] == 1
+    assert server.uploads() == []  # nor anything on disk
+
+
+def test_uploads_are_removed_after_each_request(server: Server, media: Media) -> None:
+    """Media uploads live in a per-request folder that is gone once the response is out,
+    whether the request succeeded or failed."""
+    assert server.embed({"input": [[image_part(media.png)], [audio_part(media.wav)]]}).is_success
+    bad = {"input": [[image_part(media.png)], [{"type": "input_audio", "input_audio": {}}]]}
+    assert server.embed(bad).status_code == 400
+    assert server.uploads() == []
 
 
 def test_chunked_body_over_the_limit(server: Server) -> None:

@@ -24,7 +24,6 @@ import base64
 import json
 import logging
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -58,6 +57,7 @@ from lcoemb.serving.requests import (
     EmbeddingRequest,
     ModelInfo,
     RequestLimits,
+    Scratch,
     item_error,
     parse_request,
 )
@@ -80,7 +80,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     max_batch_size: int = 32
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0
     max_queue: int = 1024
     max_items_per_request: int = 256
     max_body_mb: float = 32.0
@@ -331,12 +331,24 @@ async def _embeddings(request: Request, state: _State) -> Response:
     _authorize(request, config.api_key)
     body = await _read_json(request, state)
     assert state.model is not None  # _read_json refuses requests while the model loads
-    with tempfile.TemporaryDirectory(prefix="lcoemb-serve-") as workdir:
+    async with _scratch() as workdir:
         parsed = await run_in_threadpool(
-            parse_request, body, state.model, config.request_limits, Path(workdir)
+            parse_request, body, state.model, config.request_limits, workdir
         )
         results = await _embed(request, state, parsed)
     return JSONResponse(_response_body(parsed, results, state.model.name))
+
+
+@asynccontextmanager
+async def _scratch() -> AsyncIterator[Scratch]:
+    """A request's upload folder, removed afterwards off the event loop (if it was made); the
+    removal is shielded, so it completes even when the client's going away cancels the request."""
+    scratch = Scratch()
+    try:
+        yield scratch
+    finally:
+        if scratch.used:
+            await asyncio.shield(asyncio.ensure_future(run_in_threadpool(scratch.cleanup)))
 
 
 async def _search(request: Request, state: _State) -> Response:
@@ -349,9 +361,9 @@ async def _search(request: Request, state: _State) -> Response:
     body = await _read_json(request, state)
     index = state.index
     assert state.model is not None and index is not None  # both set before the model is
-    with tempfile.TemporaryDirectory(prefix="lcoemb-serve-") as workdir:
+    async with _scratch() as workdir:
         parsed = await run_in_threadpool(
-            parse_search, body, state.model, config.request_limits, Path(workdir), index
+            parse_search, body, state.model, config.request_limits, workdir, index
         )
         (result,) = await _embed(request, state, parsed.query)
     (hits,) = await run_in_threadpool(

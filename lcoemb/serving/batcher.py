@@ -4,6 +4,8 @@ A forward pass over 32 items costs little more than over one, so items from conc
 are pooled: every item is a :class:`Job` in one bounded queue, and a single worker thread (the
 only thread that touches the model and its tokenizer, which are not safe to share) runs a batch
 as soon as ``max_batch_size`` compatible items wait, or ``max_wait_ms`` after the oldest arrived.
+The server's default ``max_wait_ms`` is 0: a batch starts whenever the worker is free, and while
+it runs the next one fills from what arrives (waiting longer only adds latency at low load).
 Compatible means the same :func:`~lcoemb.inputs.inspect_item` group (modality, so that padding is
 shared by like inputs), instruction and ``dimensions``, since one :meth:`OmniEncoder.encode` call
 takes one of each. Each batch is encoded with ``on_error``, so one undecodable item fails only

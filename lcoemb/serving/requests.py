@@ -32,6 +32,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,8 +124,31 @@ class EmbeddingRequest:
     instruction: str | None
 
 
+class Scratch:
+    """A request's folder for the media it uploads, made on the first file only: most requests
+    carry text alone, and making and removing a folder for each would cost the server more than
+    parsing them. :meth:`cleanup` removes it (a no-op if never made)."""
+
+    def __init__(self) -> None:
+        self._path: Path | None = None
+
+    @property
+    def used(self) -> bool:
+        return self._path is not None
+
+    def path(self) -> Path:
+        if self._path is None:
+            self._path = Path(tempfile.mkdtemp(prefix="lcoemb-serve-"))
+        return self._path
+
+    def cleanup(self) -> None:
+        if self._path is not None:
+            shutil.rmtree(self._path, ignore_errors=True)
+            self._path = None
+
+
 def parse_request(
-    body: Any, model: ModelInfo, limits: RequestLimits, workdir: Path
+    body: Any, model: ModelInfo, limits: RequestLimits, workdir: Scratch
 ) -> EmbeddingRequest:
     """Check ``body`` and build its items, writing uploaded media under ``workdir``."""
     if not isinstance(body, dict):
@@ -250,7 +275,7 @@ def _describe(value: Any) -> str:
 class _ItemBuilder:
     """Builds the parts of one request, numbering the files it writes under ``workdir``."""
 
-    def __init__(self, limits: RequestLimits, workdir: Path):
+    def __init__(self, limits: RequestLimits, workdir: Scratch):
         self.limits = limits
         self.workdir = workdir
         self.files = 0
@@ -396,7 +421,7 @@ class _ItemBuilder:
     def _new_path(self, suffix: str) -> Path:
         """A fresh file name under ``workdir``; the suffix (from the client) only if harmless."""
         self.files += 1
-        return self.workdir / f"{self.files}.{suffix if _SUFFIX.match(suffix) else 'bin'}"
+        return self.workdir.path() / f"{self.files}.{suffix if _SUFFIX.match(suffix) else 'bin'}"
 
     def _check_pixels(self, path: Path, index: int) -> None:
         """Refuse an image whose header claims more pixels than the cap, before decoding: a few

@@ -29,6 +29,7 @@ from lcoemb.serving.requests import (
     EmbeddingRequest,
     ModelInfo,
     RequestLimits,
+    Scratch,
     parse_request,
 )
 
@@ -78,7 +79,7 @@ class SearchRequest:
 
 
 def parse_search(
-    body: Any, model: ModelInfo, limits: RequestLimits, workdir: Path, index: Index
+    body: Any, model: ModelInfo, limits: RequestLimits, workdir: Scratch, index: Index
 ) -> SearchRequest:
     """Check a ``/v1/search`` body; the query goes through the embeddings parser as ``input``
     (a string, one content part, or a list of parts that make one interleaved query), with the
