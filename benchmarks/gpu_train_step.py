@@ -77,7 +77,7 @@ def peak_tflops(device: str, override: float | None) -> float | None:
 
 def write_data(path: Path, n_triplets: int, words: int, seed: int) -> None:
     """Triplets of ``words`` random common English words each (about 1.5 tokens a word)."""
-    from lcoemb.mini.data import WORDS
+    from lcoemb.synthetic import WORDS
 
     rng = random.Random(seed)
     with path.open("w") as f:

@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{platform.processor() or platform.machine()}; load average {os.getloadavg()[0]:.2f}"
     )
     if {"build", "ray"} & set(sections):
-        from lcoemb.mini.data import write_demo_folder
+        from lcoemb.synthetic import write_demo_folder
 
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "collection"

@@ -13,8 +13,8 @@ cores):
 Clients: 1, 8 and 32 concurrent ``httpx`` async clients in this process, each sending one-item
 ``POST /v1/embeddings`` requests until the set is done; per row, items/s over the whole set and
 the p50/p99 request latency. Sets (seeded, generated): texts of 1-4 joined
-``lcoemb.mini.data.text_triplet`` descriptions (about 15-250 characters), then
-``lcoemb.mini.data.scene(i, "test")`` images as PNG data URIs (offline they are the same PNGs,
+``lcoemb.synthetic.text_triplet`` descriptions (about 15-250 characters), then
+``lcoemb.synthetic.scene(i, "test")`` images as PNG data URIs (offline they are the same PNGs,
 read from files, as the server reads the files it writes them to).
 
 Every server is warmed up on a few requests of each set, and the encoder on a few items, before
@@ -69,7 +69,7 @@ from common import OtherLoad, print_table
 
 from lcoemb import OmniEncoder
 from lcoemb.inputs import ImageRef
-from lcoemb.mini.data import scene, text_triplet
+from lcoemb.synthetic import scene, text_triplet
 from lcoemb.testing import make_tiny_qwen2_5_omni_thinker
 
 CLIENTS = (1, 8, 32)

@@ -28,7 +28,7 @@ for the peer from a ``TrainerCallback``). Memory: ``ru_maxrss`` of the run's pro
 (model load included), from a separate one-step run at ``--memory-batch`` (default 1024, the
 issue's goal); throughput runs report theirs too.
 
-The data are lcoemb's generated text triplets (``lcoemb.mini.data.triplets``): an anchor
+The data are lcoemb's generated text triplets (``lcoemb.synthetic.triplets``): an anchor
 caption, a paraphrase and a hard negative that differs in one attribute, 40-60 tokens each once
 templated; every run at batch B uses the same first ``B * steps`` triplets in file order.
 
@@ -65,11 +65,11 @@ LR = 1e-4
 
 def write_inputs(root: Path, n: int, backbone: Any) -> tuple[Path, Path]:
     """The triplets as lcoemb JSONL and as the templated strings the peer trains on."""
+    from lcoemb import synthetic
     from lcoemb.backbones.mini import MiniBackbone
     from lcoemb.inputs import load_item
-    from lcoemb.mini import data
 
-    triplets = data.triplets("train", n)
+    triplets = synthetic.triplets("train", n)
     ours = root / "triplets.jsonl"
     with ours.open("w") as f:
         for t in triplets:

@@ -12,7 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from lcoemb.config import add_config_arguments, given_settings
 from lcoemb.mini.registry import DEFAULT_MODEL
+from lcoemb.serving import ServeConfig
+from lcoemb.training.config import TrainConfig
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
@@ -80,65 +83,17 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-_TRAIN_HELP = {
-    "model": "base MLLM: Hugging Face id, local folder, or lco-mini-base (the default)",
-    "output": "output folder (adapter/, log.jsonl, tensorboard/, checkpoints/step-N/, "
-    "run.json); a non-empty one needs --resume or --overwrite",
-    "data": "triplet sources: .jsonl/.csv/.parquet files or dataset names (equal weight)",
-    "mix": "SOURCE:WEIGHT entries mixed by ratio, e.g. text.jsonl:0.8 calib.jsonl:0.2",
-    "max_steps": "stop after this many optimiser steps (overrides --epochs)",
-    "epochs": "passes over the data (default 2)",
-    "batch_size": "global contrastive batch over all processes (default 1056)",
-    "mini_batch_size": "GradCache chunk per process (default 32)",
-    "lr": "peak learning rate (default 4e-4)",
-    "warmup_steps": "linear warm-up steps, then linear decay (default 100)",
-    "temperature": "InfoNCE temperature (default 0.03)",
-    "lora_r": "LoRA rank (default 64)",
-    "lora_alpha": "LoRA alpha (default 128)",
-    "save_steps": "checkpoint every N steps (default 500)",
-    "resume": "continue the run in OUTPUT from its newest checkpoint that loads; refused unless "
-    "that run had the same data and settings (--max-steps/--epochs may grow)",
-    "overwrite": "start afresh in a non-empty OUTPUT, deleting the previous run's files there "
-    "(checkpoints/, log.jsonl, adapter/, tensorboard/, config.json, run.json) and nothing else",
-    "seed": "seed for data order, LoRA init and dropout (default 42)",
-    "matryoshka_dims": "also train truncated vectors of these sizes",
-    "skip_bad": "skip malformed data lines, count them, and report at the end",
-    "deepspeed": "DeepSpeed ZeRO: 'zero2' or a DeepSpeed JSON config (needs pip install deepspeed)",
-    "precision": "auto (bf16 where the device computes it fast: CUDA, or CPUs with AMX or "
-    "AVX-512 bf16; else fp32), bf16 or fp32",
-}
-
-
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field; unset flags stay out of the namespace so a --config
-    YAML file can supply them."""
-    import dataclasses
-    import typing
-
-    from lcoemb.training.config import TrainConfig
-
+    """One flag per TrainConfig field, help and default from the field; unset flags stay out of
+    the namespace so a --config YAML file can supply them."""
     p.add_argument("--config", help="YAML file of settings (flags given here override it)")
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
-        kw: dict = {"default": argparse.SUPPRESS, "help": _TRAIN_HELP.get(f.name)}
-        if kind is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(kind) is list:
-            kw["nargs"] = "+"
-            kw["type"] = typing.get_args(kind)[0]
-        else:
-            args = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
-            kw["type"] = args[0]
-        p.add_argument(flag, **kw)
+    add_config_arguments(p, TrainConfig, from_file=True)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lcoemb.training.config import TrainConfig
     from lcoemb.training.trainer import train
 
-    given = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names()}
+    given = given_settings(TrainConfig, args)
     config = TrainConfig.from_yaml(args.config, **given) if args.config else TrainConfig(**given)
     if not config.output:
         raise ValueError("--output is required (as a flag or in --config)")
@@ -235,7 +190,7 @@ def cmd_grsl_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_grsl_measure(args: argparse.Namespace) -> int:
-    from lcoemb.grsl.measure import measure
+    from lcoemb.recipes.grsl import measure
 
     report = measure(
         args.models,
@@ -258,7 +213,7 @@ def _task_values(kind: type) -> Callable[[str], dict[str, Any]]:
     """An argparse type for ``TASK=VALUE,...`` lists over stage 1's tasks."""
 
     def parse(text: str) -> dict[str, Any]:
-        from lcoemb.mini.pretrain import TASKS
+        from lcoemb.synthetic import TASKS
 
         out = {}
         for entry in filter(None, text.split(",")):
@@ -279,7 +234,7 @@ def _task_values(kind: type) -> Callable[[str], dict[str, Any]]:
 def cmd_mini_pretrain(args: argparse.Namespace) -> int:
     import json
 
-    from lcoemb.mini.pretrain import PretrainConfig, pretrain
+    from lcoemb.recipes.pretrain import PretrainConfig, pretrain
 
     config = PretrainConfig(
         output=args.output,
@@ -305,7 +260,7 @@ def cmd_mini_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_mini_export(args: argparse.Namespace) -> int:
-    from lcoemb.mini.pretrain import export_checkpoint
+    from lcoemb.recipes.pretrain import export_checkpoint
 
     out = export_checkpoint(args.checkpoint, args.output)
     print(f"wrote {out} (use it as --model {out})")
@@ -313,7 +268,7 @@ def cmd_mini_export(args: argparse.Namespace) -> int:
 
 
 def cmd_mini_demo_folder(args: argparse.Namespace) -> int:
-    from lcoemb.mini.data import write_demo_folder
+    from lcoemb.synthetic import write_demo_folder
 
     files = write_demo_folder(args.output, args.n)
     print(f"wrote {sum(map(len, files.values()))} files to {args.output}; queries that find them:")
@@ -324,7 +279,7 @@ def cmd_mini_demo_folder(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from lcoemb.mini.quickstart import QuickstartConfig, quickstart
+    from lcoemb.recipes.quickstart import QuickstartConfig, quickstart
 
     quickstart(
         QuickstartConfig(
@@ -339,32 +294,11 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from lcoemb.serving import ServeConfig, serve
+    from lcoemb.serving import serve
 
-    serve(
-        ServeConfig(
-            model=args.model,
-            adapter=args.adapter,
-            device=args.device,
-            dtype=args.dtype,
-            host=args.host,
-            port=args.port,
-            max_batch_size=args.max_batch_size,
-            max_wait_ms=args.max_wait_ms,
-            max_queue=args.max_queue,
-            max_items_per_request=args.max_items_per_request,
-            max_body_mb=args.max_body_mb,
-            max_text_chars=args.max_text_chars,
-            max_image_pixels=args.max_image_pixels,
-            api_key=args.api_key or os.environ.get("LCOEMB_API_KEY") or None,
-            media_root=Path(args.media_root) if args.media_root else None,
-            cors_origins=tuple(args.cors_origin),
-            allow_url_fetch=args.allow_url_fetch,
-            max_fetch_mb=args.max_fetch_mb,
-            fetch_timeout_s=args.fetch_timeout_s,
-            index=Path(args.index) if args.index else None,
-        )
-    )
+    settings = given_settings(ServeConfig, args)
+    settings["api_key"] = settings.get("api_key") or os.environ.get("LCOEMB_API_KEY") or None
+    serve(ServeConfig(**settings))
     return 0
 
 
@@ -630,49 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
         "parts, dynamic batching across requests, /health, /ready and /metrics.",
     )
     _add_model_args(sv)
-    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    sv.add_argument("--max-batch-size", type=int, default=32, help="items per model batch")
-    sv.add_argument(
-        "--max-wait-ms",
-        type=float,
-        default=0.0,
-        help="how long an item may wait for a fuller batch (default 0: a batch starts as soon "
-        "as the model is free, with every compatible item waiting by then)",
-    )
-    sv.add_argument("--max-queue", type=int, default=1024, help="queued items before 429")
-    sv.add_argument("--max-items-per-request", type=int, default=256)
-    sv.add_argument("--max-body-mb", type=float, default=32.0, help="request body limit (413)")
-    sv.add_argument("--max-text-chars", type=int, default=100_000, help="characters per text")
-    sv.add_argument(
-        "--max-image-pixels", type=int, default=4096 * 4096, help="pixels per image (400 above)"
-    )
-    sv.add_argument(
-        "--api-key", help="require Authorization: Bearer KEY on /v1 (default: $LCOEMB_API_KEY)"
-    )
-    sv.add_argument(
-        "--media-root", help="allow file:// and plain paths to media under this folder only"
-    )
-    sv.add_argument(
-        "--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)"
-    )
-    sv.add_argument(
-        "--allow-url-fetch",
-        action="store_true",
-        help="fetch http(s) media URLs that clients send (the server then reaches any address a "
-        "client names, internal ones included; enable only where that is acceptable)",
-    )
-    sv.add_argument(
-        "--max-fetch-mb", type=float, default=32.0, help="size cap of one fetched URL (400 above)"
-    )
-    sv.add_argument(
-        "--fetch-timeout-s", type=float, default=10.0, help="time cap of one fetched URL (400)"
-    )
-    sv.add_argument(
-        "--index",
-        help="an index folder built with the served model (and adapter): adds POST /v1/search, "
-        "GET /v1/media/ID and a search page at /",
-    )
+    add_config_arguments(sv, ServeConfig, skip=("model", "adapter", "device", "dtype"))
     sv.set_defaults(func=cmd_serve)
 
     ix = sub.add_parser(

@@ -1,9 +1,12 @@
 """``OmniEncoder``: one embedding model for text, images, audio, video and interleaved inputs.
 
 The encoder owns everything between a list of user items and a matrix of vectors: validation,
-grouping by modality, length-sorted batching, the forward pass under ``inference_mode``,
-last-token pooling and L2 normalisation, and LoRA adapters. The model family specifics live in
-:mod:`lcoemb.backbones`.
+grouping by modality, length-sorted batching, the forward pass under ``inference_mode``, error
+handling, LoRA adapters (loading one, attaching a new one for training, merging) and save/load.
+It pools and normalises with :mod:`lcoemb.pooling`, the one place that defines both. The model
+family specifics (prompt template, inputs, the forward pass to hidden states and the position to
+pool, generation) live in :mod:`lcoemb.backbones`; embedded model names resolve in
+:mod:`lcoemb.mini.registry`.
 """
 
 from __future__ import annotations
@@ -13,16 +16,18 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from peft import LoraConfig, PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
+from lcoemb import pooling
 from lcoemb.backbones import Backbone, load_backbone
 from lcoemb.backbones.base import DEFAULT_MAX_TEXT_TOKENS
 from lcoemb.inputs import InputError, Limits, LoadedItem, inspect_item, load_item
-from lcoemb.mini.registry import base_name, resolve
+from lcoemb.mini.registry import backbone_path, base_name, resolve
 
 CONFIG_NAME = "lcoemb.json"
 #: ``on_error(index, error)``: told of each item that cannot be encoded, instead of raising
@@ -41,7 +46,16 @@ def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
     return value
 
 
-def locate(name_or_path: str | os.PathLike[str]) -> tuple[str, Path | None, dict[str, Any]]:
+class ModelLocation(NamedTuple):
+    """What :func:`locate` finds: where the backbone loads from (a folder or a Hugging Face id),
+    the adapter folder the model carries (or None), and its saved encoder settings."""
+
+    backbone: str
+    adapter: Path | None
+    settings: dict[str, Any]
+
+
+def locate(name_or_path: str | os.PathLike[str]) -> ModelLocation:
     """Where a model's backbone and the adapter it carries are, and its saved encoder settings,
     without loading anything.
 
@@ -50,9 +64,9 @@ def locate(name_or_path: str | os.PathLike[str]) -> tuple[str, Path | None, dict
     weights (a plain checkpoint), or only an adapter and a ``lcoemb.json`` naming its base; one
     written by earlier versions holds the base weights with the adapter in a subfolder.
     """
-    embedded = resolve(os.fspath(name_or_path))
+    embedded = resolve(name_or_path)
     if embedded is not None:
-        return os.fspath(embedded[0]), embedded[1], {}
+        return ModelLocation(os.fspath(embedded.backbone), embedded.adapter, {})
     folder = Path(os.fspath(name_or_path))
     settings: dict[str, Any] = {}
     if (folder / CONFIG_NAME).is_file():
@@ -60,9 +74,8 @@ def locate(name_or_path: str | os.PathLike[str]) -> tuple[str, Path | None, dict
     adapter = folder / settings["adapter"] if settings.get("adapter") else None
     base = settings.get("base")
     if base is None:
-        return os.fspath(name_or_path), adapter, settings
-    embedded = resolve(base)
-    return (os.fspath(embedded[0]) if embedded else base), adapter, settings
+        return ModelLocation(os.fspath(name_or_path), adapter, settings)
+    return ModelLocation(backbone_path(base), adapter, settings)
 
 
 def _portable_name(name_or_path: str) -> str:
@@ -142,8 +155,6 @@ class OmniEncoder:
 
     def load_adapter(self, adapter: str | os.PathLike[str]) -> None:
         """Inject a peft LoRA adapter folder into the backbone (unmerged, so it can be removed)."""
-        from peft import PeftModel
-
         if self.peft_model is not None:
             raise ValueError("an adapter is already loaded; load a fresh encoder for another one")
         if not (Path(adapter) / "adapter_config.json").is_file():
@@ -152,6 +163,30 @@ class OmniEncoder:
             )
         self.peft_model = PeftModel.from_pretrained(self.backbone.model, os.fspath(adapter))
         self.peft_model.eval()
+
+    def add_lora(self, *, r: int, alpha: float, dropout: float = 0.0, seed: int = 0) -> Any:
+        """Attach a new LoRA adapter for training and return the peft model (also kept as
+        :attr:`peft_model`, which :meth:`save_pretrained` then saves or merges).
+
+        It adapts :meth:`~lcoemb.backbones.Backbone.lora_target_modules` (every Linear of the
+        language model, no bias) with rank ``r``, ``lora_alpha`` ``alpha`` and ``dropout``. Its
+        initial weights depend on ``seed`` alone, not on the global random state (left as it
+        was), so every process and every run of a seed starts from the same adapter. The model
+        stays in the mode it was in; call ``.train()`` on what this returns to train it.
+        """
+        if self.peft_model is not None:
+            raise ValueError("an adapter is already loaded; train from a model without one")
+        lora = LoraConfig(
+            r=r,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            target_modules=self.backbone.lora_target_modules(),
+            bias="none",
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.peft_model = get_peft_model(self.backbone.model, lora)
+        return self.peft_model
 
     def save_pretrained(self, path: str | os.PathLike[str], *, merge: bool = True) -> None:
         """Write the encoder to ``path`` so that :meth:`from_pretrained` gives it back.
@@ -251,7 +286,7 @@ class OmniEncoder:
         autograd enabled (when the caller enables it) and no sorting or batching of its own.
         """
         loaded = self._load(items, list(range(len(items))))
-        return self.backbone.forward(self.backbone.prepare(loaded, instruction))
+        return pooling.last_token(self.backbone.forward(self.backbone.prepare(loaded, instruction)))
 
     def iter_hidden_states(
         self,
@@ -320,9 +355,8 @@ class OmniEncoder:
         self, items: list[LoadedItem], instruction: str | None, all_layers: bool
     ) -> torch.Tensor:
         with torch.inference_mode():
-            return self.backbone.forward(
-                self.backbone.prepare(items, instruction), all_layers=all_layers
-            )
+            inputs = self.backbone.prepare(items, instruction)
+            return pooling.last_token(self.backbone.forward(inputs, all_layers=all_layers))
 
     def encode(
         self,
@@ -363,13 +397,7 @@ class OmniEncoder:
             instruction=instruction,
             on_error=on_error,
         ):
-            if normalize:
-                # normalise in the model's dtype, as the reference does (its directions)...
-                states = torch.nn.functional.normalize(states, p=2, dim=-1)
-            vectors = states.float()[:, :width]
-            if normalize:
-                # ...then again in float32, since bf16 rounding leaves norms up to 3e-3 off 1
-                vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
+            vectors = pooling.normalize(states, width) if normalize else states.float()[:, :width]
             out[batch] = vectors.cpu().numpy()
         return out
 

@@ -1,8 +1,13 @@
-"""Per-modality prompt suffixes and the chat message an item becomes.
+"""Per-modality prompt suffixes and the user turn an item becomes.
 
 LCO-EMB pools the last token of a prompt that asks the model to summarise its input "in one
 word" (after E5-V): the generative model compresses the input into the next-token state, and
-that state is the embedding. The suffix names the modality, so it is part of the recipe.
+that state is the embedding (pooled by :mod:`lcoemb.pooling`). The suffix names the modality,
+so it is part of the recipe.
+
+:func:`build_content` is the one place a user turn is built, for embedding (the suffix) and for
+generation (the generation prompt) alike. Each backbone applies its own chat template to it
+(:meth:`lcoemb.backbones.Backbone.prompt`).
 """
 
 from __future__ import annotations
@@ -34,27 +39,32 @@ def suffix_for(item: LoadedItem) -> str:
     return SUFFIXES[next((m for m in SUFFIX_PRIORITY if m in present), "text")]
 
 
-def build_content(item: LoadedItem, instruction: str | None = None) -> list[dict[str, Any]]:
+def build_content(
+    item: LoadedItem, instruction: str | None = None, *, suffix: str | None = None
+) -> list[dict[str, Any]]:
     """The user turn's content list for ``item``; media values are placeholders (the processor
     receives the decoded media separately, in the same order).
 
     The parts come in the item's order: a composite's were put in :data:`CONTENT_ORDER` when it
     was loaded, an interleaved list keeps the user's. An ``instruction`` (query-side tasks) comes
-    first, on its own line.
+    first, on its own line. ``suffix`` ends the turn: the item's one-word-summary suffix
+    (:func:`suffix_for`) by default, the prompt when generating.
     """
-    parts = item.parts
     content: list[dict[str, Any]] = []
     if instruction:
         content.append({"type": "text", "text": f"{instruction}\n"})
-    for modality, value in parts:
+    for modality, value in item.parts:
         if modality == "text":
             content.append({"type": "text", "text": value})
         else:
             content.append({"type": modality, modality: "placeholder"})
-    content.append({"type": "text", "text": suffix_for(item)})
+    content.append({"type": "text", "text": suffix_for(item) if suffix is None else suffix})
     return content
 
 
-def build_messages(item: LoadedItem, instruction: str | None = None) -> list[dict[str, Any]]:
-    """One user turn holding the item, ready for ``apply_chat_template``."""
-    return [{"role": "user", "content": build_content(item, instruction)}]
+def build_messages(
+    item: LoadedItem, instruction: str | None = None, *, suffix: str | None = None
+) -> list[dict[str, Any]]:
+    """One user turn holding the item (:func:`build_content`), ready for
+    ``apply_chat_template``."""
+    return [{"role": "user", "content": build_content(item, instruction, suffix=suffix)}]

@@ -110,3 +110,45 @@ def test_mini_pretrain_task_lists_name_the_tasks(capsys):
         with pytest.raises(SystemExit):
             parser.parse_args(["mini", "pretrain", "--output", "x", "--task-weights", bad])
         assert says in capsys.readouterr().err
+
+
+def test_train_and_serve_options_come_from_their_config_dataclasses(capsys):
+    """Every TrainConfig and ServeConfig field is a flag whose help shows the field's default;
+    unset flags leave the dataclass defaults, repeated and path flags become the field's type."""
+    import dataclasses
+    from pathlib import Path
+
+    import pytest
+
+    from lcoemb.cli import build_parser
+    from lcoemb.config import flag_name, given_settings
+    from lcoemb.serving import ServeConfig
+    from lcoemb.training.config import TrainConfig
+
+    parser = build_parser()
+    shown = {}
+    for command, config in (("train", TrainConfig), ("serve", ServeConfig)):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        shown[command] = " ".join(capsys.readouterr().out.split())
+        for field in dataclasses.fields(config):
+            assert flag_name(field) in shown[command], (command, field.name)
+    assert "over all processes (default: 1056)" in shown["train"]
+    assert "--precision {auto,bf16,fp32}" in shown["train"]
+    assert "--gradient-checkpointing, --no-gradient-checkpointing" in shown["train"]
+    assert "port (default: 8000)" in shown["serve"]
+
+    assert given_settings(TrainConfig, parser.parse_args(["train"])) == {}
+    args = parser.parse_args(["train", "--no-gradient-checkpointing", "--matryoshka-dims", "8"])
+    assert given_settings(TrainConfig, args) == {
+        "gradient_checkpointing": False,
+        "matryoshka_dims": [8],
+    }
+
+    def serve_config(*flags: str) -> ServeConfig:
+        return ServeConfig(**given_settings(ServeConfig, parser.parse_args(["serve", *flags])))
+
+    assert serve_config() == ServeConfig()
+    config = serve_config("--cors-origin", "a", "--cors-origin", "b", "--media-root", "m")
+    assert config.cors_origins == ("a", "b") and config.media_root == Path("m")
+    assert serve_config("--index", "").index is None and serve_config("--port", "9").port == 9

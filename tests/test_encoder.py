@@ -214,3 +214,41 @@ def test_on_error_reports_bad_items_and_encodes_the_rest(omni_encoder, media, mo
     np.testing.assert_allclose(vectors[[0, 2, 4]], expected, atol=2e-3)
     with pytest.raises(InputError, match="item 1"):
         omni_encoder.encode(items)
+
+
+def test_pooling_takes_each_rows_last_real_token():
+    from lcoemb.pooling import HiddenStates, at_positions, last_token, last_token_positions
+
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [1, 1, 0, 0]])  # left, none, right padding
+    positions = last_token_positions(mask)
+    assert positions.tolist() == [3, 3, 1]
+    states = torch.arange(3 * 4 * 2, dtype=torch.float32).view(3, 4, 2)
+    expected = torch.stack([states[0, 3], states[1, 3], states[2, 1]])
+    assert torch.equal(at_positions(states, positions), expected)
+    assert torch.equal(last_token(HiddenStates(states, positions)), expected)
+    layers = last_token(HiddenStates((states, 2 * states), positions))
+    assert torch.equal(layers, torch.stack([expected, 2 * expected]))
+
+
+def test_add_lora_attaches_a_seeded_trainable_adapter(omni_path):
+    """A fresh LoRA on every target module, trainable alone, initialised by its seed only."""
+    rng = torch.random.get_rng_state()
+    weights = []
+    for _ in range(2):
+        encoder = OmniEncoder.from_pretrained(omni_path, device="cpu")
+        model = encoder.add_lora(r=4, alpha=8, dropout=0.0, seed=3)
+        assert encoder.peft_model is model
+        adapted = {
+            name.split(".lora_A")[0].removeprefix("base_model.model.")
+            for name, _ in model.named_modules()
+            if ".lora_A" in name
+        }
+        assert adapted == set(encoder.backbone.lora_target_modules())
+        trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        assert trainable and all("lora_" in n for n in trainable)
+        weights.append(trainable)
+        with pytest.raises(ValueError, match="already loaded"):
+            encoder.add_lora(r=4, alpha=8)
+    assert torch.equal(torch.random.get_rng_state(), rng)  # the global random state is left alone
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])

@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5_VisionPatchEmbed
 
 from lcoemb.backbones.fastpath import patch_embed_as_grid
+from lcoemb.inputs import load_item
+from lcoemb.pooling import last_token
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
@@ -30,6 +32,10 @@ TEXTS = [
     "three",
     " ".join(["many words in a long text"] * 12),
 ]
+
+
+def _prepare(backbone):
+    return backbone.prepare([load_item(text, i) for i, text in enumerate(TEXTS)])
 
 
 def _common_prefix(inputs) -> int:
@@ -60,10 +66,10 @@ def test_fast_text_path_with_a_shared_prefix_equals_the_full_forward(
     monkeypatch.setattr(
         fastpath, "shared_prefix_length", lambda *a: shared.append(real(*a)) or shared[-1]
     )
-    inputs = enc.backbone.prepare(enc._load(TEXTS, range(len(TEXTS))))
+    inputs = _prepare(enc.backbone)
     with torch.inference_mode():
-        fast = enc.backbone.forward(inputs)
-        full = enc.backbone.forward(inputs, all_layers=True)[-1]
+        fast = last_token(enc.backbone.forward(inputs))
+        full = last_token(enc.backbone.forward(inputs, all_layers=True))[-1]
     if model == "vl":
         # Qwen2.5-VL numbers text positions through the left padding, so each row's prefix sits
         # at other positions: nothing is shared, and the vectors stay the model's own
@@ -90,32 +96,29 @@ def test_no_shared_prefix_for_one_row_or_a_short_one():
     assert shared_prefix_length(torch.zeros(2, 40, 8), pos, torch.tensor([40, 20])) == 19
 
 
-def test_fast_text_path_trains_like_the_full_forward_and_keeps_checkpointing(
-    omni_path, monkeypatch
-):
+def test_fast_text_path_trains_like_the_full_forward_and_keeps_checkpointing(omni_path):
     """Training embeds through the fast path: its gradients must be transformers' own, and with
     gradient checkpointing on, each layer must run again in the backward pass."""
     from lcoemb import OmniEncoder
-    from lcoemb.backbones import fastpath
 
     enc = OmniEncoder.from_pretrained(omni_path, device="cpu", dtype="float32")
     backbone = enc.backbone
     backbone.model.train()
     weight = backbone.language_model.layers[0].self_attn.q_proj.weight.requires_grad_(True)
-    inputs = backbone.prepare(enc._load(TEXTS, range(len(TEXTS))))
-    fast = torch.autograd.grad(backbone.forward(inputs).pow(2).sum(), weight)[0]
-    full = backbone.forward(inputs, all_layers=True)[-1].pow(2).sum()
+    inputs = _prepare(backbone)
+    fast = torch.autograd.grad(last_token(backbone.forward(inputs)).pow(2).sum(), weight)[0]
+    full = last_token(backbone.forward(inputs, all_layers=True))[-1].pow(2).sum()
     torch.testing.assert_close(fast, torch.autograd.grad(full, weight)[0], atol=1e-5, rtol=1e-4)
     assert fast.abs().sum() > 0
 
     calls = []
-    layer_fn = fastpath._layer
-    monkeypatch.setattr(fastpath, "_layer", lambda *a: calls.append(1) or layer_fn(*a))
-    loss = backbone.forward(inputs).pow(2).sum()
+    for layer in backbone.language_model.layers[:-1]:  # each runs its input norm once per pass
+        layer.input_layernorm.register_forward_hook(lambda *_: calls.append(1))
+    loss = last_token(backbone.forward(inputs)).pow(2).sum()
     assert len(calls) == len(backbone.language_model.layers) - 1  # no checkpointing yet
     backbone.enable_gradient_checkpointing()
     calls.clear()
-    loss = backbone.forward(inputs).pow(2).sum()
+    loss = last_token(backbone.forward(inputs)).pow(2).sum()
     forward_calls = len(calls)
     loss.backward()
     assert len(calls) == 2 * forward_calls  # every layer recomputed once
@@ -131,7 +134,7 @@ def test_fast_text_path_follows_the_models_attention_implementation(omni_path, m
     assert not eager.backbone.fast_text_path
 
     enc = OmniEncoder.from_pretrained(omni_path, device="cpu", dtype="bfloat16")
-    inputs = enc.backbone.prepare(enc._load(TEXTS, range(len(TEXTS))))
+    inputs = _prepare(enc.backbone)
     dtypes = []
     sdpa = F.scaled_dot_product_attention
     monkeypatch.setattr(
@@ -144,6 +147,6 @@ def test_fast_text_path_follows_the_models_attention_implementation(omni_path, m
         assert set(dtypes) == {torch.bfloat16}
         dtypes.clear()
         enc.backbone.use_float32_attention()
-        out = enc.backbone.forward(inputs)
+        out = last_token(enc.backbone.forward(inputs))
     assert dtypes and set(dtypes) == {torch.float32}
     assert out.dtype == torch.bfloat16

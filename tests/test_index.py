@@ -243,7 +243,7 @@ def test_cli_search_prints_a_table_and_json(tmp_path, omni_path, capsys):
 @pytest.mark.slow
 def test_text_search_finds_each_modality_on_the_embedded_default(tmp_path):
     """The README's demo: LCO-Mini finds generated images, speech, clips and notes by text."""
-    from lcoemb.mini.data import write_demo_folder
+    from lcoemb.synthetic import write_demo_folder
 
     files = write_demo_folder(tmp_path / "demo", n=4)
     index = Index.build(tmp_path / "demo", tmp_path / "idx", device="cpu")

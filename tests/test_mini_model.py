@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from lcoemb import Audio, OmniEncoder, Video
+from lcoemb import Audio, OmniEncoder, Video, synthetic
 from lcoemb.backbones import MiniBackbone
-from lcoemb.mini import data
+from lcoemb.inputs import LoadedItem
 from lcoemb.mini.model import LCOMini, LCOMiniConfig, load_smollm2
 
 
@@ -41,9 +41,9 @@ def test_folder_is_small_and_reloads_identically(mini, mini_dir, tmp_path):
 
 
 def test_every_modality_encodes_and_padding_does_not_move_positions(mini):
-    scene = data.scene(0)
-    speech = data.speech(0)
-    clip = data.clip(0)
+    scene = synthetic.scene(0)
+    speech = synthetic.speech(0)
+    clip = synthetic.clip(0)
     items = [
         "a red circle",
         scene.image,
@@ -70,7 +70,8 @@ def test_lora_targets_and_generation(mini):
 
 
 def test_prefix_cache_gives_the_uncached_loss(mini):
-    from lcoemb.mini.pretrain import TASKS, Example, PrefixCache, _media_embedding, batch_loss
+    from lcoemb.recipes.pretrain import Example, PrefixCache, batch_loss, media_embedding
+    from lcoemb.synthetic import TASKS
 
     backbone = mini.backbone
     torch.manual_seed(0)
@@ -83,10 +84,9 @@ def test_prefix_cache_gives_the_uncached_loss(mini):
         cached = batch_loss(backbone, examples, PrefixCache(backbone))
         seqs, labels = [], []
         for ex in examples:
-            modality, instruction = TASKS[ex.task]
-            content = [{"type": modality}, {"type": "text", "text": "\n" + instruction}]
-            text = backbone._template(content)
-            prompt = backbone._sequence(text, [_media_embedding(model, modality, ex)])
+            modality, instruction = TASKS[ex.task].modality, TASKS[ex.task].instruction
+            text = backbone.prompt(LoadedItem([(modality, None)]), suffix="\n" + instruction)
+            prompt = backbone.embed_prompt(text, [media_embedding(model, modality, ex)])
             target = torch.tensor(
                 tok(ex.target + tok.eos_token, add_special_tokens=False).input_ids
             )
@@ -104,7 +104,7 @@ def test_prefix_cache_gives_the_uncached_loss(mini):
 
 @pytest.mark.slow
 def test_pretrain_writes_weights_log_and_report(tmp_path):
-    from lcoemb.mini.pretrain import PretrainConfig, pretrain
+    from lcoemb.recipes.pretrain import PretrainConfig, pretrain
 
     config = PretrainConfig(
         output=str(tmp_path / "stage1"),
@@ -121,7 +121,7 @@ def test_pretrain_writes_weights_log_and_report(tmp_path):
     sizes = {**config.train_size, "scene-read": 8, "ocr-read": 8, "digit-read": 4}
     assert cached == sorted(f"{k}-v1-n{sizes[k]}.safetensors" for k in kinds)
     # a second run reads the features back instead of recomputing them (no towers run)
-    from lcoemb.mini.pretrain import build_examples
+    from lcoemb.recipes.pretrain import build_examples
 
     class Reads:  # stands in for the backbone: only its model's `reads` is asked
         model = type("M", (), {"reads": True})
@@ -146,7 +146,7 @@ def test_pretrain_resumes_exactly(tmp_path):
     newest complete checkpoint and ends with the same projectors as an uninterrupted run."""
     from safetensors.torch import load_file
 
-    from lcoemb.mini.pretrain import PretrainConfig, pretrain
+    from lcoemb.recipes.pretrain import PretrainConfig, pretrain
 
     def config(name: str, resume: bool = False) -> PretrainConfig:
         return PretrainConfig(
@@ -179,7 +179,7 @@ def test_pretrain_resumes_exactly(tmp_path):
     assert steps == [1, 2, 3, 4]
 
     # an intermediate checkpoint exports as a model folder with its own projectors
-    from lcoemb.mini.pretrain import export_checkpoint
+    from lcoemb.recipes.pretrain import export_checkpoint
 
     variant = export_checkpoint(out / "checkpoints" / "step-2", tmp_path / "variant")
     early = load_file(str(variant / "projectors.safetensors"))
@@ -188,7 +188,7 @@ def test_pretrain_resumes_exactly(tmp_path):
 
 
 def test_export_checkpoint_errors_name_the_folder(tmp_path):
-    from lcoemb.mini.pretrain import export_checkpoint
+    from lcoemb.recipes.pretrain import export_checkpoint
 
     with pytest.raises(FileNotFoundError, match="is not a stage-1 checkpoint"):
         export_checkpoint(tmp_path, tmp_path / "out")

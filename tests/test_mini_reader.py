@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from lcoemb.mini import data, reader
+from lcoemb import synthetic
+from lcoemb.mini import reader
 from lcoemb.mini.model import LCOMini, LCOMiniConfig
 from lcoemb.mini.towers import TowerUnavailableError
 
@@ -21,7 +22,7 @@ def text_reader() -> reader.TextReader:
 def _page(lines: list[str], size: int = 224, font_size: int = 28) -> Image.Image:
     image = Image.new("RGB", (size, size), (240, 236, 230))
     draw = ImageDraw.Draw(image)
-    font = data._font("DejaVuSans.ttf", font_size)
+    font = synthetic.font("DejaVuSans.ttf", font_size)
     for i, line in enumerate(lines):
         draw.text((12, 40 + i * 2 * font_size), line, fill=(20, 20, 90), font=font)
     return image
@@ -44,7 +45,7 @@ def test_reads_rendered_lines_in_reading_order(text_reader: reader.TextReader) -
 
 
 def test_one_token_per_read_character(text_reader: reader.TextReader) -> None:
-    images = [_page(["money door"]), data.scene(0, "test").image, _page(["cat"])]
+    images = [_page(["money door"]), synthetic.scene(0, "test").image, _page(["cat"])]
     tokens = text_reader(images)
     texts = text_reader.read(images)
     assert [t.shape[1] for t in tokens] == [reader.READ_HIDDEN] * 3
@@ -64,7 +65,7 @@ def test_held_out_ocr_images_are_mostly_read(text_reader: reader.TextReader) -> 
     images it gets most characters right (91 % similarity on 40 images when measured)."""
     import difflib
 
-    samples = data.dataset("ocr", "test", 12)
+    samples = synthetic.dataset("ocr", "test", 12)
     texts = text_reader.read([s.image for s in samples])
     ratio = [
         difflib.SequenceMatcher(None, s.text.lower(), t.replace("\n", " ").lower()).ratio()

@@ -36,7 +36,7 @@ def test_training_from_lco_mini_is_refused(tmp_path):
 
 
 def test_quickstart_end_to_end_with_a_tiny_budget(tmp_path, capsys):
-    from lcoemb.mini.quickstart import QuickstartConfig, quickstart
+    from lcoemb.recipes.quickstart import QuickstartConfig, quickstart
 
     out = tmp_path / "qs"
     report = quickstart(

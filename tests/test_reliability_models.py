@@ -18,7 +18,7 @@ from lcoemb.mini.model import LM_WEIGHTS_NAME, MARKERS
 from lcoemb.mini.registry import EMBEDDED
 from lcoemb.training.merge import merge_adapter
 
-LCO_ADAPTER = EMBEDDED["lco-mini"][1]
+LCO_ADAPTER = EMBEDDED["lco-mini"].adapter
 TEXTS = ["a red circle on a white table", "the cat sleeps on the sofa", "quarterly revenue grew"]
 
 

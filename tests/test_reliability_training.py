@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 from lcoemb.cli import main
-from lcoemb.mini import pretrain
 from lcoemb.mini.model import CONFIG_NAME, WEIGHTS_NAME
+from lcoemb.recipes import pretrain
 from lcoemb.training import ImageRef, Triplet
 from lcoemb.training import checkpoints as ckpt
 from lcoemb.training.config import TrainConfig
@@ -244,7 +244,7 @@ def test_stage1_checkpoints_load_as_plain_tensors_and_code_is_refused(tmp_path):
     optimizer.step()
     scheduler.step()
     rng = random.Random(0)
-    pretrain._save(tmp_path / "run", 1, model, optimizer, scheduler, rng, None)
+    pretrain.save_state(tmp_path / "run", 1, model, optimizer, scheduler, rng, None)
     checkpoint = tmp_path / "run" / "checkpoints" / "step-1"
 
     # everything stage 1 saves (projectors, optimiser, scheduler, the torch RNG as a ByteTensor)
@@ -252,7 +252,7 @@ def test_stage1_checkpoints_load_as_plain_tensors_and_code_is_refused(tmp_path):
     restored = _Projectors()
     optimizer2, scheduler2 = _stage1_training(restored)
     rng2 = random.Random(1)
-    assert pretrain._resume(tmp_path / "run", restored, optimizer2, scheduler2, rng2) == 1
+    assert pretrain.resume_state(tmp_path / "run", restored, optimizer2, scheduler2, rng2) == 1
     assert torch.equal(restored.image_projector.weight, model.image_projector.weight)
     assert scheduler2.last_epoch == 1 and rng2.getstate() == rng.getstate()
     assert torch.equal(
@@ -267,7 +267,7 @@ def test_stage1_checkpoints_load_as_plain_tensors_and_code_is_refused(tmp_path):
     with pytest.raises(ValueError, match="refused: not a plain tensor file"):
         pretrain.export_checkpoint(checkpoint, tmp_path / "exported-again")
     with pytest.raises(ValueError, match="refused: not a plain tensor file"):
-        pretrain._resume(tmp_path / "run", restored, optimizer2, scheduler2, rng2)
+        pretrain.resume_state(tmp_path / "run", restored, optimizer2, scheduler2, rng2)
     assert not marker.exists()
 
 

@@ -24,8 +24,8 @@ from starlette.testclient import TestClient
 
 from lcoemb.index import Index
 from lcoemb.index.index import IndexSettingsError
-from lcoemb.mini.data import write_demo_folder
 from lcoemb.serving import ServeConfig, create_app
+from lcoemb.synthetic import write_demo_folder
 from tests.test_serving import API_KEY, _free_port, audio_part, wait_until_ready
 
 CHROMIUM = "/usr/bin/chromium"

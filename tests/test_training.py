@@ -471,3 +471,25 @@ def test_deepspeed_config_is_checked(tmp_path):
         deepspeed_config(str(path), **kw)
     with pytest.raises(FileNotFoundError, match="or use 'zero2'"):
         deepspeed_config(str(tmp_path / "missing.json"), **kw)
+
+
+def test_a_recipe_derives_its_settings_from_train_config():
+    """A subclass with other defaults and fields of its own is checked like TrainConfig and
+    turns back into the plain settings of a run; dataclasses.replace works too."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Recipe(TrainConfig):
+        lr: float = 1e-3
+        lora_r: int = 16
+        n_eval: int = 50
+
+    recipe = Recipe(output="out")
+    assert (recipe.lr, recipe.lora_r, recipe.batch_size, recipe.n_eval) == (1e-3, 16, 1056, 50)
+    plain = recipe.train_config(max_steps=60)
+    assert type(plain) is TrainConfig and "n_eval" not in plain.to_dict()
+    assert (plain.lr, plain.lora_r, plain.max_steps, plain.output) == (1e-3, 16, 60, "out")
+    with pytest.raises(ValueError, match="lora_r must be >= 1"):
+        Recipe(lora_r=0)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        dataclasses.replace(recipe, temperature=0)

@@ -28,6 +28,7 @@ import numpy as np
 
 from lcoemb.analysis import metrics
 from lcoemb.inputs import InputError, item_from_record
+from lcoemb.synthetic import as_input, dataset
 
 MEDIA = ("image", "audio", "video")
 ALIGNMENT_METRICS: dict[str, Callable[..., float]] = {
@@ -88,9 +89,7 @@ def read_pairs(path: str | Path) -> Pairs:
 
 def offline_pairs(n: int = 200, modalities: Sequence[str] = MEDIA) -> Pairs:
     """``n`` held-out generated pairs per modality: scenes and captions, espeak-ng speech and its
-    text, clips and their descriptions (:mod:`lcoemb.mini.data`, ``test`` split)."""
-    from lcoemb.mini.data import as_input, dataset
-
+    text, clips and their descriptions (:mod:`lcoemb.synthetic`, ``test`` split)."""
     media: dict[str, list[Any]] = {}
     texts: dict[str, list[str]] = {}
     for modality in modalities:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoConfig
 
 from lcoemb.backbones.base import Backbone, HFChatBackbone, ModalityError
 from lcoemb.backbones.mini import MiniBackbone
@@ -39,8 +40,6 @@ def load_backbone(
     if local.is_file():  # read directly: AutoConfig does not know lcoemb's own model types
         model_type = json.loads(local.read_text()).get("model_type", "")
     else:
-        from transformers import AutoConfig
-
         model_type = AutoConfig.from_pretrained(os.fspath(name_or_path)).model_type
     return backbone_class(model_type).from_pretrained(
         name_or_path, device=device, dtype=dtype, attn_implementation=attn_implementation, **kwargs

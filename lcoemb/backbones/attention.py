@@ -15,6 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from transformers import AttentionInterface, AttentionMaskInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import sdpa_mask
 
 #: the name this function is registered under in transformers' attention interfaces
 FLOAT32_SDPA = "lcoemb_sdpa_float32"
@@ -41,8 +44,6 @@ def _sdpa_float32(
     attention_mask: torch.Tensor | None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return sdpa_attention_forward(module, q, k, v, attention_mask, **kwargs)[0]
 
@@ -52,9 +53,6 @@ def _sdpa_float32(
 def register_float32_sdpa() -> str:
     """Register :data:`FLOAT32_SDPA` with transformers (attention and its SDPA-style mask);
     idempotent. Returns the name to pass to ``set_attn_implementation``."""
-    from transformers import AttentionInterface, AttentionMaskInterface
-    from transformers.masking_utils import sdpa_mask
-
     AttentionInterface.register(FLOAT32_SDPA, _sdpa_float32)
     AttentionMaskInterface.register(FLOAT32_SDPA, sdpa_mask)
     return FLOAT32_SDPA

@@ -1,8 +1,19 @@
-"""The backbone interface, and its implementation for Hugging Face chat MLLMs.
+"""The backbone interface, its shared behaviour, and its implementation for Hugging Face chat
+MLLMs.
 
-A backbone knows one model family: how to turn decoded items into processor inputs, how to run
-the forward pass to hidden states, and how to generate. It knows nothing about pooling into
-vectors, losses or indexes; those live in :mod:`lcoemb.encoder` and :mod:`lcoemb.training`.
+A backbone knows one model family: how a user turn (:func:`lcoemb.prompts.build_content`) is
+templated, how decoded items become model inputs, how the forward pass runs to hidden states,
+and how to generate. Its forward pass returns :class:`~lcoemb.pooling.HiddenStates`: the states
+and the position of each row to pool. Pooling and normalisation themselves live in
+:mod:`lcoemb.pooling` and are applied by :class:`~lcoemb.encoder.OmniEncoder`; losses and
+indexes know nothing of backbones.
+
+:class:`Backbone` holds what every family shares: text truncation, item checks, the prompt,
+LoRA targets (every Linear under :attr:`Backbone.language_model_prefix`), gradient checkpointing
+and the forward pass of a transformers decoder. A family module adds loading, saving, its chat
+template, how media reach the model (:meth:`Backbone.model_inputs`) and generation;
+:class:`HFChatBackbone` does that for transformers ``*ForConditionalGeneration`` checkpoints,
+so a Qwen family is a dozen lines.
 """
 
 from __future__ import annotations
@@ -15,8 +26,18 @@ from typing import Any, ClassVar
 import torch
 
 from lcoemb.backbones import fastpath
+from lcoemb.backbones.attention import register_float32_sdpa
+from lcoemb.devices import default_device
 from lcoemb.inputs import InputError, LoadedItem, Modality
-from lcoemb.prompts import build_messages
+from lcoemb.pooling import HiddenStates, last_token_positions
+from lcoemb.prompts import build_content
+
+__all__ = [
+    "DEFAULT_MAX_TEXT_TOKENS",
+    "Backbone",
+    "HFChatBackbone",
+    "ModalityError",
+]
 
 #: Reference text cap: more token ids than this and the text is cut (mteb ``LCOEmbedding``).
 DEFAULT_MAX_TEXT_TOKENS = 300
@@ -26,35 +47,20 @@ class ModalityError(InputError):
     """The backbone has no tower for a modality the item contains."""
 
 
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def fast_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 much faster than float32: CUDA with bf16 support, or a
-    CPU with AMX or AVX-512 bf16 (several times faster there, through autocast)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    cpu = torch._C._cpu
-    return device.type == "cpu" and (
-        cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported()
-    )
-
-
 class Backbone(ABC):
     """One MLLM family behind a uniform interface.
 
-    Subclasses set :attr:`family`, :attr:`model_types` (config ``model_type`` values they load)
-    and :attr:`modalities`, and implement :meth:`prepare`, :meth:`forward` and :meth:`generate`.
+    Subclasses set :attr:`family`, :attr:`model_types` (config ``model_type`` values they load),
+    :attr:`modalities` and :attr:`language_model_prefix`, and implement :meth:`from_pretrained`,
+    :attr:`language_model`, :meth:`template`, :meth:`model_inputs` and :meth:`generate`.
     """
 
     family: ClassVar[str]
     model_types: ClassVar[tuple[str, ...]]
     modalities: ClassVar[frozenset[Modality]]
+    #: where the language model's decoder layers live inside :attr:`model`; LoRA adapts every
+    #: Linear under it
+    language_model_prefix: ClassVar[str]
 
     model: torch.nn.Module
     name_or_path: str
@@ -79,11 +85,28 @@ class Backbone(ABC):
 
     @property
     @abstractmethod
-    def hidden_size(self) -> int: ...
+    def language_model(self) -> Any:
+        """The decoder (a transformers ``PreTrainedModel``) whose Linears LoRA adapts."""
 
     @property
-    @abstractmethod
-    def num_layers(self) -> int: ...
+    def transformers_model(self) -> Any:
+        """The transformers ``PreTrainedModel`` this backbone runs, with its LM head: by default
+        :attr:`model` itself. Its ``model`` attribute (the same without the head) gives the
+        hidden states; it owns gradient checkpointing and the KV-cache setting."""
+        return self.model
+
+    @property
+    def text_config(self) -> Any:
+        """The language model's configuration (hidden size, number of layers)."""
+        return self.language_model.config
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.text_config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.text_config.num_hidden_layers)
 
     def truncate_text(self, text: str) -> str:
         """Cut ``text`` to :attr:`max_text_tokens` token ids, decoding the kept prefix (as the
@@ -102,29 +125,33 @@ class Backbone(ABC):
         parts = [(m, self.truncate_text(v) if m == "text" else v) for m, v in item.parts]
         return LoadedItem(parts, item.interleaved)
 
+    # ------------------------------------------------------------------ training
+
     def enable_gradient_checkpointing(self) -> None:
         """Recompute activations in the backward pass (training); disables the KV cache."""
-        self.model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
-        self.model.config.use_cache = False
-
-    @property
-    @abstractmethod
-    def language_model(self) -> Any:
-        """The decoder (a transformers ``PreTrainedModel``) whose Linears LoRA adapts."""
+        model = self.transformers_model
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
 
     def use_float32_attention(self) -> None:
         """Compute the language model's attention in float32 (see
         :mod:`lcoemb.backbones.attention`): the fast choice for bf16 training on CPU."""
-        from lcoemb.backbones.attention import register_float32_sdpa
-
         self.language_model.set_attn_implementation(register_float32_sdpa())
 
-    @abstractmethod
     def lora_target_modules(self) -> list[str]:
-        """Names of the modules LoRA adapts: every Linear of the language model except the LM
-        head. Vision and audio towers and their projectors stay frozen (the reference recipe)."""
+        """Names of the modules LoRA adapts: every Linear under :attr:`language_model_prefix`
+        (the language model's, without the LM head). Vision and audio towers and their
+        projectors stay frozen (the reference recipe)."""
+        names = []
+        for name, module in self.model.named_modules():
+            if not isinstance(module, torch.nn.Linear) or ".lora_" in name:
+                continue
+            name = name.removesuffix(".base_layer")  # already adapted by peft
+            if name.startswith(self.language_model_prefix):
+                names.append(name)
+        return names
+
+    # ------------------------------------------------------------------ inputs
 
     def check_item(self, item: LoadedItem, index: int) -> None:
         """Raise an :class:`~lcoemb.inputs.InputError` naming ``index`` if this backbone cannot
@@ -139,13 +166,41 @@ class Backbone(ABC):
             )
 
     @abstractmethod
-    def prepare(self, items: list[LoadedItem], instruction: str | None = None) -> dict[str, Any]:
-        """Processor inputs (tensors on :attr:`device`) for a batch of items."""
+    def template(self, messages: list[dict[str, Any]]) -> str:
+        """The chat-templated text of ``messages`` with the generation prompt, each medium
+        standing as this family's placeholder for it."""
+
+    def prompt(
+        self, item: LoadedItem, instruction: str | None = None, *, suffix: str | None = None
+    ) -> str:
+        """The templated text the model reads for ``item``: one user turn
+        (:func:`lcoemb.prompts.build_content`; ``suffix`` is the generation prompt when
+        generating) in this family's chat template."""
+        content = build_content(item, instruction, suffix=suffix)
+        return self.template([{"role": "user", "content": content}])
 
     @abstractmethod
-    def forward(self, inputs: dict[str, Any], *, all_layers: bool = False) -> torch.Tensor:
-        """Last-token hidden states: ``(B, d)`` from the final layer (after the final norm), or
-        ``(num_layers + 1, B, d)`` for the embedding output and every layer with ``all_layers``."""
+    def model_inputs(self, texts: list[str], items: list[LoadedItem]) -> dict[str, Any]:
+        """Model inputs (tensors on :attr:`device`, left-padded, with an ``attention_mask``) for
+        templated prompts and the media of ``items``, in order: one prompt per item."""
+
+    def prepare(self, items: list[LoadedItem], instruction: str | None = None) -> dict[str, Any]:
+        """Model inputs for embedding a batch of items (texts cut to :attr:`max_text_tokens`)."""
+        texts = [self.prompt(self.truncate_item(item), instruction) for item in items]
+        return self.model_inputs(texts, items)
+
+    # ------------------------------------------------------------------ running
+
+    def forward(self, inputs: dict[str, Any], *, all_layers: bool = False) -> HiddenStates:
+        """The final layer's hidden states (after the final norm), or with ``all_layers`` the
+        embedding output and every layer's, and the position of each row to pool."""
+        # The model without its LM head (for a multimodal model, the part that merges media
+        # embeddings and computes positions): an embedding never needs vocabulary-sized logits.
+        out = self.transformers_model.model(
+            **inputs, output_hidden_states=all_layers, use_cache=False, return_dict=True
+        )
+        states = out.hidden_states if all_layers else out.last_hidden_state
+        return HiddenStates(states, last_token_positions(inputs["attention_mask"]))
 
     @abstractmethod
     def generate(
@@ -174,7 +229,6 @@ class HFChatBackbone(Backbone):
 
     model_class: ClassVar[Any]
     processor_class: ClassVar[Any]
-    #: where the language model's decoder lives inside ``model``
     language_model_prefix: ClassVar[str] = "model.language_model."
     #: processor argument name for each media modality
     processor_args: ClassVar[dict[str, str]] = {"image": "images", "video": "videos"}
@@ -229,14 +283,6 @@ class HFChatBackbone(Backbone):
         return self.model.config.get_text_config()
 
     @property
-    def hidden_size(self) -> int:
-        return int(self.text_config.hidden_size)
-
-    @property
-    def num_layers(self) -> int:
-        return int(self.text_config.num_hidden_layers)
-
-    @property
     def tokenizer(self) -> Any:
         return self.processor.tokenizer
 
@@ -244,17 +290,7 @@ class HFChatBackbone(Backbone):
     def language_model(self) -> Any:
         return self.model.model.language_model
 
-    def lora_target_modules(self) -> list[str]:
-        names = []
-        for name, module in self.model.named_modules():
-            if not isinstance(module, torch.nn.Linear) or ".lora_" in name:
-                continue
-            name = name.removesuffix(".base_layer")  # already adapted by peft
-            if name.startswith(self.language_model_prefix):
-                names.append(name)
-        return names
-
-    def _template(self, messages: list[dict[str, Any]]) -> str:
+    def template(self, messages: list[dict[str, Any]]) -> str:
         return self.processor.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )
@@ -276,7 +312,8 @@ class HFChatBackbone(Backbone):
             kwargs["images_kwargs"] = {"max_pixels": self.max_image_pixels}
         return kwargs
 
-    def _processor_inputs(self, texts: list[str], items: list[LoadedItem]) -> dict[str, Any]:
+    def model_inputs(self, texts: list[str], items: list[LoadedItem]) -> dict[str, Any]:
+        """The processor's output for the prompts and the items' media."""
         with self._tokenizer_lock:
             batch = self.processor(
                 text=texts, padding=True, return_tensors="pt", **self._media_kwargs(items)
@@ -286,12 +323,6 @@ class HFChatBackbone(Backbone):
     def truncate_text(self, text: str) -> str:
         with self._tokenizer_lock:
             return super().truncate_text(text)
-
-    def prepare(self, items: list[LoadedItem], instruction: str | None = None) -> dict[str, Any]:
-        texts = [
-            self._template(build_messages(self.truncate_item(item), instruction)) for item in items
-        ]
-        return self._processor_inputs(texts, items)
 
     def enable_fast_path(self) -> None:
         """Install the inference fast paths of :mod:`lcoemb.backbones.fastpath` on this model
@@ -305,32 +336,20 @@ class HFChatBackbone(Backbone):
         if visual is not None:
             visual.patch_embed.forward = fastpath.patch_embed_as_grid(visual.patch_embed)
 
-    def forward(self, inputs: dict[str, Any], *, all_layers: bool = False) -> torch.Tensor:
-        # The inner multimodal model: merges media embeddings and computes (M-)RoPE positions,
-        # but skips the LM head, whose vocabulary-sized logits an embedding never needs.
-        if self.fast_text_path and not all_layers:
-            with fastpath.last_token_only():
-                out = self.model.model(**inputs, use_cache=False, return_dict=True)
-            return out.last_hidden_state[:, -1]
-        out = self.model.model(
-            **inputs, output_hidden_states=all_layers, use_cache=False, return_dict=True
-        )
-        if all_layers:
-            return torch.stack([h[:, -1] for h in out.hidden_states])
-        return out.last_hidden_state[:, -1]
+    def forward(self, inputs: dict[str, Any], *, all_layers: bool = False) -> HiddenStates:
+        """As :meth:`Backbone.forward`; with the fast text path, the final layer is computed for
+        the pooled token only, which the states then hold alone, at position 0."""
+        if all_layers or not self.fast_text_path:
+            return super().forward(inputs, all_layers=all_layers)
+        with fastpath.last_token_only():
+            out = self.model.model(**inputs, use_cache=False, return_dict=True)
+        states = out.last_hidden_state  # (B, 1, d)
+        return HiddenStates(states, states.new_zeros(len(states), dtype=torch.long))
 
     def generate(
         self, items: list[LoadedItem], prompt: str, *, max_new_tokens: int = 32, **kwargs: Any
     ) -> list[str]:
-        texts = []
-        for item in items:
-            content = [
-                {"type": "text", "text": v} if m == "text" else {"type": m, m: "placeholder"}
-                for m, v in item.parts
-            ]
-            content.append({"type": "text", "text": prompt})
-            texts.append(self._template([{"role": "user", "content": content}]))
-        inputs = self._processor_inputs(texts, items)
+        inputs = self.model_inputs([self.prompt(item, suffix=prompt) for item in items], items)
         kwargs.setdefault("do_sample", False)
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, **kwargs)

@@ -8,8 +8,9 @@
     input starts with the chat template's system turn (~40 tokens with Qwen's tokenizer), and a
     causal decoder's states for a shared prefix do not depend on what follows; the other tokens
     attend to the prefix's keys and values.
-  - The final layer computes its query, attention output and MLP for the last real token only:
-    the only row an embedding reads.
+  - The final layer computes its query, attention output and MLP for the pooled token only
+    (each row's last real token, picked by :func:`lcoemb.pooling.last_token_positions` and
+    taken by :func:`lcoemb.pooling.at_positions`): the only row an embedding reads.
 
   Each layer runs through the layer's own modules (norms, projections, MLP), so an unmerged peft
   LoRA adapter works unchanged, and training through this path (:meth:`OmniEncoder.embed`)
@@ -38,6 +39,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from lcoemb.backbones.attention import FLOAT32_SDPA, in_float32
+from lcoemb.pooling import at_positions, last_token_positions
 
 #: Whether the current call wants last-token states only. A context variable, not a flag on the
 #: model: every thread (and asyncio task) has its own value, so concurrent encodes on one model
@@ -123,17 +125,20 @@ def _layer(layer: Any, h: torch.Tensor, cos, sin, p: int, b: int) -> torch.Tenso
 
 
 def _last_layer(layer: Any, h: torch.Tensor, cos, sin, p: int, b: int, last: torch.Tensor):
-    """The final decoder layer for the last real token of each row (``last`` indexes a row's own
+    """The final decoder layer for the pooled token of each row (``last`` indexes a row's own
     tokens): keys and values for all tokens; query, attention output and MLP for ``b``."""
     attn = layer.self_attn
     x = layer.input_layernorm(h)
     k, v = _row_keys_values(*_keys_values(attn, x, cos, sin), p, b)
     m = (len(x) - p) // b
-    idx = p + torch.arange(b, device=h.device) * m + last  # packed index of each last token
-    q = _rope(attn.q_proj(x[idx]).view(b, -1, attn.head_dim), cos[idx], sin[idx])
+
+    def pooled(t: torch.Tensor) -> torch.Tensor:  # packed (p + b*m, ...) -> each row's (b, ...)
+        return at_positions(t[p:].view(b, m, *t.shape[1:]), last)
+
+    q = _rope(attn.q_proj(pooled(x)).view(b, -1, attn.head_dim), pooled(cos), pooled(sin))
     keep = torch.arange(p + m, device=h.device)[None] <= (p + last)[:, None]
     o = _sdpa(attn, q[:, :, None], k, v, keep[:, None, None])
-    r = h[idx] + attn.o_proj(o.reshape(b, -1))
+    r = pooled(h) + attn.o_proj(o.reshape(b, -1))
     return r + layer.mlp(layer.post_attention_layernorm(r))
 
 
@@ -161,7 +166,7 @@ def supports_fast_path(text_model: Any) -> bool:
 
 def last_token_states(text_model: Any):
     """A drop-in ``forward`` for a Qwen2.5 text model whose ``last_hidden_state`` is ``(B, 1, d)``:
-    the final-norm state of each row's last real token (rows must be left-padded)."""
+    the final-norm state of each row's pooled token (rows must be left-padded)."""
 
     def forward(
         attention_mask: torch.Tensor | None = None,
@@ -183,6 +188,7 @@ def last_token_states(text_model: Any):
         src = (torch.arange(n, device=lengths.device)[None] + (n - lengths)[:, None]) % n
         h = inputs_embeds.gather(1, src[..., None].expand(-1, -1, d))
         pos = position_ids.gather(2, src[None].expand(position_ids.shape[0], -1, -1))
+        last = last_token_positions(attention_mask.gather(1, src))  # right-aligned: length - 1
         cos, sin = text_model.rotary_emb(h, pos)
         p = shared_prefix_length(h, pos, lengths)
 
@@ -196,7 +202,7 @@ def last_token_states(text_model: Any):
                 h = checkpoint(_layer, layer, h, cos, sin, p, b, use_reentrant=False)
             else:
                 h = _layer(layer, h, cos, sin, p, b)
-        h = _last_layer(text_model.layers[-1], h, cos, sin, p, b, lengths - 1 - p)
+        h = _last_layer(text_model.layers[-1], h, cos, sin, p, b, last - p)
         return BaseModelOutputWithPast(last_hidden_state=text_model.norm(h)[:, None])
 
     return forward

@@ -1,4 +1,10 @@
-"""LCO-Mini behind the backbone interface: the embedded default backbone (see lcoemb.mini)."""
+"""LCO-Mini behind the backbone interface: the embedded default backbone (see lcoemb.mini).
+
+What it shares with every backbone (the prompt, LoRA targets, gradient checkpointing, the
+forward pass to hidden states) comes from :class:`~lcoemb.backbones.base.Backbone`; this module
+adds loading and saving, SmolLM2's chat template with media markers, and media embeddings
+spliced into the prompt through ``inputs_embeds``.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,12 @@ from typing import Any
 import PIL.Image
 import torch
 
-from lcoemb.backbones.base import DEFAULT_MAX_TEXT_TOKENS, Backbone, default_device
+from lcoemb.backbones.base import DEFAULT_MAX_TEXT_TOKENS, Backbone
+from lcoemb.devices import default_device
 from lcoemb.inputs import InputError, LoadedItem
 from lcoemb.mini.model import MARKERS, MODEL_TYPE, LCOMini, LCOMiniConfig, load_smollm2
-from lcoemb.prompts import build_content
+from lcoemb.mini.reader import load_text_reader
+from lcoemb.mini.towers import load_audio_tower, load_image_tower
 
 _SPLIT = re.compile("(" + "|".join(re.escape(m) for m in MARKERS.values()) + ")")
 _MODALITY_OF = {marker: modality for modality, marker in MARKERS.items()}
@@ -48,6 +56,7 @@ class MiniBackbone(Backbone):
     family = "lco_mini"
     model_types = (MODEL_TYPE,)
     modalities = frozenset({"text", "image", "audio", "video"})
+    language_model_prefix = "lm.model.layers."
 
     def __init__(
         self,
@@ -103,38 +112,18 @@ class MiniBackbone(Backbone):
                 )
 
     @property
-    def hidden_size(self) -> int:
-        return int(self.model.lm.config.hidden_size)
-
-    @property
-    def num_layers(self) -> int:
-        return int(self.model.lm.config.num_hidden_layers)
-
-    @property
     def language_model(self) -> Any:
         return self.model.lm
 
-    def lora_target_modules(self) -> list[str]:
-        names = []
-        for name, module in self.model.named_modules():
-            if isinstance(module, torch.nn.Linear) and ".lora_" not in name:
-                name = name.removesuffix(".base_layer")
-                if name.startswith("lm.model.layers."):
-                    names.append(name)
-        return names
-
-    def enable_gradient_checkpointing(self) -> None:
-        self.model.lm.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
-        self.model.lm.config.use_cache = False
+    @property
+    def transformers_model(self) -> Any:
+        """SmolLM2 (the towers and projectors around it are not transformers modules)."""
+        return self.model.lm
 
     # ------------------------------------------------------------------ inputs
 
     def _media_embeddings(self, items: list[LoadedItem]) -> list[list[torch.Tensor]]:
         """Per item, the embeddings of its media parts in order; towers run once per batch."""
-        from lcoemb.mini.towers import load_audio_tower, load_image_tower
-
         frames: list[PIL.Image.Image] = []
         waves = []
         for item in items:
@@ -177,23 +166,19 @@ class MiniBackbone(Backbone):
         read, so the reading tower is never loaded for it."""
         if not self.model.reads or not images:
             return [None] * len(images)
-        from lcoemb.mini.reader import load_text_reader
-
         return [t.to(self.device) for t in load_text_reader()(images)]
 
-    def prompt(self, item: LoadedItem, instruction: str | None = None) -> str:
-        """The templated string the LM reads for ``item``, with a marker where each medium's
-        embeddings go (what a text-only peer must be fed to see the same tokens)."""
-        return self._template(build_content(item, instruction))
-
-    def _template(self, content: list[dict[str, Any]]) -> str:
+    def template(self, messages: list[dict[str, Any]]) -> str:
+        """SmolLM2's chat template; it takes string content, so each medium is its marker."""
+        messages = [{**m, "content": _content_to_text(m["content"])} for m in messages]
         return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": _content_to_text(content)}],
-            tokenize=False,
-            add_generation_prompt=True,
+            messages, tokenize=False, add_generation_prompt=True
         )
 
-    def _sequence(self, text: str, media: list[torch.Tensor]) -> torch.Tensor:
+    def embed_prompt(self, text: str, media: list[torch.Tensor]) -> torch.Tensor:
+        """The LM input embeddings ``(n, d)`` of a templated prompt (:meth:`prompt`), each media
+        marker replaced by the next of ``media`` (its ``(tokens, d)`` embeddings), in the input
+        embeddings' dtype. What :meth:`model_inputs` batches, and what a recipe feeds the LM."""
         pieces, media_iter = [], iter(media)
         embed = self.model.input_embeddings
         for piece in _SPLIT.split(text):
@@ -216,36 +201,21 @@ class MiniBackbone(Backbone):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": positions}
 
+    def model_inputs(self, texts: list[str], items: list[LoadedItem]) -> dict[str, Any]:
+        """``inputs_embeds`` (the prompts with the items' media spliced in), the mask and
+        positions that skip the left padding."""
+        media = self._media_embeddings(items)
+        return self._batch([self.embed_prompt(text, m) for text, m in zip(texts, media)])
+
     def prepare(self, items: list[LoadedItem], instruction: str | None = None) -> dict[str, Any]:
         _refuse_marker(instruction, "instruction")
-        items = [self.truncate_item(item) for item in items]
-        media = self._media_embeddings(items)
-        return self._batch(
-            [self._sequence(self.prompt(item, instruction), m) for item, m in zip(items, media)]
-        )
-
-    def forward(self, inputs: dict[str, Any], *, all_layers: bool = False) -> torch.Tensor:
-        out = self.model.lm.model(
-            **inputs, output_hidden_states=all_layers, use_cache=False, return_dict=True
-        )
-        if all_layers:
-            return torch.stack([h[:, -1] for h in out.hidden_states])
-        return out.last_hidden_state[:, -1]
+        return super().prepare(items, instruction)
 
     def generate(
         self, items: list[LoadedItem], prompt: str, *, max_new_tokens: int = 32, **kwargs: Any
     ) -> list[str]:
         _refuse_marker(prompt, "prompt")
-        media = self._media_embeddings(items)
-        sequences = []
-        for item, m in zip(items, media):
-            content = [
-                {"type": "text", "text": v} if mod == "text" else {"type": mod}
-                for mod, v in item.parts
-            ]
-            content.append({"type": "text", "text": prompt})
-            sequences.append(self._sequence(self._template(content), m))
-        batch = self._batch(sequences)
+        batch = self.model_inputs([self.prompt(item, suffix=prompt) for item in items], items)
         batch.pop("position_ids")  # generate derives positions from the mask itself
         kwargs.setdefault("do_sample", False)
         with torch.inference_mode():

@@ -1,8 +1,11 @@
 """Evaluation: mteb integration (:class:`MTEBEncoder`, benchmarks by name, ``lcoemb eval``), the
-offline four-modality benchmark, and retrieval metrics for quick checks.
+offline four-modality benchmark over :mod:`lcoemb.synthetic` (:mod:`~lcoemb.evaluation.offline`),
+and, without mteb, held-out generation scores (:mod:`~lcoemb.evaluation.generation`) and
+retrieval metrics with the quick retrieval check (:mod:`~lcoemb.evaluation.retrieval`).
 
-mteb is an optional dependency (``pip install 'lcoemb[eval]'``). The names below are imported on
-first use, so :mod:`lcoemb.evaluation.retrieval` works without it.
+mteb is an optional dependency (``pip install 'lcoemb[eval]'``). The names below need it and are
+imported on first use, so :mod:`lcoemb.evaluation.generation` and
+:mod:`lcoemb.evaluation.retrieval` work without it.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ dataset hub.
 
 Each task is an mteb ``AbsTask`` subclass with its own ``load_data``; mteb runs it exactly like
 a hub task (same evaluators, same scores, same result files). The data comes from the
-deterministic generators of :mod:`lcoemb.mini.data` (``test`` split, never used in training)
-and :mod:`lcoemb.evaluation.pages`, and is cached as ``datasets`` folders under
+deterministic generators of :mod:`lcoemb.synthetic` (``test`` split, never used in training;
+document pages from :mod:`lcoemb.synthetic.pages`), and is cached as ``datasets`` folders under
 ``$LCOEMB_CACHE/offline`` (default ``~/.cache/lcoemb/offline``), keyed by :data:`OFFLINE_VERSION`.
 
 ============================  ======================  ========================================
@@ -28,7 +28,6 @@ Retrieval relevance is by text: every document whose caption equals the query's 
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 from collections.abc import Callable
@@ -36,15 +35,24 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.sts import AbsTaskSTS
 from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.abstasks.zeroshot_classification import AbsTaskZeroShotClassification
 
-from lcoemb.evaluation.pages import LANGUAGES, PAGES_VERSION
-from lcoemb.mini.data import DATA_VERSION, DIGIT_NAMES, SHAPES, parse_description
+from lcoemb.evaluation.retrieval import relevance_by_text
+from lcoemb.synthetic import (
+    DATA_VERSION,
+    DIGIT_NAMES,
+    SHAPES,
+    TASKS,
+    dataset,
+    mp4_bytes,
+    parse_description,
+    triplets,
+)
+from lcoemb.synthetic.pages import LANGUAGES, PAGES_VERSION, page
 
 OFFLINE_VERSION = "1"
 BENCHMARK_NAME = "offline"
@@ -95,8 +103,6 @@ def _cached(name: str, build: Any) -> datasets.DatasetDict:
 
 def _qrels(query_ids: list[str], doc_ids: list[str], texts: list[str]) -> dict:
     """Relevance by text: query i's relevant documents are those whose text equals its own."""
-    from lcoemb.evaluation.retrieval import relevance_by_text
-
     relevant = relevance_by_text(texts, texts)
     return {q: {doc_ids[j]: 1 for j in sorted(rel)} for q, rel in zip(query_ids, relevant)}
 
@@ -111,36 +117,20 @@ def _split(queries: datasets.Dataset, corpus: datasets.Dataset, qrels: dict) -> 
     }
 
 
-def _mp4(frames: list[np.ndarray], fps: float) -> bytes:
-    """H.264 mp4 bytes of a clip (near-lossless, crf 18), as video datasets ship them."""
-    import av
-
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as container:
-        stream = container.add_stream("h264", rate=int(fps))
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return buf.getvalue()
-
-
 # --------------------------------------------------------------------------- set builders
 
 
 def _media_text_set(kind: str, n: int) -> datasets.DatasetDict:
-    """``n`` test samples of a generator kind: one media column and ``text``."""
-    from lcoemb.mini.data import dataset
-
+    """``n`` test samples of a generator kind: one media column and ``text``. Clips are stored
+    as near-lossless H.264 mp4, as video datasets ship them."""
     samples = dataset(kind, _SPLIT, n)
-    if kind == "speech":
+    modality = TASKS[kind].modality
+    if modality == "audio":
         column, feature = "audio", datasets.Audio()
         media = [{"array": s.wave, "sampling_rate": s.sampling_rate} for s in samples]
-    elif kind == "clip":
+    elif modality == "video":
         column, feature = "video", datasets.Video()
-        media = [_mp4(s.frames, s.fps) for s in samples]
+        media = [mp4_bytes(s.frames, s.fps) for s in samples]
     else:
         column, feature = "image", datasets.Image()
         media = [s.image for s in samples]
@@ -149,8 +139,6 @@ def _media_text_set(kind: str, n: int) -> datasets.DatasetDict:
 
 
 def _pages_set(language: str, n: int) -> datasets.DatasetDict:
-    from lcoemb.evaluation.pages import page
-
     pages = [page(language, i) for i in range(n)]
     ds = datasets.Dataset.from_dict(
         {"image": [p.image for p in pages], "text": [p.text for p in pages]}
@@ -161,8 +149,6 @@ def _pages_set(language: str, n: int) -> datasets.DatasetDict:
 def _sts_set(n: int) -> datasets.DatasetDict:
     """Graded text pairs from the triplet generator: (anchor, paraphrase) 2, (anchor, anchor
     with one attribute changed) 1, (anchor, the next triplet's anchor) 0."""
-    from lcoemb.mini.data import triplets
-
     per = n // 3
     ts = triplets(_SPLIT, per + 1)
     first, second, score = [], [], []
@@ -208,8 +194,9 @@ class _GeneratedRetrieval(AbsTaskRetrieval):
 
 
 def _retrieval_task(
-    name: str, kind: str, n: int, media: str, media_to_text: bool, description: str
+    name: str, kind: str, n: int, media_to_text: bool, description: str
 ) -> type[_GeneratedRetrieval]:
+    media = TASKS[kind].modality
     code = media[0]
     category = f"{code}2t" if media_to_text else f"t2{code}"
     metadata = _metadata(
@@ -228,7 +215,6 @@ LCOOfflineSceneT2I = _retrieval_task(
     "LCOOfflineSceneT2I",
     "scene",
     200,
-    "image",
     False,
     "Find the generated scene (1-3 shapes of one colour at a position) a caption describes.",
 )
@@ -236,7 +222,6 @@ LCOOfflineSceneI2T = _retrieval_task(
     "LCOOfflineSceneI2T",
     "scene",
     200,
-    "image",
     True,
     "Find the caption (count, colour, shape, position) of a generated scene.",
 )
@@ -244,7 +229,6 @@ LCOOfflineSpeechA2T = _retrieval_task(
     "LCOOfflineSpeechA2T",
     "speech",
     100,
-    "audio",
     True,
     "Find the text an espeak-ng voice speaks (8 voices, varied speed and pitch).",
 )
@@ -252,7 +236,6 @@ LCOOfflineSpeechT2A = _retrieval_task(
     "LCOOfflineSpeechT2A",
     "speech",
     100,
-    "audio",
     False,
     "Find the espeak-ng speech clip that says a text.",
 )
@@ -260,7 +243,6 @@ LCOOfflineClipV2T = _retrieval_task(
     "LCOOfflineClipV2T",
     "clip",
     100,
-    "video",
     True,
     "Find the caption (colour, shape, direction of motion) of a generated clip.",
 )

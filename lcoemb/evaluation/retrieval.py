@@ -1,8 +1,18 @@
-"""Cross-modal retrieval metrics on paired embeddings (query i's relevant document is i)."""
+"""Cross-modal retrieval metrics on paired embeddings, and the quick retrieval check on the
+generated test split (the quickstart's table; no mteb needed).
+
+The offline mteb benchmark (:mod:`lcoemb.evaluation.offline`) measures retrieval over the same
+generators with mteb's evaluators, on its own sizes and with the media stored as dataset files
+(clips as mp4); :func:`evaluate_retrieval` encodes the samples as generated.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from lcoemb.synthetic import TASKS, as_input, dataset
 
 
 def retrieval_metrics(
@@ -38,3 +48,28 @@ def relevance_by_text(query_texts: list[str], document_texts: list[str]) -> list
     for j, t in enumerate(document_texts):
         index.setdefault(t, set()).add(j)
     return [index.get(t, set()) for t in query_texts]
+
+
+def evaluate_retrieval(encoder: Any, n: int = 50, batch_size: int = 16) -> dict[str, dict]:
+    """R@1 and nDCG@10 of every retrieval row of :data:`lcoemb.synthetic.TASKS` (image↔text,
+    OCR text→image, audio↔text, video↔text) on the first ``n`` test-split samples of each task.
+    A document whose text equals the query's paired text counts as relevant (captions can
+    repeat). Clips pass all their frames, as stage 1 saw them."""
+    results: dict[str, dict] = {}
+    for task in TASKS.values():
+        if not task.retrieval:
+            continue
+        samples = dataset(task.name, "test", n)
+        texts = [s.text for s in samples]
+        media = encoder.encode(
+            [as_input(s, all_frames=True) for s in samples],
+            batch_size=batch_size,
+            show_progress=True,
+        )
+        text = encoder.encode(texts, batch_size=batch_size, show_progress=True)
+        relevant = relevance_by_text(texts, texts)
+        for row in task.retrieval:
+            query = row.split()[-1].split("→")[0]
+            q, d = (media, text) if query == task.modality else (text, media)
+            results[row] = retrieval_metrics(q, d, relevant)
+    return results

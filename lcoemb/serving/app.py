@@ -73,27 +73,73 @@ DISCONNECT_POLL_S = 0.05
 class ServeConfig:
     """Everything ``lcoemb serve`` takes; see ``lcoemb serve --help``."""
 
+    # model, adapter, device and dtype: the options of every command that loads a model
     model: str = DEFAULT_MODEL
     adapter: str | None = None
     device: str | None = None
     dtype: str | None = "bfloat16"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_batch_size: int = 32
-    max_wait_ms: float = 0.0
-    max_queue: int = 1024
-    max_items_per_request: int = 256
-    max_body_mb: float = 32.0
-    max_text_chars: int = 100_000
-    max_image_pixels: int = 4096 * 4096
-    api_key: str | None = None
-    media_root: Path | None = None
-    cors_origins: tuple[str, ...] = field(default_factory=tuple)
-    allow_url_fetch: bool = False
-    max_fetch_mb: float = 32.0
-    fetch_timeout_s: float = 10.0
-    #: an index folder of the served model: /v1/search, /v1/media/{id} and the page at /
-    index: Path | None = None
+    host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
+    port: int = field(default=8000, metadata={"help": "port"})
+    max_batch_size: int = field(default=32, metadata={"help": "items per model batch"})
+    max_wait_ms: float = field(
+        default=0.0,
+        metadata={
+            "help": "how long an item may wait for a fuller batch; at 0 a batch starts as soon "
+            "as the model is free, with every compatible item waiting by then"
+        },
+    )
+    max_queue: int = field(default=1024, metadata={"help": "queued items before 429"})
+    max_items_per_request: int = field(
+        default=256, metadata={"help": "items in one request; more get 400"}
+    )
+    max_body_mb: float = field(
+        default=32.0, metadata={"help": "request body limit in MB; larger bodies get 413"}
+    )
+    max_text_chars: int = field(
+        default=100_000, metadata={"help": "characters per text; longer texts get 400"}
+    )
+    max_image_pixels: int = field(
+        default=4096 * 4096, metadata={"help": "pixels per image; larger images get 400"}
+    )
+    api_key: str | None = field(
+        default=None,
+        metadata={
+            "help": "require Authorization: Bearer KEY on /v1",
+            "default_text": "$LCOEMB_API_KEY, else none",
+        },
+    )
+    media_root: Path | None = field(
+        default=None,
+        metadata={"help": "allow file:// and plain paths to media under this folder only"},
+    )
+    cors_origins: tuple[str, ...] = field(
+        default_factory=tuple,
+        metadata={
+            "help": "allow this browser origin; repeat the flag for more",
+            "flag": "--cors-origin",
+        },
+    )
+    allow_url_fetch: bool = field(
+        default=False,
+        metadata={
+            "help": "fetch http(s) media URLs that clients send; the server then reaches any "
+            "address a client names, internal ones included, so enable it only where that is "
+            "acceptable"
+        },
+    )
+    max_fetch_mb: float = field(
+        default=32.0, metadata={"help": "size cap of one fetched URL in MB; larger get 400"}
+    )
+    fetch_timeout_s: float = field(
+        default=10.0, metadata={"help": "time cap of one fetched URL in seconds; slower get 400"}
+    )
+    index: Path | None = field(
+        default=None,
+        metadata={
+            "help": "an index folder built with the served model (and adapter): adds POST "
+            "/v1/search, GET /v1/media/ID and a search page at /"
+        },
+    )
 
     @property
     def request_limits(self) -> RequestLimits:

@@ -51,7 +51,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import datasets
+import pyarrow.parquet as pq
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from lcoemb.inputs import Audio, ImageRef, Video, json_lines
 
@@ -276,8 +279,6 @@ def _read_csv(path: Path, name: str) -> _Rows:
 
 
 def _read_parquet(path: Path, name: str) -> _Rows:
-    import pyarrow.parquet as pq
-
     try:
         parquet = pq.ParquetFile(path)
     except Exception as error:
@@ -292,8 +293,6 @@ def _read_parquet(path: Path, name: str) -> _Rows:
 
 
 def _read_hf(dataset: Any, name: str) -> _Rows:
-    from tqdm.auto import tqdm
-
     columns = _check_columns(dataset.column_names, name)
     total = len(dataset)
     index = 0
@@ -310,12 +309,6 @@ def _read_hf(dataset: Any, name: str) -> _Rows:
 def _load_dataset(path: str, config: str | None, split: str | None, name: str) -> Any:
     """``datasets.load_dataset`` for a hub name or a local folder, split ``train`` by default."""
     try:
-        import datasets
-    except ImportError as error:
-        raise DataError(
-            f"{name}: reading Hugging Face datasets needs `pip install datasets`"
-        ) from error
-    try:
         return datasets.load_dataset(path, config, split=split or "train")
     except Exception as error:  # network, unknown name, bad config/split, unreadable files
         raise DataError(f"{name}: cannot load dataset: {error}") from error
@@ -325,8 +318,6 @@ def _load_local_dataset(folder: Path, config: str | None, split: str | None, nam
     """A ``datasets.save_to_disk`` folder, else whatever ``datasets.load_dataset`` reads there."""
     if not ((folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file()):
         return _load_dataset(os.fspath(folder), config, split, name)
-    import datasets
-
     if config is not None:
         raise DataError(f"{name}: a save_to_disk folder has no configs; drop ':{config}'")
     loaded = datasets.load_from_disk(os.fspath(folder))

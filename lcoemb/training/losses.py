@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.distributed.nn.functional import all_gather
 
 __all__ = ["ContrastiveBatch", "InfoNCELoss", "MatryoshkaLoss", "gather_with_grad"]
 
@@ -48,8 +49,6 @@ def gather_with_grad(x: Tensor) -> Tensor:
     world = _world_size()
     if world == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-
     local = torch.tensor([x.shape[0]], dtype=torch.long, device=x.device)
     sizes_t = [torch.empty_like(local) for _ in range(world)]
     dist.all_gather(sizes_t, local)

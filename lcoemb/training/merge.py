@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from lcoemb.encoder import OmniEncoder, locate
 
@@ -34,7 +35,7 @@ def merge_adapter(
     ``dtype`` defaults to the checkpoint's own: merging a float32 base in bf16 would round the
     merged weights.
     """
-    _, carried, _ = locate(model)
+    carried = locate(model).adapter
     if adapter is not None and carried is not None:
         raise ValueError(
             f"{os.fspath(model)!r} already carries the adapter {os.fspath(carried)!r}; merge "
@@ -61,8 +62,6 @@ def soup_adapters(
     The adapters must share their configuration (rank, alpha, target modules); the LoRA A and B
     matrices are averaged tensor by tensor, as the reference's soup does.
     """
-    from safetensors.torch import load_file, save_file
-
     paths = [Path(a) for a in adapters]
     if len(paths) < 2:
         raise ValueError("a soup needs at least two adapters")

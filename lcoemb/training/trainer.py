@@ -12,6 +12,10 @@ data and the settings that change its result), and ``resume`` continues only a r
 identity, from the newest checkpoint that still loads. A non-empty folder is refused unless the
 run resumes or ``overwrite`` deletes the previous run's files, so one run's checkpoints can never
 be continued by another.
+
+:meth:`Trainer.train` is the recipe; each of its steps is a method: plan the run (settings,
+data, identity) and find where it resumes before any model loads, claim the output folder, set
+up the model and optimiser, then train step by step, logging and checkpointing, and finish.
 """
 
 from __future__ import annotations
@@ -25,14 +29,22 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from peft import set_peft_model_state_dict
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
 
-from lcoemb.backbones.base import fast_bf16
+from lcoemb.devices import fast_bf16
+from lcoemb.encoder import OmniEncoder, locate
 from lcoemb.inputs import InputError
 from lcoemb.training import checkpoints as ckpt
+from lcoemb.training import zero
 from lcoemb.training.config import TrainConfig
 from lcoemb.training.data import (
     DataError,
@@ -95,6 +107,9 @@ class _ResumePoint:
 
 @dataclass
 class TrainResult:
+    """What a finished run reports: its folder, the trained adapter's folder, the number of
+    steps trained to, the last step's loss and the count of data lines skipped."""
+
     output: Path
     adapter: Path
     steps: int
@@ -171,20 +186,107 @@ def _engine_backward(engine: Any) -> Any:
     return backward
 
 
+@dataclass
+class _Plan:
+    """What a run will do, decided before any model loads: its data, its length and its
+    identity."""
+
+    triplets: list[Triplet]
+    sets: list[TripletSet]
+    steps_per_epoch: int
+    #: the step the run ends after (``max_steps``, else ``epochs`` over the data)
+    total: int
+    identity: dict[str, Any]
+
+
+@dataclass
+class _Run:
+    """What a training step works on: the model, its loss and the optimisation around them."""
+
+    encoder: OmniEncoder
+    loss_fn: torch.nn.Module
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    #: the DeepSpeed engine around the LoRA model (``--deepspeed``), else None
+    engine: Any = None
+
+
+class _Progress:
+    """A run's progress: the bar (shown by the main process) and, written by the main process
+    only, the step log (:data:`LOG_FILE`, one JSON object per logged step) and TensorBoard's
+    ``train/loss`` and ``train/lr``."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        accelerator: Accelerator,
+        plan: _Plan,
+        log: TextIO | None,
+        writer: SummaryWriter | None,
+    ) -> None:
+        self.config = config
+        self.accelerator = accelerator
+        self.plan = plan
+        self.log = log
+        self.writer = writer
+        self.bar: Any = None
+        self.t0 = 0.0
+        self.done_items = 0
+
+    def begin(self, start: int) -> None:
+        """Show the bar at ``start`` and start the throughput clock."""
+        self.bar = tqdm(
+            total=self.plan.total,
+            initial=start,
+            desc="Training",
+            unit="step",
+            disable=not self.accelerator.is_main_process,
+        )
+        self.t0, self.done_items = time.perf_counter(), 0
+
+    def step_done(self, done: int, loss: float, scheduler: Any) -> None:
+        """Advance the bar past step ``done``; log it every ``log_steps`` steps and at the end."""
+        cfg = self.config
+        self.done_items += cfg.batch_size
+        rate = self.done_items / (time.perf_counter() - self.t0)
+        self.bar.set_postfix(loss=f"{loss:.4f}", triplets_per_s=f"{rate:.1f}")
+        self.bar.update(1)
+        if not self.accelerator.is_main_process:
+            return
+        if done % cfg.log_steps and done != self.plan.total:
+            return
+        lr = scheduler.get_last_lr()[0]
+        record = {
+            "step": done,
+            "loss": loss,
+            "lr": lr,
+            "epoch": done / self.plan.steps_per_epoch,
+            "triplets_per_s": rate,
+        }
+        self.log.write(json.dumps(record) + "\n")
+        self.log.flush()
+        self.writer.add_scalar("train/loss", loss, done)
+        self.writer.add_scalar("train/lr", lr, done)
+
+    def close(self) -> None:
+        """Close the bar, the step log and TensorBoard's files."""
+        self.bar.close()
+        if self.log is not None:
+            self.log.close()
+            self.writer.close()
+
+
 class Trainer:
     """Builds the LoRA model, the optimiser and the loss from a :class:`TrainConfig`, and runs
     the loop with checkpoints, logs and resume."""
 
     def __init__(self, config: TrainConfig):
-        from accelerate import Accelerator
-
-        from lcoemb.mini.registry import resolve
-
-        embedded = resolve(config.model)
-        if embedded is not None and embedded[1] is not None:
+        carried = locate(config.model).adapter
+        if carried is not None:
             raise ValueError(
-                f"{config.model!r} already carries its LCO adapter; train from its base "
-                "(lco-mini-base) instead"
+                f"{config.model!r} already carries an adapter ({carried}); train from its base "
+                "instead (lco-mini-base for lco-mini)"
             )
         self.config = config
         cpu = config.device == "cpu" or (config.device is None and not torch.cuda.is_available())
@@ -192,7 +294,93 @@ class Trainer:
         self.output = Path(config.output)
         self.checkpoints_dir = self.output / CHECKPOINTS_DIR
 
+    # ------------------------------------------------------------------ the recipe
+
+    def train(self) -> TrainResult:
+        """Run the job: plan it and find where it resumes before any model loads, claim the
+        output folder, set up the model, then train step by step, logging and checkpointing."""
+        plan = self._plan()
+        resume_from = self._resume_point(plan) if self.config.resume else None
+        start = 0 if resume_from is None else resume_from.step
+        progress = self._claim_output(plan, start)
+        run = self._setup(plan)
+        if resume_from is not None:
+            self._restore(resume_from, run)
+        progress.begin(start)
+        loss = float("nan")
+        for step in range(start, plan.total):
+            loss = self._train_step(step, plan, run)
+            progress.step_done(step + 1, loss, run.scheduler)
+            self._checkpoint(step + 1, loss, plan, run)
+        progress.close()
+        return self._finish(plan, run, loss)
+
     # ------------------------------------------------------------------ setup
+
+    def _plan(self) -> _Plan:
+        """Check the settings against the launch, read the data and check the output folder:
+        the run's length and identity, all before any model loads."""
+        cfg = self.config
+        acc = self.accelerator
+        if cfg.batch_size % acc.num_processes:
+            raise ValueError(
+                f"batch_size {cfg.batch_size} is not divisible by {acc.num_processes} processes"
+            )
+        if acc.distributed_type == DistributedType.DEEPSPEED:
+            raise ValueError(
+                "launched with accelerate's DeepSpeed plugin: launch with torchrun (or plain "
+                "accelerate) and pass --deepspeed zero2 or a DeepSpeed JSON config instead; the "
+                "trainer drives DeepSpeed itself, because GradCache owns gradient accumulation"
+            )
+        triplets, sets = load_training_data(cfg)
+        self._check_output_free()
+        if len(triplets) < cfg.batch_size:
+            raise ValueError(
+                f"the training data has {len(triplets)} triplets, fewer than one global batch "
+                f"(batch_size={cfg.batch_size})"
+            )
+        steps_per_epoch = len(triplets) // cfg.batch_size
+        total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+        return _Plan(triplets, sets, steps_per_epoch, total, self.identity(triplets))
+
+    def _claim_output(self, plan: _Plan, start: int) -> _Progress:
+        """Once every process has checked the folder, the main process makes it this run's
+        (:meth:`_prepare_output`), opens the step log and TensorBoard, and writes
+        :data:`CONFIG_FILE`."""
+        acc = self.accelerator
+        acc.wait_for_everyone()  # every process has checked the folder before it changes
+        log = writer = None
+        if acc.is_main_process:
+            self._prepare_output(plan.identity)
+            log = ckpt.open_log(self.output / LOG_FILE, start)
+            writer = SummaryWriter(str(self.output / TENSORBOARD_DIR), purge_step=start + 1)
+            config = json.dumps(self.config.to_dict(), indent=2) + "\n"
+            (self.output / CONFIG_FILE).write_text(config)
+        acc.wait_for_everyone()
+        return _Progress(self.config, acc, plan, log, writer)
+
+    def _setup(self, plan: _Plan) -> _Run:
+        """The LoRA model, the loss, AdamW with a linear warm-up and decay over ``plan.total``
+        steps and, with ``deepspeed``, the engine around them."""
+        cfg = self.config
+        encoder = self.build_model()
+        loss_fn = self.build_loss()
+        params = [p for p in encoder.peft_model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, plan.total)
+        run = _Run(encoder, loss_fn, params, optimizer, scheduler)
+        if cfg.deepspeed:
+            world = self.accelerator.num_processes
+            ds_config = zero.deepspeed_config(
+                cfg.deepspeed,
+                micro_batch=cfg.batch_size // world,
+                world=world,
+                max_grad_norm=cfg.max_grad_norm,
+                # DeepSpeed's bf16 mode is for accelerators; CPU bf16 comes from autocast
+                bf16=self._bf16() and self.accelerator.device.type != "cpu",
+            )
+            run.engine = zero.initialize(encoder.peft_model, optimizer, scheduler, ds_config)
+        return run
 
     def _bf16(self) -> bool:
         """Whether to compute in bf16: asked for, or ``auto`` on a device with fast bf16."""
@@ -219,40 +407,31 @@ class Trainer:
         on accelerators (gradient checkpointing replays the same autocast state)."""
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._cpu_bf16())
 
-    def build_model(self) -> Any:
-        from peft import LoraConfig, get_peft_model
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        from lcoemb.encoder import OmniEncoder
-
+    def build_model(self) -> OmniEncoder:
+        """The encoder of ``model`` with a fresh LoRA on its language model (the same
+        initialisation on every process and every run of a seed), in training mode."""
         cfg = self.config
         encoder = OmniEncoder.from_pretrained(
             cfg.model, device=self.accelerator.device, dtype=self._dtype()
         )
         backbone = encoder.backbone
-        lora = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules=backbone.lora_target_modules(),
-            bias="none",
+        model = encoder.add_lora(
+            r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, seed=cfg.seed
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)  # the same LoRA init on every process and every run
-            encoder.peft_model = get_peft_model(backbone.model, lora)
         if self._cpu_bf16():  # the model then runs under :meth:`autocast` only
             backbone.use_float32_attention()
             # peft casts each LoRA layer's input to the float32 LoRA weights, a copy autocast
             # at once undoes; set per layer (not a context) so checkpoint replays agree
-            for module in encoder.peft_model.modules():
+            for module in model.modules():
                 if isinstance(module, BaseTunerLayer):
                     module.cast_input_dtype_enabled = False
         if cfg.gradient_checkpointing:
             backbone.enable_gradient_checkpointing()
-        encoder.peft_model.train()
+        model.train()
         return encoder
 
     def build_loss(self) -> torch.nn.Module:
+        """InfoNCE as configured, inside :class:`MatryoshkaLoss` when ``matryoshka_dims``."""
         cfg = self.config
         loss: torch.nn.Module = InfoNCELoss(
             temperature=cfg.temperature,
@@ -318,66 +497,23 @@ class Trainer:
                 "with --overwrite (or another --output)"
             )
 
-    # ------------------------------------------------------------------ checkpoints
+    def _prepare_output(self, identity: dict[str, Any]) -> None:
+        """Main process only, once every process has checked the folder: delete the previous
+        run's files when overwriting (nothing else in the folder), then record this run."""
+        if self.config.overwrite:
+            for name in RUN_FILES:
+                path = self.output / name
+                if path.is_symlink() or path.is_file():
+                    path.unlink()
+                elif path.is_dir():
+                    shutil.rmtree(path)
+        ckpt.clean_partial(self.checkpoints_dir)
+        self.output.mkdir(parents=True, exist_ok=True)
+        ckpt.write_json_atomic(self.output / RUN_FILE, identity)
 
-    def _state(self, step: int, loss: float, identity: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "step": step,
-            "loss": loss,
-            "world_size": self.accelerator.num_processes,
-            "identity": identity,
-            "config": self.config.to_dict(),
-        }
+    # ------------------------------------------------------------------ resume
 
-    def _save(
-        self, encoder: Any, optimizer: Any, scheduler: Any, state: dict[str, Any], engine: Any
-    ) -> None:
-        acc = self.accelerator
-        staged = None
-        if engine is not None:  # every process writes its ZeRO partition, then one renames
-            from lcoemb.training import zero
-
-            staged = self.checkpoints_dir / f".tmp-step-{state['step']}-deepspeed"
-            if acc.is_main_process:
-                shutil.rmtree(staged, ignore_errors=True)
-                staged.mkdir(parents=True)
-            acc.wait_for_everyone()
-            zero.save(engine, staged)
-            acc.wait_for_everyone()
-
-        def write(folder: Path) -> None:
-            encoder.peft_model.save_pretrained(folder / ADAPTER_DIR)
-            if staged is not None:
-                shutil.move(staged / zero.CHECKPOINT_TAG, folder / zero.CHECKPOINT_TAG)
-                return
-            torch.save(
-                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                folder / OPTIMIZER_FILE,
-            )
-
-        if acc.is_main_process:
-            ckpt.save_checkpoint(self.checkpoints_dir, state["step"], state, write)
-            ckpt.prune(self.checkpoints_dir, self.config.keep_checkpoints)
-            if staged is not None:
-                shutil.rmtree(staged, ignore_errors=True)
-        acc.wait_for_everyone()
-
-    def _read_checkpoint(self, folder: Path) -> tuple[dict[str, Any], _ResumePoint]:
-        """A checkpoint's state and files, all read (none applied); :class:`RunFolderError`
-        when any of them cannot be used."""
-        state = ckpt.read_state(folder)
-        step = state.get("step")
-        if not isinstance(step, int):
-            raise ckpt.RunFolderError(f"{folder / ckpt.STATE_FILE}: no integer 'step'")
-        if self.config.deepspeed:
-            return state, _ResumePoint(step, folder)
-        weights = ckpt.load_safetensors(folder / ADAPTER_DIR / ADAPTER_WEIGHTS)
-        saved = ckpt.load_torch(folder / OPTIMIZER_FILE)
-        if not isinstance(saved, dict) or not {"optimizer", "scheduler"} <= saved.keys():
-            raise ckpt.RunFolderError(f"{folder / OPTIMIZER_FILE}: no optimizer and scheduler")
-        return state, _ResumePoint(step, folder, weights, saved)
-
-    def _resume_point(self, identity: dict[str, Any]) -> _ResumePoint | None:
+    def _resume_point(self, plan: _Plan) -> _ResumePoint | None:
         """Where ``resume`` continues: the newest checkpoint that loads, once the folder and
         that checkpoint are shown to belong to this run (None: start at step 0).
 
@@ -386,6 +522,7 @@ class Trainer:
         the folder changes, and nothing is applied to the model until :meth:`_restore`.
         """
         acc = self.accelerator
+        identity = plan.identity
         run_file = self.output / RUN_FILE
         if run_file.exists():
             try:
@@ -406,6 +543,8 @@ class Trainer:
             self._check_identity(state.get("identity"), identity, f"checkpoint {folder}")
             if skipped:
                 acc.print(f"resuming from {folder.name}, the newest checkpoint that loads")
+            if point.step >= plan.total:
+                acc.print(f"already trained to step {point.step} of {plan.total}; nothing to do")
             return point
         if skipped:
             raise ckpt.RunFolderError(
@@ -414,127 +553,58 @@ class Trainer:
             )
         return None
 
-    def _restore(
-        self, point: _ResumePoint, encoder: Any, optimizer: Any, scheduler: Any, engine: Any
-    ) -> None:
+    def _read_checkpoint(self, folder: Path) -> tuple[dict[str, Any], _ResumePoint]:
+        """A checkpoint's state and files, all read (none applied); :class:`RunFolderError`
+        when any of them cannot be used."""
+        state = ckpt.read_state(folder)
+        step = state.get("step")
+        if not isinstance(step, int):
+            raise ckpt.RunFolderError(f"{folder / ckpt.STATE_FILE}: no integer 'step'")
+        if self.config.deepspeed:
+            return state, _ResumePoint(step, folder)
+        weights = ckpt.load_safetensors(folder / ADAPTER_DIR / ADAPTER_WEIGHTS)
+        saved = ckpt.load_torch(folder / OPTIMIZER_FILE)
+        if not isinstance(saved, dict) or not {"optimizer", "scheduler"} <= saved.keys():
+            raise ckpt.RunFolderError(f"{folder / OPTIMIZER_FILE}: no optimizer and scheduler")
+        return state, _ResumePoint(step, folder, weights, saved)
+
+    def _restore(self, point: _ResumePoint, run: _Run) -> None:
         """Apply a checkpoint read by :meth:`_resume_point`."""
-        if engine is not None:  # the engine's checkpoint holds LoRA weights and optimiser shards
-            from lcoemb.training import zero
-
-            zero.load(engine, point.folder)
+        if run.engine is not None:  # its checkpoint holds LoRA weights and optimiser shards
+            zero.load(run.engine, point.folder)
             return
-        from peft import set_peft_model_state_dict
+        set_peft_model_state_dict(run.encoder.peft_model, point.weights)
+        run.optimizer.load_state_dict(point.optimizer_state["optimizer"])
+        run.scheduler.load_state_dict(point.optimizer_state["scheduler"])
 
-        set_peft_model_state_dict(encoder.peft_model, point.weights)
-        optimizer.load_state_dict(point.optimizer_state["optimizer"])
-        scheduler.load_state_dict(point.optimizer_state["scheduler"])
+    # ------------------------------------------------------------------ one step
 
-    def _prepare_output(self, identity: dict[str, Any]) -> None:
-        """Main process only, once every process has checked the folder: delete the previous
-        run's files when overwriting (nothing else in the folder), then record this run."""
-        if self.config.overwrite:
-            for name in RUN_FILES:
-                path = self.output / name
-                if path.is_symlink() or path.is_file():
-                    path.unlink()
-                elif path.is_dir():
-                    shutil.rmtree(path)
-        ckpt.clean_partial(self.checkpoints_dir)
-        self.output.mkdir(parents=True, exist_ok=True)
-        ckpt.write_json_atomic(self.output / RUN_FILE, identity)
-
-    # ------------------------------------------------------------------ logging
-
-    # ------------------------------------------------------------------ the loop
-
-    def train(self) -> TrainResult:
+    def _train_step(self, step: int, plan: _Plan, run: _Run) -> float:
+        """Step ``step``: embed this process's slice of the step's global batch with GradCache,
+        then one optimiser update on gradients averaged over the processes; returns the loss."""
         cfg = self.config
         acc = self.accelerator
-        world, rank = acc.num_processes, acc.process_index
-        if cfg.batch_size % world:
-            raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
-        from accelerate.utils import DistributedType
-
-        if acc.distributed_type == DistributedType.DEEPSPEED:
-            raise ValueError(
-                "launched with accelerate's DeepSpeed plugin: launch with torchrun (or plain "
-                "accelerate) and pass --deepspeed zero2 or a DeepSpeed JSON config instead; the "
-                "trainer drives DeepSpeed itself, because GradCache owns gradient accumulation"
-            )
-        triplets, sets = load_training_data(cfg)
-        self._check_output_free()
-        if len(triplets) < cfg.batch_size:
-            raise ValueError(
-                f"the training data has {len(triplets)} triplets, fewer than one global batch "
-                f"(batch_size={cfg.batch_size})"
-            )
-        steps_per_epoch = len(triplets) // cfg.batch_size
-        total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-        local = cfg.batch_size // world
-        identity = self.identity(triplets)
-        point = self._resume_point(identity) if cfg.resume else None
-        start = 0 if point is None else point.step
-        if start >= total:
-            acc.print(f"already trained to step {start} of {total}; nothing to do")
-
-        acc.wait_for_everyone()  # every process has checked the folder before it changes
-        log = writer = None
-        if acc.is_main_process:
-            self._prepare_output(identity)
-            log = ckpt.open_log(self.output / LOG_FILE, start)
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(self.output / TENSORBOARD_DIR), purge_step=start + 1)
-            (self.output / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        acc.wait_for_everyone()
-
-        encoder = self.build_model()
-        loss_fn = self.build_loss()
-        params = [p for p in encoder.peft_model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        from transformers import get_linear_schedule_with_warmup
-
-        scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, total)
-        engine = None
-        if cfg.deepspeed:
-            from lcoemb.training import zero
-
-            ds_config = zero.deepspeed_config(
-                cfg.deepspeed,
-                micro_batch=local,
-                world=world,
-                max_grad_norm=cfg.max_grad_norm,
-                # DeepSpeed's bf16 mode is for accelerators; CPU bf16 comes from autocast
-                bf16=self._bf16() and self.accelerator.device.type != "cpu",
-            )
-            engine = zero.initialize(encoder.peft_model, optimizer, scheduler, ds_config)
-        if point is not None:
-            self._restore(point, encoder, optimizer, scheduler, engine)
-
-        def embed(fields: list[Any]) -> torch.Tensor:
-            # media files are opened chunk by chunk, never a whole global batch at once
-            with self.autocast():
-                try:
-                    return encoder.embed(fields).float()
-                except InputError as error:
-                    if error.index is None:
-                        raise
-                    # collate_triplets passes the step's triplet fields on as they are, so the
-                    # bad field is one of them by identity: name its data line
-                    bad = fields[error.index]
-                    where = next(
-                        f"{t.source}: field {role!r}"
-                        for t in mine
-                        for role in ("anchor", "positive", "negative")
-                        if getattr(t, role) is bad
-                    )
-                    raise DataError(f"{where}: {error.reason}") from error
-
-        keys: list[str] | None = None
-        negative_keys: list[str] | None = None
+        local = cfg.batch_size // acc.num_processes
+        rank = acc.process_index
+        batch = _step_indices(
+            step, len(plan.triplets), cfg.batch_size, plan.steps_per_epoch, cfg.seed
+        )
+        mine = [plan.triplets[i] for i in batch[rank * local : (rank + 1) * local]]
+        # Negatives are a pool; a slice may hold none, but every process must still take part
+        # in gathering them, so the group is always present (possibly empty).
+        collated = collate_triplets(mine)
+        groups = {
+            "anchor": collated["anchor"],
+            "positive": collated["positive"],
+            "negative": collated["negative"] or [],
+        }
+        keys = negative_keys = None
+        if cfg.mask_duplicates:
+            keys = [_key(x) for x in groups["positive"]]
+            negative_keys = [_key(x) for x in groups["negative"]]
 
         def compute_loss(reps: dict[str, torch.Tensor]) -> torch.Tensor:
-            return loss_fn(
+            return run.loss_fn(
                 reps["anchor"],
                 reps["positive"],
                 reps["negative"],
@@ -542,89 +612,120 @@ class Trainer:
                 negative_keys=negative_keys,
             )
 
-        bar = tqdm(
-            total=total,
-            initial=start,
-            desc="Training",
-            unit="step",
-            disable=not acc.is_main_process,
+        # dropout masks depend only on (seed, step, rank): resume replays them exactly
+        torch.manual_seed(cfg.seed * 7_919 + step * 104_729 + rank)
+        loss = grad_cache_step(
+            lambda fields: self._embed(run.encoder, fields, mine),
+            groups,
+            compute_loss,
+            chunk_size=cfg.mini_batch_size,
+            backward=acc.backward if run.engine is None else _engine_backward(run.engine),
         )
-        loss_value = float("nan")
-        t0, done_items = time.perf_counter(), 0
-        for step in range(start, total):
-            batch = _step_indices(step, len(triplets), cfg.batch_size, steps_per_epoch, cfg.seed)
-            mine = [triplets[i] for i in batch[rank * local : (rank + 1) * local]]
-            # Negatives are a pool; a slice may hold none, but every process must still take
-            # part in gathering them, so the group is always present (possibly empty).
-            collated = collate_triplets(mine)
-            groups = {
-                "anchor": collated["anchor"],
-                "positive": collated["positive"],
-                "negative": collated["negative"] or [],
-            }
-            if cfg.mask_duplicates:
-                keys = [_key(x) for x in groups["positive"]]
-                negative_keys = [_key(x) for x in groups["negative"]]
-            # dropout masks depend only on (seed, step, rank): resume replays them exactly
-            torch.manual_seed(cfg.seed * 7_919 + step * 104_729 + rank)
-            loss_value = grad_cache_step(
-                embed,
-                groups,
-                compute_loss,
-                chunk_size=cfg.mini_batch_size,
-                backward=acc.backward if engine is None else _engine_backward(engine),
+        self._update(run)
+        return loss
+
+    def _embed(self, encoder: OmniEncoder, fields: list[Any], mine: list[Triplet]) -> torch.Tensor:
+        """Embed one GradCache chunk of ``fields`` from the triplets ``mine``; a field that
+        cannot be read is a :class:`DataError` naming its data line. Media files are opened
+        chunk by chunk, never a whole global batch at once."""
+        with self.autocast():
+            try:
+                return encoder.embed(fields).float()
+            except InputError as error:
+                if error.index is None:
+                    raise
+                # collate_triplets passes the step's triplet fields on as they are, so the bad
+                # field is one of them by identity: name its data line
+                bad = fields[error.index]
+                where = next(
+                    f"{t.source}: field {role!r}"
+                    for t in mine
+                    for role in ("anchor", "positive", "negative")
+                    if getattr(t, role) is bad
+                )
+                raise DataError(f"{where}: {error.reason}") from error
+
+    def _update(self, run: _Run) -> None:
+        """One optimiser update on the accumulated gradients: averaged over the processes,
+        clipped to ``max_grad_norm``, then the optimiser and the schedule step."""
+        world = self.accelerator.num_processes
+        if run.engine is not None:  # reduce-scatter, clip, update, schedule, zero the grads
+            run.engine.step()
+            return
+        if world > 1:
+            # One all-reduce per step, however many GradCache chunks (the model is not
+            # DDP-wrapped). SUM then divide: gloo, the CPU backend, has no AVG.
+            for p in run.params:
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= world
+        if self.config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(run.params, self.config.max_grad_norm)
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint(self, done: int, loss: float, plan: _Plan, run: _Run) -> None:
+        """After step ``done``: save a checkpoint every ``save_steps`` steps and at the end."""
+        if done % self.config.save_steps and done != plan.total:
+            return
+        state = {
+            "step": done,
+            "loss": loss,
+            "world_size": self.accelerator.num_processes,
+            "identity": plan.identity,
+            "config": self.config.to_dict(),
+        }
+        self._save(run, state)
+
+    def _save(self, run: _Run, state: dict[str, Any]) -> None:
+        """Write checkpoint ``state["step"]`` atomically (the adapter, and the optimiser and
+        schedule, or the engine's ZeRO shards), then prune to ``keep_checkpoints``."""
+        acc = self.accelerator
+        staged = None
+        if run.engine is not None:  # every process writes its ZeRO partition, then one renames
+            staged = self.checkpoints_dir / f".tmp-step-{state['step']}-deepspeed"
+            if acc.is_main_process:
+                shutil.rmtree(staged, ignore_errors=True)
+                staged.mkdir(parents=True)
+            acc.wait_for_everyone()
+            zero.save(run.engine, staged)
+            acc.wait_for_everyone()
+
+        def write(folder: Path) -> None:
+            run.encoder.peft_model.save_pretrained(folder / ADAPTER_DIR)
+            if staged is not None:
+                shutil.move(staged / zero.CHECKPOINT_TAG, folder / zero.CHECKPOINT_TAG)
+                return
+            torch.save(
+                {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()},
+                folder / OPTIMIZER_FILE,
             )
-            if engine is not None:  # reduce-scatter, clip, update, schedule, zero the grads
-                engine.step()
-            elif world > 1:
-                # One all-reduce per step, however many GradCache chunks (the model is not
-                # DDP-wrapped). SUM then divide: gloo, the CPU backend, has no AVG.
-                for p in params:
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= world
-            if engine is None:
-                if cfg.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
 
-            done = step + 1
-            done_items += cfg.batch_size
-            rate = done_items / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{loss_value:.4f}", triplets_per_s=f"{rate:.1f}")
-            bar.update(1)
-            if acc.is_main_process and (done % cfg.log_steps == 0 or done == total):
-                lr = scheduler.get_last_lr()[0]
-                record = {
-                    "step": done,
-                    "loss": loss_value,
-                    "lr": lr,
-                    "epoch": done / steps_per_epoch,
-                    "triplets_per_s": rate,
-                }
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                writer.add_scalar("train/loss", loss_value, done)
-                writer.add_scalar("train/lr", lr, done)
-            if done % cfg.save_steps == 0 or done == total:
-                state = self._state(done, loss_value, identity)
-                self._save(encoder, optimizer, scheduler, state, engine)
-        bar.close()
+        if acc.is_main_process:
+            ckpt.save_checkpoint(self.checkpoints_dir, state["step"], state, write)
+            ckpt.prune(self.checkpoints_dir, self.config.keep_checkpoints)
+            if staged is not None:
+                shutil.rmtree(staged, ignore_errors=True)
+        acc.wait_for_everyone()
 
+    # ------------------------------------------------------------------ the end
+
+    def _finish(self, plan: _Plan, run: _Run, loss: float) -> TrainResult:
+        """Save the trained adapter and report the data lines skipped (``skip_bad``)."""
+        acc = self.accelerator
         adapter = self.output / ADAPTER_DIR
         if acc.is_main_process:
-            encoder.peft_model.save_pretrained(adapter)
-            log.close()
-            writer.close()
+            run.encoder.peft_model.save_pretrained(adapter)
         acc.wait_for_everyone()
-        skipped = sum(s.skipped for s in sets)
+        skipped = sum(s.skipped for s in plan.sets)
         if skipped:
             acc.print(f"skipped {skipped} bad lines (--skip-bad):")
-            for s in sets:
+            for s in plan.sets:
                 for reason in s.skipped_examples:
                     acc.print(f"  {reason}")
-        return TrainResult(self.output, adapter, total, loss_value, skipped)
+        return TrainResult(self.output, adapter, plan.total, loss, skipped)
 
 
 def train(config: TrainConfig) -> TrainResult:

@@ -17,6 +17,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import torch
+
 #: the built-in configuration behind ``--deepspeed zero2``
 ZERO2: dict[str, Any] = {
     "zero_optimization": {
@@ -69,8 +71,6 @@ def deepspeed_config(
 def _ensure_process_group() -> None:
     """DeepSpeed needs torch.distributed; a single process started without torchrun gets a
     one-member group (gloo on CPU) instead of DeepSpeed's MPI discovery."""
-    import torch
-
     if torch.distributed.is_initialized():
         return
     os.environ.setdefault("RANK", "0")
@@ -87,7 +87,7 @@ def _ensure_process_group() -> None:
 
 def initialize(model: Any, optimizer: Any, scheduler: Any, config: dict[str, Any]) -> Any:
     """A DeepSpeed engine around the peft model, the trainer's optimiser and schedule."""
-    try:
+    try:  # an optional dependency (pip install lcoemb[deepspeed]), imported only when used
         import deepspeed
     except ImportError as error:
         raise ImportError("--deepspeed needs DeepSpeed: pip install deepspeed") from error

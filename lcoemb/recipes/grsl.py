@@ -1,14 +1,17 @@
-"""Both axes of the Generation-Representation Scaling Law, measured on a backbone.
+"""``lcoemb grsl measure``: both axes of the Generation-Representation Scaling Law, measured on
+a backbone (the law itself, its fit and bound, is :mod:`lcoemb.grsl`).
 
-* **Generation**: the backbone's own ``generate`` on held-out generated data — caption exact
-  match on scenes, OCR character accuracy (1 − CER) on rendered text, and ASR word error rate
-  on espeak-ng speech where the backbone takes audio. The single ``generation`` score is the
-  mean of caption accuracy, OCR accuracy and 1 − WER (clipped to [0, 1]) over those measured.
+* **Generation**: the backbone's own ``generate`` on held-out generated data
+  (:func:`lcoemb.evaluation.generation.generation_scores` on the tasks of
+  :data:`lcoemb.synthetic.TASKS` marked ``grsl``) — caption exact match on scenes, OCR character
+  accuracy (1 − CER) on rendered text, and ASR word error rate on espeak-ng speech where the
+  backbone takes audio. The single ``generation`` score is the mean of caption accuracy, OCR
+  accuracy and 1 − WER (clipped to [0, 1]) over those measured.
   Caption exact match presumes the project's caption wording (``"two red circles on the
   left"``), which LCO-Mini learns in stage 1; OCR and ASR scores are meaningful for any model.
 * **Representation**: the offline benchmark's mean main score (``lcoemb eval --benchmark
-  offline``) after an identical, short text-only LCO training run (the quickstart's budget), or
-  with given adapters.
+  offline``) after an identical, short text-only LCO training run (the quickstart's budget,
+  :func:`lcoemb.recipes.quickstart.train_text_adapter`), or with given adapters.
 
 :func:`measure` writes ``scores.csv`` (``model,generation,representation``) for
 :func:`lcoemb.grsl.fit.fit_file`, and ``measure.json`` with every sub-score.
@@ -25,53 +28,31 @@ from typing import Any
 
 import numpy as np
 
-#: the generation tasks scored per modality (from :data:`lcoemb.mini.pretrain.TASKS`)
-GENERATION_TASKS = {"image": ("scene", "ocr"), "audio": ("speech",)}
+from lcoemb.encoder import OmniEncoder
+from lcoemb.evaluation.generation import generation_scores, score_key
+from lcoemb.grsl.fit import fit_file
+from lcoemb.mini.registry import backbone_path
+from lcoemb.recipes.quickstart import QuickstartConfig, train_text_adapter
+from lcoemb.synthetic import TASKS
 
 
-def _normalise(text: str) -> str:
-    return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
-
-
-def generation_scores(encoder: Any, n: int = 100, tasks: list[str] | None = None) -> dict:
-    """Held-out generation quality: caption/clip/digit exact match, OCR character accuracy
-    (1 − CER) and ASR word error rate, each on ``n`` test-split samples per task."""
-    import jiwer
-
-    from lcoemb.mini.data import dataset
-    from lcoemb.mini.pretrain import TASKS, to_item
-
-    scores: dict[str, Any] = {}
-    for task in tasks or list(TASKS):
-        modality, instruction = TASKS[task]
-        samples = dataset(task, "test", n)
-        outputs = encoder.generate(
-            [to_item(s, modality) for s in samples], "\n" + instruction, max_new_tokens=16
-        )
-        refs = [_normalise(s.text) for s in samples]
-        hyps = [_normalise(o) for o in outputs]
-        if task == "ocr":
-            scores["ocr_char_accuracy"] = max(0.0, 1 - jiwer.cer(refs, hyps))
-        elif task == "speech":
-            scores["asr_wer"] = jiwer.wer(refs, [h or "<empty>" for h in hyps])
-        else:
-            scores[f"{task}_exact_match"] = float(np.mean([r == h for r, h in zip(refs, hyps)]))
-        scores[f"{task}_examples"] = [  # a few, so a reader can see what the model says
-            {"reference": s.text, "generated": o} for s, o in zip(samples[:3], outputs[:3])
-        ]
-    return scores
+def grsl_tasks(modalities: Sequence[str]) -> list[str]:
+    """The tasks whose generation scores enter the law for a model taking ``modalities``:
+    those of :data:`lcoemb.synthetic.TASKS` marked ``grsl``, by sorted modality."""
+    return [
+        t.name for m in sorted(modalities) for t in TASKS.values() if t.grsl and t.modality == m
+    ]
 
 
 def generation_score(scores: dict[str, Any]) -> float:
-    """One number from :func:`generation_scores`: mean of caption exact match, OCR character
-    accuracy and 1 − ASR WER (clipped), over those present."""
+    """One number from :func:`~lcoemb.evaluation.generation.generation_scores`: the mean, over
+    the ``grsl`` tasks present, of caption exact match, OCR character accuracy and 1 − ASR WER
+    (clipped)."""
     parts = []
-    if "scene_exact_match" in scores:
-        parts.append(scores["scene_exact_match"])
-    if "ocr_char_accuracy" in scores:
-        parts.append(scores["ocr_char_accuracy"])
-    if "asr_wer" in scores:
-        parts.append(1.0 - min(1.0, scores["asr_wer"]))
+    for task in TASKS.values():
+        key = score_key(task)
+        if task.grsl and key in scores:
+            parts.append(1.0 - min(1.0, scores[key]) if task.metric == "wer" else scores[key])
     if not parts:
         raise ValueError("no generation score to combine (need scene, ocr or speech scores)")
     return float(np.mean(parts))
@@ -88,10 +69,8 @@ def measure(
 ) -> dict[str, Any]:
     """Measure generation and representation for each model; write ``scores.csv`` and
     ``measure.json`` under ``output``, and fit the law when there are at least 3 models."""
-    from lcoemb.encoder import OmniEncoder
+    # mteb is an optional dependency (lcoemb[eval]): imported only when a measurement runs
     from lcoemb.evaluation import MTEBEncoder, evaluate, model_name, offline_tasks
-    from lcoemb.mini.quickstart import QuickstartConfig, train_text_adapter
-    from lcoemb.mini.registry import resolve
 
     if adapters is not None and len(adapters) != len(models):
         raise ValueError(f"give one adapter per model: {len(models)} models, {len(adapters)}")
@@ -101,10 +80,9 @@ def measure(
     for i, model in enumerate(models):
         name = model_name(model)
         folder = out / name.replace("/", "__")
-        embedded = resolve(model)
-        base = str(embedded[0]) if embedded else model
+        base = backbone_path(model)
         encoder = OmniEncoder.from_pretrained(base)
-        tasks = [t for m in sorted(encoder.modalities) for t in GENERATION_TASKS.get(m, ())]
+        tasks = grsl_tasks(encoder.modalities)
         print(f"[{name}] generation: {', '.join(tasks)} on {n_generation} items each")
         gen = generation_scores(encoder, n_generation, tasks)
         if adapters is not None:
@@ -137,8 +115,6 @@ def measure(
             writer.writerow([row["model"], row["generation"], row["representation"]])
     report: dict[str, Any] = {"models": rows}
     if len(rows) >= 3:
-        from lcoemb.grsl.fit import fit_file
-
         report["fit"] = fit_file(out / "scores.csv", out)
     (out / "measure.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -1,9 +1,13 @@
 """``lcoemb quickstart``: the paper's mechanism end to end on a laptop.
 
-1. Train the LCO adapter on LCO-Mini's generative stage, on **text-only** triplets.
+1. Train the LCO adapter on LCO-Mini's generative stage, on **text-only** triplets
+   (:func:`lcoemb.synthetic.triplets`).
 2. Evaluate the base and the trained model on held-out generated data: image↔text, OCR
-   text→image, audio↔text and video↔text retrieval (R@1 and nDCG@10).
-3. Print a table and write ``report.json`` and plots.
+   text→image, audio↔text and video↔text retrieval (R@1 and nDCG@10,
+   :func:`lcoemb.evaluation.retrieval.evaluate_retrieval` over the retrieval rows of
+   :data:`lcoemb.synthetic.TASKS`), and the anisotropy and mutual-kNN alignment per layer
+   (:mod:`lcoemb.analysis.space`).
+3. Print the tables and write ``report.json`` and plots.
 
 No image, audio or video is seen in training: any cross-modal gain comes from the alignment the
 generative stage created, which the text-only contrastive stage unlocks.
@@ -17,41 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lcoemb.evaluation.retrieval import relevance_by_text, retrieval_metrics
-from lcoemb.mini.pretrain import to_item
-
-#: retrieval sets: name → (generator kind, media modality, directions)
-RETRIEVAL_SETS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "scene": ("scene", "image", ("image→text", "text→image")),
-    "ocr": ("ocr", "image", ("text→image",)),
-    "speech": ("speech", "audio", ("audio→text", "text→audio")),
-    "clip": ("clip", "video", ("video→text", "text→video")),
-}
-
-
-def evaluate_retrieval(encoder: Any, n: int = 50, batch_size: int = 16) -> dict[str, dict]:
-    """R@1 and nDCG@10 per retrieval direction on ``n`` held-out samples per set. A document
-    whose text equals the query's paired text counts as relevant (captions can repeat)."""
-    from lcoemb.mini.data import dataset
-
-    results: dict[str, dict] = {}
-    for name, (kind, modality, directions) in RETRIEVAL_SETS.items():
-        samples = dataset(kind, "test", n)
-        texts = [s.text for s in samples]
-        media = encoder.encode(
-            [to_item(s, modality) for s in samples], batch_size=batch_size, show_progress=True
-        )
-        text = encoder.encode(texts, batch_size=batch_size, show_progress=True)
-        relevant = relevance_by_text(texts, texts)
-        for direction in directions:
-            q, d = (media, text) if direction.startswith(modality) else (text, media)
-            label = "OCR " + direction if name == "ocr" else direction
-            results[label] = retrieval_metrics(q, d, relevant)
-    return results
+from lcoemb.analysis.plots import retrieval_bars
+from lcoemb.analysis.space import analyze, offline_pairs, write_report
+from lcoemb.encoder import OmniEncoder
+from lcoemb.evaluation.retrieval import evaluate_retrieval
+from lcoemb.mini.registry import backbone_path
+from lcoemb.synthetic import triplets
+from lcoemb.training.config import TrainConfig
+from lcoemb.training.trainer import train
 
 
 @dataclass
 class QuickstartConfig:
+    """The quickstart's budget: text-only training steps, LoRA, evaluation sizes."""
+
     output: str = "lcoemb-quickstart"
     base: str = "lco-mini-base"
     steps: int = 60
@@ -70,10 +53,8 @@ class QuickstartConfig:
 
 
 def write_text_triplets(path: Path, n: int) -> Path:
-    """Text-only triplets from :mod:`lcoemb.mini.data`: anchor, paraphrase, one-attribute-off
-    hard negative."""
-    from lcoemb.mini.data import triplets
-
+    """``n`` text-only triplets from :func:`lcoemb.synthetic.triplets` (``train`` split) as
+    JSONL: anchor, paraphrase, one-attribute-off hard negative."""
     with path.open("w") as f:
         for t in triplets("train", n):
             f.write(
@@ -87,9 +68,6 @@ def train_text_adapter(base_path: str, output: Path, config: QuickstartConfig) -
     """Train an LCO adapter on ``base_path`` with generated text-only triplets (the quickstart's
     budget); the adapter lands in ``output/lco/adapter``, replacing an earlier run's. Returns the
     trainer's result."""
-    from lcoemb.training.config import TrainConfig
-    from lcoemb.training.trainer import train
-
     output.mkdir(parents=True, exist_ok=True)
     data = write_text_triplets(output / "text_triplets.jsonl", config.n_triplets)
     return train(
@@ -118,6 +96,7 @@ def train_text_adapter(base_path: str, output: Path, config: QuickstartConfig) -
 
 
 def format_table(base: dict, trained: dict) -> str:
+    """R@1 and nDCG@10 per retrieval row, base → trained."""
     rows = [f"{'task':<20}{'metric':<10}{'base':>8}{'trained':>9}{'gain':>8}"]
     for task in base:
         for metric in ("R@1", "nDCG@10"):
@@ -139,15 +118,11 @@ def format_space_table(base: dict, trained: dict) -> str:
 
 
 def quickstart(config: QuickstartConfig) -> dict[str, Any]:
-    from lcoemb.analysis.plots import retrieval_bars
-    from lcoemb.analysis.space import analyze, offline_pairs, write_report
-    from lcoemb.encoder import OmniEncoder
-    from lcoemb.mini.registry import resolve
-
+    """Train, evaluate and analyse as the module says; print the tables, write the files under
+    ``config.output`` and return the report."""
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    embedded = resolve(config.base)
-    base_path = str(embedded[0]) if embedded else config.base
+    base_path = backbone_path(config.base)
     times: dict[str, float] = {}
 
     t0 = time.perf_counter()

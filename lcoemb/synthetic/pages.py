@@ -1,22 +1,22 @@
-"""Rendered document pages in five languages, for the offline OCR / document retrieval task.
+"""Rendered document pages in five languages, for the offline document retrieval task.
 
 The setting of the paper's SeaDoc benchmark (South-East Asian documents), at toy scale: a page
 holds two or three short lines of common words in English, Vietnamese, Malay, Thai or Lao,
 rendered in a font that covers the script; the query is the page's text. Latin-script pages use
 DejaVu (``fonts-dejavu-core``), Thai pages TLWG Garuda (``fonts-tlwg-garuda-ttf``) and Lao
-pages Phetsarath OT (``fonts-lao``). Every page is a pure function of ``(language, index)``.
+pages Phetsarath OT (``fonts-lao``), found by :func:`lcoemb.synthetic.fonts.font_path` (which
+honours ``LCOEMB_FONT_DIR``). Every page is a pure function of ``(language, index)``.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
-import PIL.ImageFont
+
+from lcoemb.synthetic.fonts import font
 
 PAGES_VERSION = "1"
 PAGE_SIZE = (320, 224)  # width, height
@@ -57,39 +57,21 @@ LANGUAGES: dict[str, str] = {  # our subset name → mteb language code
     "tha": "tha-Thai",
     "lao": "lao-Laoo",
 }
-#: font files per script, and the folders they are looked for in (the Debian package in brackets)
-FONTS: dict[str, tuple[str, ...]] = {
+#: font files per script (the Debian package in brackets)
+SCRIPT_FONTS: dict[str, tuple[str, ...]] = {
     "Latn": ("DejaVuSans.ttf", "DejaVuSerif.ttf"),  # fonts-dejavu-core
     "Thai": ("Garuda.ttf", "Garuda-Bold.ttf"),  # fonts-tlwg-garuda-ttf
     "Laoo": ("Phetsarath_OT.ttf",),  # fonts-lao
 }
-FONT_PACKAGES = {"Latn": "fonts-dejavu-core", "Thai": "fonts-tlwg-garuda-ttf", "Laoo": "fonts-lao"}
-FONT_DIRS = (
-    "/usr/share/fonts/truetype/dejavu",
-    "/usr/share/fonts/truetype/tlwg",
-    "/usr/share/fonts/truetype/lao",
-    "/usr/share/fonts/dejavu",
-    "/usr/share/fonts/TTF",
-    "/usr/local/share/fonts",
-)
 
 
 @dataclass(frozen=True)
 class Page:
+    """A rendered page: its ``image``, the ``text`` written on it and its ``language``."""
+
     image: PIL.Image.Image
     text: str
     language: str
-
-
-@functools.lru_cache(maxsize=32)
-def _font(name: str, size: int, script: str) -> PIL.ImageFont.FreeTypeFont:
-    for folder in FONT_DIRS:
-        if (Path(folder) / name).is_file():
-            return PIL.ImageFont.truetype(str(Path(folder) / name), size=size)
-    raise FileNotFoundError(
-        f"font {name} for {script} script pages not found in {list(FONT_DIRS)}; "
-        f"install it with: apt-get install {FONT_PACKAGES[script]}"
-    )
 
 
 def page(language: str, index: int) -> Page:
@@ -105,13 +87,13 @@ def page(language: str, index: int) -> Page:
         for _ in range(int(rng.integers(2, 4)))
     ]
     script = LANGUAGES[language].split("-")[1]
-    names = FONTS[script]
-    font = _font(names[int(rng.integers(len(names)))], int(rng.integers(22, 30)), script)
+    names = SCRIPT_FONTS[script]
+    face = font(names[int(rng.integers(len(names)))], int(rng.integers(22, 30)))
     shade = int(rng.integers(225, 256))
     image = PIL.Image.new("RGB", PAGE_SIZE, (shade, shade, shade - int(rng.integers(0, 12))))
     draw = PIL.ImageDraw.Draw(image)
     y = 20 + int(rng.integers(0, 20))
     for line in lines:
-        draw.text((16 + int(rng.integers(0, 16)), y), line, font=font, fill=(20, 20, 20))
-        y += int(font.size * 1.9)
+        draw.text((16 + int(rng.integers(0, 16)), y), line, font=face, fill=(20, 20, 20))
+        y += int(face.size * 1.9)
     return Page(image, "\n".join(lines), language)

@@ -1,15 +1,18 @@
-"""Stage 1 of LCO-Mini: generative pretraining of the projectors, the source of the implicit
-cross-modal alignment that text-only contrastive training later unlocks.
+"""Stage 1 of LCO-Mini (``lcoemb mini pretrain``): generative pretraining of the projectors, the
+source of the implicit cross-modal alignment that text-only contrastive training later unlocks.
 
-Next-token loss on generation tasks over data from :mod:`lcoemb.mini.data`: captioning scenes,
+Next-token loss on the generation tasks of :data:`lcoemb.synthetic.TASKS`: captioning scenes,
 reading rendered text (OCR), naming digits, transcribing espeak-ng speech (ASR) and describing
-clips of moving objects. The towers and the LM stay frozen; only the projectors learn, so the
-frozen tower features are computed once and cached, and the chat template's fixed prefix is the
-same for every example.
+clips of moving objects, each asked with its task's instruction. The towers and the LM stay
+frozen; only the projectors learn, so the frozen tower features are computed once and cached
+(:func:`build_examples`), and the chat template's fixed prefix, the same for every example, is
+computed once too (:class:`PrefixCache`). At the end the held-out generation scores of
+:func:`lcoemb.evaluation.generation.generation_scores` go into ``pretrain_report.json``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -19,20 +22,35 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import PIL.Image
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from lcoemb.inputs import Audio, Video
-
-#: task → (modality, instruction). The instruction is the user's text after the media.
-TASKS: dict[str, tuple[str, str]] = {
-    "scene": ("image", "Describe the image in a few words."),
-    "ocr": ("image", "What text is written in the image?"),
-    "digit": ("image", "Which digit is shown?"),
-    "speech": ("audio", "Transcribe the audio."),
-    "clip": ("video", "Describe the video in a few words."),
-}
-
+from lcoemb.backbones.mini import MiniBackbone
+from lcoemb.encoder import OmniEncoder
+from lcoemb.evaluation.generation import generation_scores
+from lcoemb.inputs import LoadedItem
+from lcoemb.mini.model import (
+    CONFIG_NAME,
+    MARKERS,
+    WEIGHTS_NAME,
+    LCOMini,
+    LCOMiniConfig,
+    load_smollm2,
+)
+from lcoemb.mini.reader import READ_HIDDEN, load_text_reader
+from lcoemb.mini.towers import load_audio_tower, load_image_tower
+from lcoemb.synthetic import DATA_VERSION, TASKS, dataset
+from lcoemb.training.checkpoints import (
+    clean_partial,
+    latest_checkpoint,
+    load_torch,
+    open_log,
+    prune,
+    read_state,
+    save_checkpoint,
+)
 
 #: the projectors stage 1 can train
 PROJECTOR_NAMES = ("image", "audio", "read")
@@ -40,6 +58,8 @@ PROJECTOR_NAMES = ("image", "audio", "read")
 
 @dataclass
 class PretrainConfig:
+    """Settings of one stage-1 run (``lcoemb mini pretrain``)."""
+
     output: str = ""
     steps: int = 1500
     batch_size: int = 16
@@ -86,37 +106,25 @@ class PretrainConfig:
     train: list[str] = field(default_factory=lambda: list(PROJECTOR_NAMES))
 
 
-def to_item(sample: Any, modality: str) -> Any:
-    """A generated sample as an encoder item (its media part). A clip's frames are passed
-    without fps, i.e. as already sampled, exactly as stage 1 saw them."""
-    if modality == "image":
-        return sample.image
-    if modality == "audio":
-        return Audio(sample.wave, sampling_rate=sample.sampling_rate)
-    return Video(sample.frames)
-
-
 @dataclass
 class Example:
+    """One stage-1 example: a task's frozen tower features and the text to generate."""
+
     task: str
     features: torch.Tensor  # frozen tower output: (9, 1280), (frames, 9, 1280) or (T, 384)
     target: str
     reading: torch.Tensor | None = None  # an image's reading tokens (n, 256)
 
 
-def _features(
+def tower_features(
     backbone: Any, modality: str, samples: list[Any], batch: int = 32, desc: str = "features"
 ) -> list[Any]:
     """Frozen tower outputs for samples, computed once (towers never change in stage 1).
     ``modality`` ``"read"`` gives images' reading tokens."""
-    from lcoemb.mini.towers import load_audio_tower, load_image_tower
-
     out: list[torch.Tensor] = []
     for s in tqdm(range(0, len(samples), batch), desc=desc, unit="batch"):
         chunk = samples[s : s + batch]
         if modality == "read":
-            from lcoemb.mini.reader import load_text_reader
-
             out += [t.to(torch.bfloat16) for t in load_text_reader()([x.image for x in chunk])]
         elif modality == "image":
             out += list(load_image_tower()([x.image for x in chunk]).to(torch.bfloat16))
@@ -130,22 +138,16 @@ def _features(
 
 
 def _pil(frame: Any) -> Any:
-    import PIL.Image
-
     return frame if isinstance(frame, PIL.Image.Image) else PIL.Image.fromarray(frame)
 
 
-def _cached_features(
+def cached_features(
     backbone: Any, task: str, samples: list[Any], cache_dir: Path | None, reading: bool = False
 ) -> list[torch.Tensor]:
     """Tower features of ``samples`` (their reading tokens with ``reading``), read from
     ``cache_dir`` when an earlier run computed them (the key names the data version, task and
     count, so a changed generator is never reused)."""
-    from safetensors.torch import load_file, save_file
-
-    from lcoemb.mini.data import DATA_VERSION
-
-    modality = "read" if reading else TASKS[task][0]
+    modality = "read" if reading else TASKS[task].modality
     path = None
     if cache_dir is not None:
         kind = f"{task}-read" if reading else task
@@ -154,7 +156,7 @@ def _cached_features(
             stored = load_file(str(path))
             return [stored[str(i)] for i in range(len(samples))]
     desc = f"{task} {'reading tokens' if reading else 'features'}"
-    feats = _features(backbone, modality, samples, desc=desc)
+    feats = tower_features(backbone, modality, samples, desc=desc)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -164,23 +166,25 @@ def _cached_features(
 
 
 def build_examples(backbone: Any, config: PretrainConfig) -> list[Example]:
-    from lcoemb.mini.data import dataset
-
+    """The training examples of every task ``config`` draws from (``task_weights`` > 0):
+    ``train_size`` generated samples each, as cached tower features (and reading tokens for
+    images when the model reads)."""
     cache_dir = Path(config.cache_dir) if config.cache_dir else None
     examples: list[Example] = []
     for task, n in config.train_size.items():
         if not config.task_weights.get(task):
             continue  # never drawn: no features to compute
         samples = dataset(task, "train", n)
-        feats = _cached_features(backbone, task, samples, cache_dir)
+        feats = cached_features(backbone, task, samples, cache_dir)
         reads: list[Any] = [None] * len(samples)
-        if TASKS[task][0] == "image" and backbone.model.reads:
-            reads = _cached_features(backbone, task, samples, cache_dir, reading=True)
+        if TASKS[task].modality == "image" and backbone.model.reads:
+            reads = cached_features(backbone, task, samples, cache_dir, reading=True)
         examples += [Example(task, f, s.text, r) for f, s, r in zip(feats, samples, reads)]
     return examples
 
 
-def _media_embedding(model: Any, modality: str, example: Example) -> torch.Tensor:
+def media_embedding(model: Any, modality: str, example: Example) -> torch.Tensor:
+    """The LM input embeddings of an example's media (its projected tower features)."""
     features = example.features.float()
     if modality == "audio":
         return model.embed_audio_features(features)
@@ -199,8 +203,6 @@ class PrefixCache:
     """
 
     def __init__(self, backbone: Any):
-        from lcoemb.mini.model import MARKERS
-
         tok = backbone.tokenizer
         text = tok.apply_chat_template(
             [{"role": "user", "content": MARKERS["image"]}],
@@ -215,8 +217,7 @@ class PrefixCache:
         self.cache = out.cache
 
     def expanded(self, batch: int) -> Any:
-        import copy
-
+        """A copy of the prefix's cache for ``batch`` sequences."""
         cache = copy.deepcopy(self.cache)
         cache.batch_repeat_interleave(batch)
         return cache
@@ -229,10 +230,10 @@ def batch_loss(backbone: Any, examples: list[Example], prefix: PrefixCache) -> t
     embed = model.input_embeddings
     seqs, labels = [], []
     for ex in examples:
-        modality, instruction = TASKS[ex.task]
-        content = [{"type": modality}, {"type": "text", "text": "\n" + instruction}]
-        text = backbone._template(content)
-        prompt = backbone._sequence(text, [_media_embedding(model, modality, ex)])
+        task = TASKS[ex.task]
+        item = LoadedItem([(task.modality, None)])
+        text = backbone.prompt(item, suffix="\n" + task.instruction)
+        prompt = backbone.embed_prompt(text, [media_embedding(model, task.modality, ex)])
         prompt = prompt[prefix.length :]
         target = tok(ex.target + tok.eos_token, add_special_tokens=False).input_ids
         target_ids = torch.tensor(target, device=prompt.device)
@@ -263,12 +264,11 @@ def batch_loss(backbone: Any, examples: list[Example], prefix: PrefixCache) -> t
 STATE_WEIGHTS = "state.pt"
 
 
-def _save(
+def save_state(
     out: Path, step: int, model: Any, optimizer: Any, scheduler: Any, rng: Any, keep: int | None
-):
-    """An atomic checkpoint of everything the loop needs to continue exactly at ``step``."""
-    from lcoemb.training.checkpoints import prune, save_checkpoint
-
+) -> None:
+    """An atomic checkpoint under ``out/checkpoints`` of everything the loop needs to continue
+    exactly at ``step``; only the newest ``keep`` checkpoints stay."""
     version, internal, gauss = rng.getstate()
 
     def write(folder: Path) -> None:
@@ -286,10 +286,9 @@ def _save(
     prune(out / "checkpoints", keep)
 
 
-def _resume(out: Path, model: Any, optimizer: Any, scheduler: Any, rng: Any) -> int:
-    """Restore the newest complete checkpoint; return its step (0 when there is none)."""
-    from lcoemb.training.checkpoints import clean_partial, latest_checkpoint, load_torch, read_state
-
+def resume_state(out: Path, model: Any, optimizer: Any, scheduler: Any, rng: Any) -> int:
+    """Restore the newest complete checkpoint under ``out/checkpoints`` into the model, optimiser,
+    schedule and sampler; return its step (0 when there is none)."""
     clean_partial(out / "checkpoints")
     checkpoint = latest_checkpoint(out / "checkpoints")
     if checkpoint is None:
@@ -309,18 +308,12 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
     """A stage-1 checkpoint (``OUTPUT/checkpoints/step-N``) as a model folder that every command
     takes as ``--model``: its ``config.json`` plus its projectors in bf16.
     Checkpoints along one run are LCO-Mini variants with smaller generative budgets (GRSL)."""
-    from lcoemb.mini.model import CONFIG_NAME, WEIGHTS_NAME
-
     checkpoint, out = Path(checkpoint), Path(output)
     config = checkpoint / CONFIG_NAME
     if not (checkpoint / STATE_WEIGHTS).is_file() or not config.is_file():
         raise FileNotFoundError(
             f"{checkpoint} is not a stage-1 checkpoint ({STATE_WEIGHTS} and {CONFIG_NAME} expected)"
         )
-    from safetensors.torch import save_file
-
-    from lcoemb.training.checkpoints import load_torch
-
     state = load_torch(checkpoint / STATE_WEIGHTS)  # tensors only: unpickling can run code
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(config, out / CONFIG_NAME)
@@ -329,17 +322,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
     return out
 
 
-def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
-    """Train the projectors from scratch (or continue from ``base``) and write the folder."""
-    from lcoemb.backbones.mini import MiniBackbone
-    from lcoemb.encoder import OmniEncoder
-    from lcoemb.mini.model import LCOMini, LCOMiniConfig, load_smollm2
-    from lcoemb.mini.reader import READ_HIDDEN
-
-    out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
-    t_start = time.perf_counter()
+def _stage1_backbone(config: PretrainConfig, base: str | None, out: Path) -> MiniBackbone:
+    """A fresh LCO-Mini (or ``base``) with only ``config.train``'s projectors trainable."""
     lm_dtype = torch.bfloat16 if config.bf16 else torch.float32
     if base is None:
         lm, tok = load_smollm2(lm_dtype)
@@ -360,6 +344,31 @@ def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
     # short sequences: eager attention's backward beats the CPU flash kernel's (2.2 s vs 2.6 s
     # per step of 16 examples, measured)
     model.lm.set_attn_implementation("eager")
+    return backbone
+
+
+def _schedule(optimizer: Any, config: PretrainConfig) -> Any:
+    """Linear warm-up, then cosine decay to 0 at ``config.steps``: a constant rate wanders."""
+
+    def lr_at(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+
+
+def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
+    """Train the projectors from scratch (or continue from ``base``) and write the folder:
+    ``projectors.safetensors`` and ``config.json``, ``checkpoints/``, ``pretrain_log.jsonl`` and
+    ``pretrain_report.json`` (timings and held-out generation scores)."""
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    t_start = time.perf_counter()
+    backbone = _stage1_backbone(config, base, out)
+    model = backbone.model
     t0 = time.perf_counter()
     examples = build_examples(backbone, config)
     feature_seconds = time.perf_counter() - t0
@@ -371,22 +380,13 @@ def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-
-    def lr_at(step: int) -> float:  # warm-up, then cosine decay: a constant rate wanders
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    scheduler = _schedule(optimizer, config)
     rng = random.Random(config.seed)
-    start = _resume(out, model, optimizer, scheduler, rng) if config.resume else 0
+    start = resume_state(out, model, optimizer, scheduler, rng) if config.resume else 0
     if start:
         print(f"resuming stage 1 at step {start} of {config.steps}")
     model.train()
     prefix = PrefixCache(backbone)
-    from lcoemb.training.checkpoints import open_log
-
     log = open_log(out / "pretrain_log.jsonl", start)
     t0 = time.perf_counter()
     bar = tqdm(
@@ -416,14 +416,12 @@ def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
             )
             log.flush()
         if (step + 1) % config.save_steps == 0 or step + 1 == config.steps:
-            _save(out, step + 1, model, optimizer, scheduler, rng, config.keep_checkpoints)
+            save_state(out, step + 1, model, optimizer, scheduler, rng, config.keep_checkpoints)
     log.close()
     train_seconds = time.perf_counter() - t0
     model.eval()
     model.lm.set_attn_implementation("sdpa")
     model.save_projectors(out)
-
-    from lcoemb.grsl.measure import generation_scores
 
     encoder = OmniEncoder(backbone)
     t0 = time.perf_counter()

@@ -1,4 +1,5 @@
-"""Generated LCO-Mini data: determinism, split disjointness and that texts match the media."""
+"""Generated data (lcoemb.synthetic): determinism, split disjointness, texts that match the
+media, the one font lookup and the one sample → item conversion."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import PIL.Image
 import pytest
 from scipy import ndimage
 
-from lcoemb.mini import data
+from lcoemb import synthetic as data
+from lcoemb.inputs import Audio, Video
+from lcoemb.synthetic import fonts, pages
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 IMAGE_KINDS = ("scene", "ocr", "digit")
@@ -37,7 +40,7 @@ def _mask(image: np.ndarray, colour: str) -> np.ndarray:
 
 @pytest.mark.parametrize("kind", [*IMAGE_KINDS, "clip"])
 def test_same_index_same_sample_and_different_indices_differ(kind):
-    generate = data.GENERATORS[kind]
+    generate = data.TASKS[kind].generate
     for split in data.SPLITS:
         a, b, c = generate(7, split), generate(7, split), generate(8, split)
         assert _digest(a) == _digest(b)
@@ -54,7 +57,7 @@ def test_train_and_test_never_share_media(kind):
 
 
 def test_digit_splits_use_disjoint_source_images():
-    _, _, sources = data._digits()
+    _, _, sources = data.digit_sources()
     train, test = set(sources["train"].tolist()), set(sources["test"].tolist())
     assert len(test) == data.DIGIT_TEST_SOURCES
     assert not train & test and len(train | test) == 1797
@@ -68,7 +71,7 @@ def test_attribute_combinations_are_balanced(kind, combinations):
 
     Both splits share the attribute space (no combination is held out), so captions overlap.
     """
-    generate = data.GENERATORS[kind]
+    generate = data.TASKS[kind].generate
     for split in data.SPLITS:
         captions = [generate(i, split).text for i in range(combinations)]
         assert len(set(captions)) == combinations
@@ -88,7 +91,7 @@ def test_dataset_is_a_window_of_the_generator():
     window = data.dataset("scene", "test", 3, start=5)
     assert [s.text for s in window] == [data.scene(i, "test").text for i in (5, 6, 7)]
     assert data.dataset("ocr", "train", 0) == []
-    assert set(data.GENERATORS) == set(data.KINDS)
+    assert set(data.TASKS) == set(data.KINDS) == {t.name for t in data.TASKS.values()}
     assert data.DATA_VERSION == "1"
 
 
@@ -256,11 +259,49 @@ def test_every_template_parses_back():
 
 
 def test_as_input():
-    from lcoemb.inputs import Audio, Video
-
     assert isinstance(data.as_input(data.scene(0)), PIL.Image.Image)
     clip = data.clip(0)
     video = data.as_input(clip)
     assert isinstance(video, Video) and video.fps == clip.fps
+    # all_frames: as already sampled (no fps), every frame reaches the model, as in stage 1
+    every = data.as_input(clip, all_frames=True)
+    assert isinstance(every, Video) and every.fps is None and len(every.source) == 8
     audio = data.as_input(data.AudioSample(np.zeros(160, np.float32), 16_000, "a"))
     assert isinstance(audio, Audio) and audio.sampling_rate == 16_000
+
+
+def test_task_table_covers_every_generator_once():
+    assert list(data.TASKS) == ["scene", "ocr", "digit", "speech", "clip"]
+    assert {t.modality for t in data.TASKS.values()} == {"image", "audio", "video"}
+    rows = [row for t in data.TASKS.values() for row in t.retrieval]
+    assert len(rows) == len(set(rows))  # one row name per retrieval direction
+    assert {t.name for t in data.TASKS.values() if t.grsl} == {"scene", "ocr", "speech"}
+
+
+# --- fonts -------------------------------------------------------------------------------
+
+
+def test_font_dir_is_searched_first_by_ocr_and_pages(tmp_path, monkeypatch):
+    """LCOEMB_FONT_DIR comes before the system folders, for OCR lines and pages alike: a serif
+    font placed there as DejaVuSans.ttf changes what is drawn in DejaVu Sans."""
+    shutil.copy(fonts.font_path("DejaVuSerif.ttf"), tmp_path / "DejaVuSans.ttf")
+    sans = next(i for i in range(100) if data.ocr(i).meta["font"] == "DejaVuSans.ttf")
+    ocr_before = data.ocr(sans).image.tobytes()
+    pages_before = [pages.page("eng", i).image.tobytes() for i in range(8)]
+    monkeypatch.setenv("LCOEMB_FONT_DIR", str(tmp_path))
+    fonts.font_path.cache_clear()
+    fonts.font.cache_clear()
+    try:
+        assert fonts.font_dirs()[0] == tmp_path
+        assert fonts.font_path("DejaVuSans.ttf") == str(tmp_path / "DejaVuSans.ttf")
+        assert data.ocr(sans).image.tobytes() != ocr_before
+        after = [pages.page("eng", i).image.tobytes() for i in range(8)]
+        assert after != pages_before
+    finally:
+        fonts.font_path.cache_clear()
+        fonts.font.cache_clear()
+
+
+def test_missing_font_names_its_package_and_the_variable():
+    with pytest.raises(FileNotFoundError, match=r"fonts-dejavu-core\) or set LCOEMB_FONT_DIR"):
+        fonts.font_path("NoSuchFont.ttf")
