@@ -120,8 +120,8 @@ def forward_flops(model_dir: Path, data: Path, n_items: int) -> tuple[float, flo
 def main(argv: list[str] | None = None) -> None:
     import torch
 
+    from lcoemb.config import TrainConfig
     from lcoemb.testing import make_tiny_qwen2_5_omni_thinker
-    from lcoemb.training.config import TrainConfig
     from lcoemb.training.trainer import train
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -105,7 +105,7 @@ def _peak_rss_gb() -> float:
 
 
 def run_lcoemb(args: argparse.Namespace) -> dict[str, Any]:
-    from lcoemb.training.config import TrainConfig
+    from lcoemb.config import TrainConfig
     from lcoemb.training.trainer import train
 
     with tempfile.TemporaryDirectory() as out:

@@ -22,9 +22,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
+from tokenizers.models import BPE
+from transformers import (
+    GenerationConfig,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
+    Qwen2_5OmniProcessor,
+    Qwen2_5OmniThinkerConfig,
+    Qwen2_5OmniThinkerForConditionalGeneration,
+    Qwen2Tokenizer,
+    Qwen2VLImageProcessor,
+    Qwen2VLVideoProcessor,
+    WhisperFeatureExtractor,
+)
+
+from lcoemb.inputs import TARGET_SAMPLING_RATE
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedConfig, PreTrainedModel, ProcessorMixin, Qwen2Tokenizer
+    from transformers import PreTrainedConfig, PreTrainedModel, ProcessorMixin
 
 __all__ = ["make_tiny_qwen2_5_omni_thinker", "make_tiny_qwen2_5_vl"]
 
@@ -182,10 +199,6 @@ def _train_tokenizer(family: _Family) -> Qwen2Tokenizer:
     ``family.special_tokens`` order), and the processor-facing names (``image_token``, ...) are
     registered as model-specific special tokens so they survive ``save``/``from_pretrained``.
     """
-    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
-    from tokenizers.models import BPE
-    from transformers import Qwen2Tokenizer
-
     bpe = Tokenizer(BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix=""))
     bpe.normalizer = normalizers.NFC()
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
@@ -398,8 +411,6 @@ def _write_checkpoint(
     The random init runs under a forked, seeded RNG so equal ``seed`` gives identical weights
     without disturbing the caller's global RNG state.
     """
-    from transformers import GenerationConfig
-
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = _train_tokenizer(family)
@@ -449,15 +460,6 @@ def make_tiny_qwen2_5_omni_thinker(
     fast; without it the shipped Qwen bounds are saved. Weights come from a ``seed``-ed random
     init in float32, cast to ``dtype`` before saving, so equal arguments give identical files.
     """
-    from transformers import (
-        Qwen2_5OmniProcessor,
-        Qwen2_5OmniThinkerConfig,
-        Qwen2_5OmniThinkerForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-        WhisperFeatureExtractor,
-    )
-
     num_mel_bins = 128  # Qwen2.5-Omni's audio tower and feature extractor both use 128 mels
 
     def build_config(tokenizer: Qwen2Tokenizer) -> PreTrainedConfig:
@@ -507,7 +509,7 @@ def make_tiny_qwen2_5_omni_thinker(
             video_processor=Qwen2VLVideoProcessor(**_video_processor_kwargs(max_pixels)),
             feature_extractor=WhisperFeatureExtractor(
                 feature_size=num_mel_bins,
-                sampling_rate=16000,
+                sampling_rate=TARGET_SAMPLING_RATE,
                 hop_length=160,
                 n_fft=400,
                 chunk_length=300,
@@ -551,13 +553,6 @@ def make_tiny_qwen2_5_vl(
     and chat template, and is otherwise built like ``make_tiny_qwen2_5_omni_thinker`` (same
     tokenizer corpus, same knobs minus the audio tower).
     """
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
 
     def build_config(tokenizer: Qwen2Tokenizer) -> PreTrainedConfig:
         ids = tokenizer.convert_tokens_to_ids

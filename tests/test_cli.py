@@ -121,9 +121,8 @@ def test_train_and_serve_options_come_from_their_config_dataclasses(capsys):
     import pytest
 
     from lcoemb.cli import build_parser
-    from lcoemb.config import flag_name, given_settings
+    from lcoemb.config import TrainConfig, flag_name, given_settings
     from lcoemb.serving import ServeConfig
-    from lcoemb.training.config import TrainConfig
 
     parser = build_parser()
     shown = {}
@@ -152,3 +151,66 @@ def test_train_and_serve_options_come_from_their_config_dataclasses(capsys):
     config = serve_config("--cors-origin", "a", "--cors-origin", "b", "--media-root", "m")
     assert config.cors_origins == ("a", "b") and config.media_root == Path("m")
     assert serve_config("--index", "").index is None and serve_config("--port", "9").port == 9
+
+
+def test_cli_import_and_help_do_not_import_torch():
+    """`lcoemb --help` and usage errors must start fast: the parser and its settings import
+    neither torch nor numpy; only the commands, after parsing, import the library."""
+    code = (
+        "import sys\n"
+        "import lcoemb.cli\n"
+        "try:\n"
+        "    lcoemb.cli.main(['train', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('torch', 'numpy', 'lcoemb.commands') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_subcommand_has_its_command():
+    """Each leaf of the parser names (``run``) a function of lcoemb.commands, and each of
+    those is reachable."""
+    import argparse
+
+    from lcoemb import commands
+    from lcoemb.cli import build_parser
+
+    def leaves(parser: argparse.ArgumentParser) -> list[str]:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            return [parser.get_default("run")]
+        return [leaf for p in subs[0].choices.values() for leaf in leaves(p)]
+
+    found = leaves(build_parser())
+    assert sorted(found) == sorted(commands.COMMANDS)
+
+
+def test_quickstart_and_pretrain_options_come_from_their_configs():
+    """The quickstart's and stage 1's flags keep their names and map onto QuickstartConfig and
+    PretrainConfig; stage 1's task names are those of the generated data."""
+    from lcoemb.cli import build_parser
+    from lcoemb.config import PRETRAIN_TASKS, PretrainConfig, QuickstartConfig, given_settings
+    from lcoemb.synthetic import KINDS
+
+    parser = build_parser()
+    args = parser.parse_args(
+        ["quickstart", "--base", "b", "--steps", "7", "--n-eval", "3", "--output", "o"]
+    )
+    config = QuickstartConfig(**given_settings(QuickstartConfig, args))
+    assert (config.model, config.max_steps, config.n_eval, config.output) == ("b", 7, 3, "o")
+    assert (config.warmup_steps, config.save_steps, config.seed) == (1, 7, 0)
+    assert given_settings(QuickstartConfig, parser.parse_args(["quickstart"])) == {}
+
+    assert PRETRAIN_TASKS == KINDS
+    assert tuple(PretrainConfig().task_weights) == tuple(PretrainConfig().train_size) == KINDS
+    args = parser.parse_args(
+        ["mini", "pretrain", "--output", "x", "--no-reading", "--train", "image,read"]
+    )
+    assert given_settings(PretrainConfig, args) == {
+        "output": "x",
+        "reading": False,
+        "train": ["image", "read"],
+    }

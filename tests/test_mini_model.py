@@ -104,7 +104,8 @@ def test_prefix_cache_gives_the_uncached_loss(mini):
 
 @pytest.mark.slow
 def test_pretrain_writes_weights_log_and_report(tmp_path):
-    from lcoemb.recipes.pretrain import PretrainConfig, pretrain
+    from lcoemb.config import PretrainConfig
+    from lcoemb.recipes.pretrain import pretrain
 
     config = PretrainConfig(
         output=str(tmp_path / "stage1"),
@@ -146,7 +147,8 @@ def test_pretrain_resumes_exactly(tmp_path):
     newest complete checkpoint and ends with the same projectors as an uninterrupted run."""
     from safetensors.torch import load_file
 
-    from lcoemb.recipes.pretrain import PretrainConfig, pretrain
+    from lcoemb.config import PretrainConfig
+    from lcoemb.recipes.pretrain import pretrain
 
     def config(name: str, resume: bool = False) -> PretrainConfig:
         return PretrainConfig(

@@ -26,7 +26,7 @@ def test_embedded_models_load_and_differ():
 
 
 def test_training_from_lco_mini_is_refused(tmp_path):
-    from lcoemb.training.config import TrainConfig
+    from lcoemb.config import TrainConfig
     from lcoemb.training.trainer import train
 
     data = tmp_path / "t.jsonl"
@@ -36,12 +36,13 @@ def test_training_from_lco_mini_is_refused(tmp_path):
 
 
 def test_quickstart_end_to_end_with_a_tiny_budget(tmp_path, capsys):
-    from lcoemb.recipes.quickstart import QuickstartConfig, quickstart
+    from lcoemb.config import QuickstartConfig
+    from lcoemb.recipes.quickstart import quickstart
 
     out = tmp_path / "qs"
     report = quickstart(
         QuickstartConfig(
-            output=str(out), steps=2, batch_size=4, n_triplets=16, n_eval=6, n_analysis=8, k=3
+            output=str(out), max_steps=2, batch_size=4, n_triplets=16, n_eval=6, n_analysis=8, k=3
         )
     )
     printed = capsys.readouterr().out

@@ -19,7 +19,9 @@ import torchaudio.functional as AF
 
 import lcoemb.inputs
 import lcoemb.training
-from lcoemb.cli import _save_npy_atomic, main
+from lcoemb.cli import main
+from lcoemb.commands import save_npy_atomic
+from lcoemb.config import TrainConfig
 from lcoemb.inputs import (
     Audio,
     ImageRef,
@@ -34,7 +36,6 @@ from lcoemb.inputs import (
     read_items_jsonl,
 )
 from lcoemb.training import DataError, collate_triplets, load_triplets
-from lcoemb.training.config import TrainConfig
 from lcoemb.training.trainer import train
 from tests.conftest import tone, write_m4a
 
@@ -392,7 +393,7 @@ def test_an_undecodable_image_in_training_names_its_data_line(omni_path, tmp_pat
 def test_encode_output_gets_the_mode_of_an_ordinary_file(tmp_path):
     old = os.umask(0o022)
     try:
-        _save_npy_atomic(tmp_path / "out" / "vectors.npy", np.eye(2, dtype=np.float32))
+        save_npy_atomic(tmp_path / "out" / "vectors.npy", np.eye(2, dtype=np.float32))
     finally:
         os.umask(old)
     assert (tmp_path / "out" / "vectors.npy").stat().st_mode & 0o777 == 0o644

@@ -17,11 +17,11 @@ import torch
 from safetensors.torch import load_file
 
 from lcoemb.cli import main
+from lcoemb.config import TrainConfig
 from lcoemb.mini.model import CONFIG_NAME, WEIGHTS_NAME
 from lcoemb.recipes import pretrain
 from lcoemb.training import ImageRef, Triplet
 from lcoemb.training import checkpoints as ckpt
-from lcoemb.training.config import TrainConfig
 from lcoemb.training.data import DataError, load_triplets
 from lcoemb.training.trainer import (
     ADAPTER_DIR,

@@ -17,7 +17,6 @@ from lcoemb import synthetic as data
 from lcoemb.inputs import Audio, Video
 from lcoemb.synthetic import fonts, pages
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 IMAGE_KINDS = ("scene", "ocr", "digit")
 
 
@@ -189,7 +188,6 @@ def test_clip_motion_matches_the_caption():
 # --- speech --------------------------------------------------------------------------------
 
 
-@needs_espeak
 def test_speech_is_16k_float32_plausible_and_deterministic():
     for index in range(6):
         sample = data.speech(index, "train")
@@ -205,7 +203,6 @@ def test_speech_is_16k_float32_plausible_and_deterministic():
     assert data.speech(0, "train").wave.tobytes() != data.speech(1, "train").wave.tobytes()
 
 
-@needs_espeak
 def test_voices_differ():
     waves = {v: data.synthesize("a red circle", voice=v).tobytes() for v in data.VOICES}
     assert len(set(waves.values())) == len(data.VOICES)

@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 
 from lcoemb import OmniEncoder
 from lcoemb.backbones.attention import FLOAT32_SDPA
+from lcoemb.config import TrainConfig
 from lcoemb.training.checkpoints import latest_checkpoint
-from lcoemb.training.config import TrainConfig
 from lcoemb.training.trainer import Trainer, train
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange"]

@@ -8,6 +8,8 @@ import numpy as np
 
 
 def _pyplot():
+    # imported on first plot, not at module level: pyplot binds a process-wide backend when it
+    # is imported, and a user's own (interactive) choice must win until lcoemb actually draws
     import matplotlib
 
     matplotlib.use("Agg")

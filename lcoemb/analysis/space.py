@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from lcoemb.analysis import metrics
+from lcoemb.analysis.plots import layer_curves
 from lcoemb.inputs import InputError, item_from_record
 from lcoemb.synthetic import as_input, dataset
 
@@ -193,8 +194,6 @@ def write_report(
 ) -> list[Path]:
     """``analysis.json`` (with ``compare`` under its own key) and one layer-curve PNG per
     measure, ``compare`` overlaid dashed."""
-    from lcoemb.analysis.plots import layer_curves
-
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     report = dict(result)

@@ -12,6 +12,7 @@ torchcodec decoders or frame tensors; video frames are sampled by the encoder's 
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from mteb.models.abs_encoder import AbsEncoder
 from mteb.types import PromptType
 from tqdm.auto import tqdm
 
+from lcoemb import __version__
 from lcoemb.inputs import MODALITIES, Audio, InputError, Video, frame_indices
 
 if TYPE_CHECKING:
@@ -61,8 +63,6 @@ def build_model_meta(
     """The mteb ``ModelMeta`` of ``encoder``: its modalities come from the backbone, scores are
     cosine similarities, and a loaded adapter is recorded as the experiment (so mteb keeps its
     results apart from the base model's)."""
-    from lcoemb import __version__
-
     params = list(encoder.backbone.model.parameters())
     n_parameters = sum(p.numel() for p in params)
     memory = sum(p.numel() * p.element_size() for p in params) / 2**20
@@ -121,8 +121,6 @@ def _image(value: Any) -> PIL.Image.Image:
     if isinstance(value, PIL.Image.Image):
         return value
     if isinstance(value, Mapping) and (value.get("bytes") or value.get("path")):
-        import io
-
         source = io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
         return PIL.Image.open(source)
     raise TypeError(f"unsupported image value {type(value).__name__}")

@@ -32,6 +32,8 @@ from PIL import Image
 from torch import nn
 from transformers import WhisperFeatureExtractor
 
+from lcoemb.inputs import TARGET_SAMPLING_RATE
+
 __all__ = [
     "AUDIO_FRAMES_PER_SECOND",
     "AUDIO_HIDDEN",
@@ -332,7 +334,8 @@ def _load_image_tower(device: str) -> ImageTower:
 # Whisper tiny.en encoder (CTranslate2)
 # --------------------------------------------------------------------------------------------
 
-AUDIO_SAMPLING_RATE = 16_000
+#: Whisper's rate, the one every audio input is resampled to on loading.
+AUDIO_SAMPLING_RATE = TARGET_SAMPLING_RATE
 #: Whisper's window: 30 s of audio -> 3000 mel frames -> 1500 encoder frames.
 AUDIO_CHUNK_SECONDS = 30
 AUDIO_CHUNK_SAMPLES = AUDIO_CHUNK_SECONDS * AUDIO_SAMPLING_RATE

@@ -28,11 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from lcoemb.config import QuickstartConfig
 from lcoemb.encoder import OmniEncoder
 from lcoemb.evaluation.generation import generation_scores, score_key
 from lcoemb.grsl.fit import fit_file
 from lcoemb.mini.registry import backbone_path
-from lcoemb.recipes.quickstart import QuickstartConfig, train_text_adapter
+from lcoemb.recipes.quickstart import train_text_adapter
 from lcoemb.synthetic import TASKS
 
 
@@ -89,7 +90,7 @@ def measure(
             adapter = adapters[i]
         else:
             print(f"[{name}] text-only LCO training, {train_steps} steps")
-            config = QuickstartConfig(steps=train_steps)
+            config = QuickstartConfig(max_steps=train_steps)
             adapter = str(train_text_adapter(base, folder, config).adapter)
         trained = OmniEncoder.from_pretrained(base, adapter=adapter)
         print(f"[{name}] representation: offline benchmark")

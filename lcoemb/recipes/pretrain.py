@@ -18,7 +18,7 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from lcoemb.backbones.mini import MiniBackbone
+from lcoemb.config import PROJECTOR_NAMES, PretrainConfig
 from lcoemb.encoder import OmniEncoder
 from lcoemb.evaluation.generation import generation_scores
 from lcoemb.inputs import LoadedItem
@@ -51,59 +52,6 @@ from lcoemb.training.checkpoints import (
     read_state,
     save_checkpoint,
 )
-
-#: the projectors stage 1 can train
-PROJECTOR_NAMES = ("image", "audio", "read")
-
-
-@dataclass
-class PretrainConfig:
-    """Settings of one stage-1 run (``lcoemb mini pretrain``)."""
-
-    output: str = ""
-    steps: int = 1500
-    batch_size: int = 16
-    lr: float = 1e-3
-    warmup_steps: int = 50
-    weight_decay: float = 0.01
-    #: training examples generated per task
-    train_size: dict[str, int] = field(
-        default_factory=lambda: {
-            "scene": 4000,
-            "ocr": 3000,
-            "digit": 1500,
-            "speech": 1500,
-            "clip": 800,
-        }
-    )
-    #: how often each task is drawn for a batch slot
-    task_weights: dict[str, float] = field(
-        default_factory=lambda: {
-            "scene": 0.25,
-            "ocr": 0.3,
-            "digit": 0.1,
-            "speech": 0.2,
-            "clip": 0.15,
-        }
-    )
-    eval_size: int = 100
-    seed: int = 0
-    log_steps: int = 10
-    #: where frozen tower features are kept between runs (None: recompute every run)
-    cache_dir: str | None = None
-    #: keep the frozen LM in bf16 (fast on CPUs with AMX, and no per-step weight casts as under
-    #: autocast); the projectors and their optimiser state stay float32
-    bf16: bool = True
-    #: write an atomic checkpoint (projectors, optimiser, schedule, sampler state) every N steps
-    save_steps: int = 100
-    #: continue from the newest complete checkpoint in ``output/checkpoints``
-    resume: bool = False
-    #: checkpoints kept (the newest ones; None keeps all)
-    keep_checkpoints: int | None = 2
-    #: give images reading tokens (EasyOCR's detector and recogniser, :mod:`lcoemb.mini.reader`)
-    reading: bool = True
-    #: the projectors that learn (``image``, ``audio``, ``read``); the others stay as loaded
-    train: list[str] = field(default_factory=lambda: list(PROJECTOR_NAMES))
 
 
 @dataclass

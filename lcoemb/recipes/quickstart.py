@@ -17,39 +17,17 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lcoemb.analysis.plots import retrieval_bars
 from lcoemb.analysis.space import analyze, offline_pairs, write_report
+from lcoemb.config import QuickstartConfig
 from lcoemb.encoder import OmniEncoder
 from lcoemb.evaluation.retrieval import evaluate_retrieval
 from lcoemb.mini.registry import backbone_path
 from lcoemb.synthetic import triplets
-from lcoemb.training.config import TrainConfig
 from lcoemb.training.trainer import train
-
-
-@dataclass
-class QuickstartConfig:
-    """The quickstart's budget: text-only training steps, LoRA, evaluation sizes."""
-
-    output: str = "lcoemb-quickstart"
-    base: str = "lco-mini-base"
-    steps: int = 60
-    batch_size: int = 16
-    lr: float = 1e-3
-    lora_r: int = 16
-    #: no LoRA dropout: on CPU its random masks cost as much as the model's matmuls, and a
-    #: 60-step run has nothing to regularise
-    lora_dropout: float = 0.0
-    temperature: float = 0.05
-    n_triplets: int = 4000
-    n_eval: int = 50
-    n_analysis: int = 50
-    k: int = 10
-    seed: int = 0
 
 
 def write_text_triplets(path: Path, n: int) -> Path:
@@ -65,34 +43,12 @@ def write_text_triplets(path: Path, n: int) -> Path:
 
 
 def train_text_adapter(base_path: str, output: Path, config: QuickstartConfig) -> Any:
-    """Train an LCO adapter on ``base_path`` with generated text-only triplets (the quickstart's
-    budget); the adapter lands in ``output/lco/adapter``, replacing an earlier run's. Returns the
-    trainer's result."""
+    """Train an LCO adapter on ``base_path`` with generated text-only triplets and ``config``'s
+    training settings (the quickstart's budget); the adapter lands in ``output/lco/adapter``,
+    replacing an earlier run's. Returns the trainer's result."""
     output.mkdir(parents=True, exist_ok=True)
     data = write_text_triplets(output / "text_triplets.jsonl", config.n_triplets)
-    return train(
-        TrainConfig(
-            model=base_path,
-            data=[str(data)],
-            output=str(output / "lco"),
-            max_steps=config.steps,
-            batch_size=config.batch_size,
-            # anchors, positives and negatives in one forward: nothing for GradCache to save
-            mini_batch_size=3 * config.batch_size,
-            lr=config.lr,
-            warmup_steps=max(1, config.steps // 10),
-            lora_r=config.lora_r,
-            lora_alpha=2 * config.lora_r,
-            lora_dropout=config.lora_dropout,
-            temperature=config.temperature,
-            save_steps=config.steps,
-            seed=config.seed,
-            gradient_checkpointing=False,
-            device="cpu",
-            # a rerun of the demo into the same folder retrains from scratch
-            overwrite=True,
-        )
-    )
+    return train(config.train_config(model=base_path, data=[str(data)], output=str(output / "lco")))
 
 
 def format_table(base: dict, trained: dict) -> str:
@@ -122,11 +78,11 @@ def quickstart(config: QuickstartConfig) -> dict[str, Any]:
     ``config.output`` and return the report."""
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    base_path = backbone_path(config.base)
+    base_path = backbone_path(config.model)
     times: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    print(f"[1/3] training the LCO adapter on text only ({config.steps} steps)")
+    print(f"[1/3] training the LCO adapter on text only ({config.max_steps} steps)")
     result = train_text_adapter(base_path, out, config)
     times["training"] = time.perf_counter() - t0
 

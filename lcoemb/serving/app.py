@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -47,10 +46,10 @@ from prometheus_client import (
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
+from lcoemb.config import ServeConfig
 from lcoemb.encoder import OmniEncoder
 from lcoemb.index.index import Index
 from lcoemb.inputs import InputError
-from lcoemb.mini.registry import DEFAULT_MODEL
 from lcoemb.serving.batcher import Batcher, Closed, Embedded, Job, QueueFull
 from lcoemb.serving.requests import (
     ApiError,
@@ -67,91 +66,6 @@ log = logging.getLogger("lcoemb.serve")
 
 #: How often a waiting request checks whether its client is still there.
 DISCONNECT_POLL_S = 0.05
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """Everything ``lcoemb serve`` takes; see ``lcoemb serve --help``."""
-
-    # model, adapter, device and dtype: the options of every command that loads a model
-    model: str = DEFAULT_MODEL
-    adapter: str | None = None
-    device: str | None = None
-    dtype: str | None = "bfloat16"
-    host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
-    port: int = field(default=8000, metadata={"help": "port"})
-    max_batch_size: int = field(default=32, metadata={"help": "items per model batch"})
-    max_wait_ms: float = field(
-        default=0.0,
-        metadata={
-            "help": "how long an item may wait for a fuller batch; at 0 a batch starts as soon "
-            "as the model is free, with every compatible item waiting by then"
-        },
-    )
-    max_queue: int = field(default=1024, metadata={"help": "queued items before 429"})
-    max_items_per_request: int = field(
-        default=256, metadata={"help": "items in one request; more get 400"}
-    )
-    max_body_mb: float = field(
-        default=32.0, metadata={"help": "request body limit in MB; larger bodies get 413"}
-    )
-    max_text_chars: int = field(
-        default=100_000, metadata={"help": "characters per text; longer texts get 400"}
-    )
-    max_image_pixels: int = field(
-        default=4096 * 4096, metadata={"help": "pixels per image; larger images get 400"}
-    )
-    api_key: str | None = field(
-        default=None,
-        metadata={
-            "help": "require Authorization: Bearer KEY on /v1",
-            "default_text": "$LCOEMB_API_KEY, else none",
-        },
-    )
-    media_root: Path | None = field(
-        default=None,
-        metadata={"help": "allow file:// and plain paths to media under this folder only"},
-    )
-    cors_origins: tuple[str, ...] = field(
-        default_factory=tuple,
-        metadata={
-            "help": "allow this browser origin; repeat the flag for more",
-            "flag": "--cors-origin",
-        },
-    )
-    allow_url_fetch: bool = field(
-        default=False,
-        metadata={
-            "help": "fetch http(s) media URLs that clients send; the server then reaches any "
-            "address a client names, internal ones included, so enable it only where that is "
-            "acceptable"
-        },
-    )
-    max_fetch_mb: float = field(
-        default=32.0, metadata={"help": "size cap of one fetched URL in MB; larger get 400"}
-    )
-    fetch_timeout_s: float = field(
-        default=10.0, metadata={"help": "time cap of one fetched URL in seconds; slower get 400"}
-    )
-    index: Path | None = field(
-        default=None,
-        metadata={
-            "help": "an index folder built with the served model (and adapter): adds POST "
-            "/v1/search, GET /v1/media/ID and a search page at /"
-        },
-    )
-
-    @property
-    def request_limits(self) -> RequestLimits:
-        return RequestLimits(
-            max_items=self.max_items_per_request,
-            max_text_chars=self.max_text_chars,
-            max_image_pixels=self.max_image_pixels,
-            media_root=self.media_root,
-            allow_url_fetch=self.allow_url_fetch,
-            max_fetch_bytes=int(self.max_fetch_mb * 1024 * 1024),
-            fetch_timeout_s=self.fetch_timeout_s,
-        )
 
 
 class Metrics:
@@ -379,7 +293,7 @@ async def _embeddings(request: Request, state: _State) -> Response:
     assert state.model is not None  # _read_json refuses requests while the model loads
     async with _scratch() as workdir:
         parsed = await run_in_threadpool(
-            parse_request, body, state.model, config.request_limits, workdir
+            parse_request, body, state.model, RequestLimits.from_config(config), workdir
         )
         results = await _embed(request, state, parsed)
     return JSONResponse(_response_body(parsed, results, state.model.name))
@@ -409,7 +323,7 @@ async def _search(request: Request, state: _State) -> Response:
     assert state.model is not None and index is not None  # both set before the model is
     async with _scratch() as workdir:
         parsed = await run_in_threadpool(
-            parse_search, body, state.model, config.request_limits, workdir, index
+            parse_search, body, state.model, RequestLimits.from_config(config), workdir, index
         )
         (result,) = await _embed(request, state, parsed.query)
     (hits,) = await run_in_threadpool(

@@ -44,6 +44,7 @@ import httpx
 import PIL.Image
 from starlette.responses import JSONResponse
 
+from lcoemb.config import ServeConfig
 from lcoemb.inputs import Audio, ImageRef, InputError, RawItem, Video, inspect_item
 
 #: A file suffix taken from a client's format or MIME subtype (never a path component).
@@ -100,6 +101,19 @@ class RequestLimits:
     allow_url_fetch: bool = False
     max_fetch_bytes: int = 32 * 1024 * 1024
     fetch_timeout_s: float = 10.0
+
+    @classmethod
+    def from_config(cls, config: ServeConfig) -> RequestLimits:
+        """The limits that the server's settings (``lcoemb serve``'s flags) set."""
+        return cls(
+            max_items=config.max_items_per_request,
+            max_text_chars=config.max_text_chars,
+            max_image_pixels=config.max_image_pixels,
+            media_root=config.media_root,
+            allow_url_fetch=config.allow_url_fetch,
+            max_fetch_bytes=int(config.max_fetch_mb * 1024 * 1024),
+            fetch_timeout_s=config.fetch_timeout_s,
+        )
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,12 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from lcoemb.config import TrainConfig
 from lcoemb.devices import fast_bf16
 from lcoemb.encoder import OmniEncoder, locate
 from lcoemb.inputs import InputError
 from lcoemb.training import checkpoints as ckpt
 from lcoemb.training import zero
-from lcoemb.training.config import TrainConfig
 from lcoemb.training.data import (
     DataError,
     Field,
