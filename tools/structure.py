@@ -104,7 +104,7 @@ def main() -> None:
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 functions.append((node.end_lineno - node.lineno + 1, f"{name}.{node.name}"))
-    graph, _, statements = import_graph()
+    graph, inner, statements = import_graph()
     inside, outside = statements.pop("inside", 0), statements.pop("top", 0)
     inside_where = statements
 
@@ -125,6 +125,10 @@ def main() -> None:
     print(f"top-level import cycles: {len(cycles)}")
     for cycle in cycles[:10]:
         print("  " + " -> ".join(cycle))
+    hidden = find_cycles({m: graph[m] | inner[m] for m in graph})
+    print(f"cycles once imports inside functions count too: {len(hidden)}")
+    for cycle in hidden[:10]:
+        print("  " + " <-> ".join(cycle))
     if not args.no_time:
         times = []
         for _ in range(5):

@@ -39,8 +39,8 @@ from tqdm.auto import tqdm
 from lcoemb import __version__
 from lcoemb.encoder import OmniEncoder
 from lcoemb.index import ann, store
+from lcoemb.index.shard import embed_shard
 from lcoemb.index.source import DEFAULT_PASSAGE_CHARS, Entry, Walk, walk_source
-from lcoemb.inputs import InputError
 from lcoemb.mini.registry import DEFAULT_MODEL, EMBEDDED
 
 DEFAULT_SHARD_SIZE = 256
@@ -133,54 +133,6 @@ def plan_fingerprint(entries: Sequence[Entry], shard_size: int) -> str:
 
 def _chunks(entries: Sequence[Entry], size: int) -> list[list[Entry]]:
     return [list(entries[i : i + size]) for i in range(0, len(entries), size)]
-
-
-def embed_shard(
-    encoder: OmniEncoder,
-    index_dir: Path,
-    number: int,
-    entries: Sequence[Entry],
-    ids: Sequence[int],
-    root: Path,
-    *,
-    batch_size: int = 8,
-    strict: bool = False,
-) -> int:
-    """Embed ``entries`` and write them as shard ``number`` with the errors met; return how many
-    were embedded. The single step every engine runs, so all engines write the same shards."""
-    failures: dict[int, str] = {}
-    items: list[Any] = []
-    for i, entry in enumerate(entries):
-        try:
-            items.append(entry.item(root))
-        except InputError as error:  # the reason may open with the path the row names
-            failures[i] = error.reason.removeprefix(f"{entry.path}: ")
-            items.append(None)
-    good = [i for i in range(len(entries)) if i not in failures]
-
-    def failed(position: int, error: InputError) -> None:
-        i = good[position]
-        if strict:
-            raise InputError(None, f"{entries[i].path}: {error.reason}") from error
-        failures[i] = error.reason
-
-    vectors = encoder.encode([items[i] for i in good], batch_size=batch_size, on_error=failed)
-    if strict and failures:
-        i = min(failures)
-        raise InputError(None, f"{entries[i].path}: {failures[i]}")
-    kept = [p for p, i in enumerate(good) if i not in failures]
-    errors = [
-        {
-            "path": entries[i].path,
-            "error": failures[i],
-            "key": entries[i].key,
-            "content_hash": entries[i].content_hash,
-        }
-        for i in sorted(failures)
-    ]
-    rows = [entries[good[p]] for p in kept]
-    store.write_shard(index_dir, number, rows, [ids[good[p]] for p in kept], vectors[kept], errors)
-    return len(rows)
 
 
 class Index:

@@ -3,7 +3,7 @@
 The shards still to write become a Ray dataset (one row per shard: its number, ids and
 entries). ``map_batches`` runs them through an actor pool, one :class:`~lcoemb.OmniEncoder` per
 actor (and one GPU per actor where the cluster has GPUs); each actor writes its shards with
-:func:`lcoemb.index.index.embed_shard`, the same step the local engine runs, into the index
+:func:`lcoemb.index.shard.embed_shard`, the same step the local engine runs, into the index
 folder, which must therefore be on storage every node sees. The driver then builds the FAISS
 index from the shards, so the output is the local engine's, vector for vector.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lcoemb.encoder import OmniEncoder
-from lcoemb.index.index import embed_shard
+from lcoemb.index.shard import embed_shard
 from lcoemb.index.source import Entry
 
 #: CPUs each actor reserves (its torch threads); GPUs: one per actor when the cluster has any.
