@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from lcoemb.config import (
     PretrainConfig,
@@ -42,14 +43,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p, TrainConfig, from_file=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lcoemb",
-        description="Language-centric omnimodal embeddings: one embedding model for text, "
-        "images, audio and video from a multimodal LLM.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_encode_command(sub: Any) -> None:
+    """Add ``lcoemb encode`` and its flags to ``sub``."""
     enc = sub.add_parser(
         "encode",
         help="embed the items of a JSONL file into a .npy matrix",
@@ -74,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--quiet", action="store_true", help="no progress bar")
     enc.set_defaults(run="encode")
 
+
+def _add_train_command(sub: Any) -> None:
+    """Add ``lcoemb train`` and its flags to ``sub``."""
     tr = sub.add_parser(
         "train",
         help="text-only LoRA contrastive training (the LCO-EMB recipe)",
@@ -85,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(tr)
     tr.set_defaults(run="train")
 
+
+def _add_merge_command(sub: Any) -> None:
+    """Add ``lcoemb merge`` and its flags to ``sub``."""
     mg = sub.add_parser("merge", help="merge a LoRA adapter into its backbone (merge_and_unload)")
     mg.add_argument(
         "--model",
@@ -101,12 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--dtype", default=None, help="weights dtype (default: the checkpoint's)")
     mg.set_defaults(run="merge")
 
+
+def _add_soup_command(sub: Any) -> None:
+    """Add ``lcoemb soup`` and its flags to ``sub``."""
     sp = sub.add_parser("soup", help="average LoRA adapters (a model soup)")
     sp.add_argument("--adapters", nargs="+", required=True, help="adapter folders to average")
     sp.add_argument("--weights", nargs="+", type=float, help="one weight per adapter")
     sp.add_argument("--output", required=True, help="folder for the averaged adapter")
     sp.set_defaults(run="soup")
 
+
+def _add_eval_command(sub: Any) -> None:
+    """Add ``lcoemb eval`` and its flags to ``sub``."""
     ev = sub.add_parser(
         "eval",
         help="evaluate with mteb: MIEB(lite), MAEB, MVEB, any mteb task, or the offline benchmark",
@@ -137,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.set_defaults(run="eval")
 
+
+def _add_analyze_command(sub: Any) -> None:
+    """Add ``lcoemb analyze`` and its flags to ``sub``."""
     an = sub.add_parser(
         "analyze",
         help="anisotropy and cross-modal kernel alignment per layer and modality",
@@ -164,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--batch-size", type=int, default=8)
     an.set_defaults(run="analyze")
 
+
+def _add_grsl_command(sub: Any) -> None:
+    """Add ``lcoemb grsl`` and its flags to ``sub``."""
     gr = sub.add_parser("grsl", help="the Generation-Representation Scaling Law")
     gr_sub = gr.add_subparsers(dest="grsl_command", required=True)
     gf = gr_sub.add_parser(
@@ -191,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     gm.add_argument("--offline-size", type=int, help="shrink the offline sets (quick check)")
     gm.set_defaults(run="grsl measure")
 
+
+def _add_quickstart_command(sub: Any) -> None:
+    """Add ``lcoemb quickstart`` and its flags to ``sub``."""
     qs = sub.add_parser(
         "quickstart",
         help="train LCO-Mini on text only and show cross-modal retrieval before and after",
@@ -206,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     qs.set_defaults(run="quickstart")
 
+
+def _add_serve_command(sub: Any) -> None:
+    """Add ``lcoemb serve`` and its flags to ``sub``."""
     sv = sub.add_parser(
         "serve",
         help="serve an OpenAI-compatible embeddings API (POST /v1/embeddings)",
@@ -216,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(sv, ServeConfig, skip=("model", "adapter", "device", "dtype"))
     sv.set_defaults(run="serve")
 
+
+def _add_index_command(sub: Any) -> None:
+    """Add ``lcoemb index`` and its flags to ``sub``."""
     ix = sub.add_parser(
         "index",
         help="index a folder of files (or an items JSONL) and search it",
@@ -286,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     isr.add_argument("--dtype", help="model dtype (default: the one the index was built in)")
     isr.set_defaults(run="index search")
 
+
+def _add_mini_command(sub: Any) -> None:
+    """Add ``lcoemb mini`` and its flags to ``sub``."""
     mini = sub.add_parser("mini", help="the embedded default backbone LCO-Mini")
     mini_sub = mini.add_subparsers(dest="mini_command", required=True)
     pt = mini_sub.add_parser(
@@ -322,6 +347,29 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--checkpoint", required=True, help="RUN/checkpoints/step-N")
     ex.add_argument("--output", required=True)
     ex.set_defaults(run="mini export")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lcoemb",
+        description="Language-centric omnimodal embeddings: one embedding model for text, "
+        "images, audio and video from a multimodal LLM.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (
+        _add_encode_command,
+        _add_train_command,
+        _add_merge_command,
+        _add_soup_command,
+        _add_eval_command,
+        _add_analyze_command,
+        _add_grsl_command,
+        _add_quickstart_command,
+        _add_serve_command,
+        _add_index_command,
+        _add_mini_command,
+    ):
+        add(sub)
     return parser
 
 
