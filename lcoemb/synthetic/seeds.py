@@ -20,7 +20,24 @@ SPLITS = ("train", "test")
 #: fixed for DATA_VERSION "1"
 SALT = 0x1C0E_0001
 #: the seed namespace of each generator (``triplet``: the text triplets)
-KIND_IDS = {"scene": 1, "ocr": 2, "digit": 3, "speech": 4, "clip": 5, "triplet": 6}
+KIND_IDS = {
+    "scene": 1,
+    "ocr": 2,
+    "digit": 3,
+    "speech": 4,
+    "clip": 5,
+    "triplet": 6,
+    # open-vocabulary stage-1 tasks, the general text triplets and the out-of-distribution sets
+    "utterance": 7,
+    "words": 8,
+    "scene_wide": 9,
+    "clip_wide": 10,
+    "ood_scene": 11,
+    "ood_ocr": 12,
+    "ood_speech": 13,
+    "ood_clip": 14,
+    "general": 15,
+}
 SPLIT_IDS = {"train": 0, "test": 1}
 #: streams of one sample: its own draws, the shuffled order of a balanced pass, source images
 SAMPLE_STREAM, ORDER_STREAM, SOURCE_STREAM = 0, 1, 2
