@@ -563,6 +563,18 @@ class PretrainConfig:
             "default_text": "all",
         },
     )
+    lm_lora_r: int = field(
+        default=0,
+        metadata={
+            "help": "rank of a LoRA on the LM's decoder Linears trained along with the "
+            "projectors (alpha = 2 x rank), so a small LM learns to use media tokens rather "
+            "than paraphrase around them; merged into the LM when the model loads; 0 keeps "
+            "the LM frozen"
+        },
+    )
+    lm_lora_lr: float = field(
+        default=2e-4, metadata={"help": "peak learning rate of the LM LoRA (same schedule)"}
+    )
 
 
 # ------------------------------------------------------------------------------------ serving

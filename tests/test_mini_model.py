@@ -144,7 +144,8 @@ def test_pretrain_writes_weights_log_and_report(tmp_path):
 @pytest.mark.slow
 def test_pretrain_resumes_exactly(tmp_path):
     """An interrupted stage 1 (here: its last checkpoint and outputs lost) continues from the
-    newest complete checkpoint and ends with the same projectors as an uninterrupted run."""
+    newest complete checkpoint and ends with the same projectors and LM LoRA as an
+    uninterrupted run; the LoRA is merged into the LM when the folder loads."""
     from safetensors.torch import load_file
 
     from lcoemb.config import PretrainConfig
@@ -160,6 +161,7 @@ def test_pretrain_resumes_exactly(tmp_path):
             eval_size=1,
             log_steps=1,
             resume=resume,
+            lm_lora_r=2,
             train_size={"scene": 4, "ocr": 2, "digit": 2, "speech": 2, "clip": 2},
             cache_dir=str(tmp_path / "features"),
         )
@@ -172,11 +174,13 @@ def test_pretrain_resumes_exactly(tmp_path):
     (out / "checkpoints" / ".tmp-step-4-1").mkdir()  # a save that never finished
     pretrain(config("resumed", resume=True))
     assert not (out / "checkpoints" / ".tmp-step-4-1").exists()
-    a = load_file(str(tmp_path / "straight" / "projectors.safetensors"))
+    for name in ("projectors.safetensors", "language_model_lora.safetensors"):
+        a = load_file(str(tmp_path / "straight" / name))
+        b = load_file(str(out / name))
+        assert a.keys() == b.keys() and a
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     b = load_file(str(out / "projectors.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     steps = [json.loads(line)["step"] for line in (out / "pretrain_log.jsonl").open()]
     assert steps == [1, 2, 3, 4]
 
@@ -186,7 +190,18 @@ def test_pretrain_resumes_exactly(tmp_path):
     variant = export_checkpoint(out / "checkpoints" / "step-2", tmp_path / "variant")
     early = load_file(str(variant / "projectors.safetensors"))
     assert any((early[k] != b[k]).any() for k in b)
-    OmniEncoder.from_pretrained(variant, device="cpu")
+    assert (variant / "language_model_lora.safetensors").is_file()
+    # the LoRA is merged at load: the LM's weights differ from the GGUF's, and saving the
+    # loaded model writes the same factors again
+    gguf, _ = load_smollm2(torch.bfloat16)
+    loaded = OmniEncoder.from_pretrained(out, device="cpu")
+    lm = loaded.backbone.model.lm
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(lm.state_dict()[q], gguf.state_dict()[q])
+    assert not any("lora_" in k for k in lm.state_dict())
+    loaded.save_pretrained(tmp_path / "copy")
+    again = OmniEncoder.from_pretrained(tmp_path / "copy", device="cpu")
+    np.testing.assert_array_equal(again.encode(["a red circle"]), loaded.encode(["a red circle"]))
 
 
 def test_export_checkpoint_errors_name_the_folder(tmp_path):

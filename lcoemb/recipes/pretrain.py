@@ -3,10 +3,13 @@ source of the implicit cross-modal alignment that text-only contrastive training
 
 Next-token loss on the generation tasks of :data:`lcoemb.synthetic.TASKS`: captioning scenes,
 reading rendered text (OCR), naming digits, transcribing espeak-ng speech (ASR) and describing
-clips of moving objects, each asked with its task's instruction. The towers and the LM stay
-frozen; only the projectors learn, so the frozen tower features are computed once and cached
-(:func:`build_examples`), and the chat template's fixed prefix, the same for every example, is
-computed once too (:class:`PrefixCache`). At the end the held-out generation scores of
+clips of moving objects, each asked with its task's instruction. The towers stay frozen and the
+projectors learn, so the frozen tower features are computed once and cached
+(:func:`build_examples`). The LM stays frozen too, unless ``lm_lora_r`` puts a LoRA on it: a
+135M LM with frozen weights tends to paraphrase around media tokens rather than use them, and a
+small LoRA lets it learn to (its factors are saved beside the projectors and merged into the LM
+when the model loads). While the LM is frozen, the chat template's fixed prefix, the same for
+every example, is computed once (:class:`PrefixCache`). At the end the held-out generation scores of
 :func:`lcoemb.evaluation.generation.generation_scores` go into ``pretrain_report.json``.
 """
 
@@ -34,6 +37,7 @@ from lcoemb.evaluation.generation import generation_scores
 from lcoemb.inputs import LoadedItem
 from lcoemb.mini.model import (
     CONFIG_NAME,
+    LM_LORA_NAME,
     MARKERS,
     WEIGHTS_NAME,
     LCOMini,
@@ -171,18 +175,22 @@ class PrefixCache:
         return cache
 
 
-def batch_loss(backbone: Any, examples: list[Example], prefix: PrefixCache) -> torch.Tensor:
+def batch_loss(
+    backbone: Any, examples: list[Example], prefix: PrefixCache | None
+) -> torch.Tensor:
     """Mean next-token loss on the targets (prompt tokens are not scored); the shared prefix
-    comes from ``prefix``, the rest of each sequence is right-padded."""
+    comes from ``prefix`` (None: every sequence is computed whole, as it must be while the LM
+    itself learns), the rest of each sequence is right-padded."""
     model, tok = backbone.model, backbone.tokenizer
     embed = model.input_embeddings
+    skip = prefix.length if prefix is not None else 0
     seqs, labels = [], []
     for ex in examples:
         task = TASKS[ex.task]
         item = LoadedItem([(task.modality, None)])
         text = backbone.prompt(item, suffix="\n" + task.instruction)
         prompt = backbone.embed_prompt(text, [media_embedding(model, task.modality, ex)])
-        prompt = prompt[prefix.length :]
+        prompt = prompt[skip:]
         target = tok(ex.target + tok.eos_token, add_special_tokens=False).input_ids
         target_ids = torch.tensor(target, device=prompt.device)
         seqs.append(torch.cat([prompt, embed(target_ids)]))
@@ -190,19 +198,19 @@ def batch_loss(backbone: Any, examples: list[Example], prefix: PrefixCache) -> t
     length = max(len(s) for s in seqs)
     d = seqs[0].shape[-1]
     inputs = seqs[0].new_zeros(len(seqs), length, d)
-    mask = torch.zeros(len(seqs), prefix.length + length, dtype=torch.long)
-    mask[:, : prefix.length] = 1
+    mask = torch.zeros(len(seqs), skip + length, dtype=torch.long)
+    mask[:, :skip] = 1
     lab = torch.full((len(seqs), length), -100)
     for i, (s, y) in enumerate(zip(seqs, labels)):
         inputs[i, : len(s)] = s
-        mask[i, prefix.length : prefix.length + len(s)] = 1
+        mask[i, skip : skip + len(s)] = 1
         lab[i, : len(y)] = y
+    cache = {} if prefix is None else {"cache": prefix.expanded(len(seqs)), "use_cache": True}
     out = model.lm(
         inputs_embeds=inputs,
         attention_mask=mask.to(inputs.device),
         labels=lab.to(inputs.device),
-        cache=prefix.expanded(len(seqs)),
-        use_cache=True,
+        **cache,
     )
     return out.loss
 
@@ -222,6 +230,7 @@ def save_state(
     def write(folder: Path) -> None:
         state = {
             "projectors": model.projector_state_dict(),
+            "lm_lora": model.lm_lora_state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -244,6 +253,7 @@ def resume_state(out: Path, model: Any, optimizer: Any, scheduler: Any, rng: Any
     meta = read_state(checkpoint)
     state = load_torch(checkpoint / STATE_WEIGHTS)  # tensors only: unpickling can run code
     model.load_state_dict(state["projectors"], strict=False)
+    model.load_state_dict(state.get("lm_lora", {}), strict=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
@@ -267,11 +277,16 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
     shutil.copyfile(config, out / CONFIG_NAME)
     weights = {k: v.to(torch.bfloat16).contiguous() for k, v in state["projectors"].items()}
     save_file(weights, str(out / WEIGHTS_NAME))
+    if state.get("lm_lora"):
+        save_file({k: v.contiguous() for k, v in state["lm_lora"].items()}, str(out / LM_LORA_NAME))
     return out
 
 
-def _stage1_backbone(config: PretrainConfig, base: str | None, out: Path) -> MiniBackbone:
-    """A fresh LCO-Mini (or ``base``) with only ``config.train``'s projectors trainable."""
+def _stage1_backbone(
+    config: PretrainConfig, base: str | None, out: Path
+) -> tuple[MiniBackbone, list[torch.nn.Parameter]]:
+    """A fresh LCO-Mini (or ``base``) with only ``config.train``'s projectors trainable, and the
+    parameters of the LM LoRA ``config.lm_lora_r`` asks for (empty for none)."""
     lm_dtype = torch.bfloat16 if config.bf16 else torch.float32
     if base is None:
         lm, tok = load_smollm2(lm_dtype)
@@ -289,10 +304,19 @@ def _stage1_backbone(config: PretrainConfig, base: str | None, out: Path) -> Min
         projector = getattr(model, f"{name}_projector", None)
         if projector is not None:
             projector.requires_grad_(name in config.train)
+    lora_params: list[torch.nn.Parameter] = []
+    if config.lm_lora_r:
+        loaded = model.mini_config
+        if loaded.language_model_lora or loaded.language_model_weights:
+            raise ValueError(
+                f"{base} already changes its LM (a stage-1 LoRA or merged layers); train a new "
+                "LM LoRA from scratch (no --base) or continue with --lm-lora-r 0"
+            )
+        lora_params = model.add_lm_lora(config.lm_lora_r, 2 * config.lm_lora_r, config.seed)
     # short sequences: eager attention's backward beats the CPU flash kernel's (2.2 s vs 2.6 s
     # per step of 16 examples, measured)
     model.lm.set_attn_implementation("eager")
-    return backbone
+    return backbone, lora_params
 
 
 def _schedule(optimizer: Any, config: PretrainConfig) -> Any:
@@ -315,7 +339,7 @@ def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     t_start = time.perf_counter()
-    backbone = _stage1_backbone(config, base, out)
+    backbone, lora_params = _stage1_backbone(config, base, out)
     model = backbone.model
     t0 = time.perf_counter()
     examples = build_examples(backbone, config)
@@ -326,15 +350,21 @@ def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
     tasks = list(by_task)
     weights = [config.task_weights.get(t, 0.0) for t in tasks]
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    lora_ids = {id(p) for p in lora_params}
+    projector_params = [p for p in model.parameters() if p.requires_grad and id(p) not in lora_ids]
+    params = projector_params + lora_params
+    groups = [{"params": projector_params, "lr": config.lr}]
+    if lora_params:
+        groups.append({"params": lora_params, "lr": config.lm_lora_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     scheduler = _schedule(optimizer, config)
     rng = random.Random(config.seed)
     start = resume_state(out, model, optimizer, scheduler, rng) if config.resume else 0
     if start:
         print(f"resuming stage 1 at step {start} of {config.steps}")
     model.train()
-    prefix = PrefixCache(backbone)
+    # the prefix's keys and values stay fixed only while the LM does
+    prefix = None if lora_params else PrefixCache(backbone)
     log = open_log(out / "pretrain_log.jsonl", start)
     t0 = time.perf_counter()
     bar = tqdm(
@@ -369,7 +399,9 @@ def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
     train_seconds = time.perf_counter() - t0
     model.eval()
     model.lm.set_attn_implementation("sdpa")
-    model.save_projectors(out)
+    backbone.save_pretrained(out)  # projectors, and the LM LoRA's factors if there is one
+    if lora_params:
+        model.merge_lm_lora()  # as the saved model loads: generation is scored on that
 
     encoder = OmniEncoder(backbone)
     t0 = time.perf_counter()
