@@ -145,7 +145,9 @@ def all_words() -> tuple[str, ...]:
 def sentences(partition: str) -> tuple[str, ...]:
     """The sentences of ``partition`` (one of :data:`SENTENCE_PARTITIONS`), sorted."""
     if partition not in SENTENCE_PARTITIONS:
-        raise ValueError(f"partition must be one of {tuple(SENTENCE_PARTITIONS)}, got {partition!r}")
+        raise ValueError(
+            f"partition must be one of {tuple(SENTENCE_PARTITIONS)}, got {partition!r}"
+        )
     return tuple(s for s in all_sentences() if _partition(s, SENTENCE_PARTITIONS) == partition)
 
 
