@@ -18,6 +18,7 @@ from lcoemb.config import (
     ServeConfig,
     TrainConfig,
     add_config_arguments,
+    comma_list,
 )
 from lcoemb.mini.registry import DEFAULT_MODEL
 
@@ -203,6 +204,19 @@ def _add_grsl_command(sub: Any) -> None:
     gm.add_argument("--n-generation", type=int, default=50, help="items per generation task")
     gm.add_argument("--offline-size", type=int, help="shrink the offline sets (quick check)")
     gm.set_defaults(run="grsl measure")
+    gg = gr_sub.add_parser(
+        "generation",
+        help="how much generation a model keeps with its adapter",
+        description="Score each generation task of the generated data (scene captions, OCR, "
+        "digits, ASR, clips) with the adapter disabled and active, and print the ratio "
+        "(quality = the score, or 1 - WER): the paper's claim is that text-only LoRA training "
+        "preserves generation. Writes OUTPUT/generation.json when --output is given.",
+    )
+    _add_model_args(gg)
+    gg.add_argument("--n", type=int, default=100, help="test samples per task")
+    gg.add_argument("--tasks", type=comma_list, help="comma-separated tasks (default: all)")
+    gg.add_argument("--output", help="folder for generation.json")
+    gg.set_defaults(run="grsl generation")
 
 
 def _add_quickstart_command(sub: Any) -> None:

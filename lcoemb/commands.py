@@ -22,6 +22,7 @@ from lcoemb import evaluation
 from lcoemb.analysis.space import analyze, offline_pairs, read_pairs, write_report
 from lcoemb.config import PretrainConfig, QuickstartConfig, ServeConfig, TrainConfig, given_settings
 from lcoemb.encoder import OmniEncoder
+from lcoemb.evaluation.generation import format_retained, generation_retained
 from lcoemb.grsl.fit import fit_file
 from lcoemb.index import Index
 from lcoemb.inputs import Audio, ImageRef, InputError, Video, read_items_jsonl
@@ -183,6 +184,19 @@ def cmd_grsl_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grsl_generation(args: argparse.Namespace) -> int:
+    encoder = OmniEncoder.from_pretrained(
+        args.model, adapter=args.adapter, device=args.device, dtype=args.dtype
+    )
+    result = generation_retained(encoder, args.n, args.tasks)
+    print(format_retained(result))
+    if args.output:
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+        (Path(args.output) / "generation.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {Path(args.output) / 'generation.json'}")
+    return 0
+
+
 def cmd_mini_pretrain(args: argparse.Namespace) -> int:
     settings = given_settings(PretrainConfig, args)
     defaults = PretrainConfig()
@@ -313,6 +327,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "analyze": cmd_analyze,
     "grsl fit": cmd_grsl_fit,
     "grsl measure": cmd_grsl_measure,
+    "grsl generation": cmd_grsl_generation,
     "quickstart": cmd_quickstart,
     "serve": cmd_serve,
     "index build": cmd_index_build,

@@ -461,7 +461,7 @@ def task_values(kind: type) -> Callable[[str], dict[str, Any]]:
     return parse
 
 
-def _comma_list(text: str) -> list[str]:
+def comma_list(text: str) -> list[str]:
     return [x for x in text.split(",") if x]
 
 
@@ -559,7 +559,7 @@ class PretrainConfig:
             "help": "projectors that learn, comma-separated from image,audio,read; the others "
             "stay as loaded; e.g. --base OLD --train read adds reading to a model trained "
             "without it",
-            "type": _comma_list,
+            "type": comma_list,
             "default_text": "all",
         },
     )

@@ -56,3 +56,60 @@ def generation_scores(encoder: Any, n: int = 100, tasks: list[str] | None = None
             {"reference": s.text, "generated": o} for s, o in zip(samples[:3], outputs[:3])
         ]
     return scores
+
+
+def quality(task: Task, score: float) -> float:
+    """A task's score as higher-is-better in [0, 1]: 1 − WER for ASR (0 past WER 1), else the
+    score itself."""
+    return max(0.0, 1.0 - score) if task.metric == "wer" else score
+
+
+def generation_retained(encoder: Any, n: int = 100, tasks: list[str] | None = None) -> dict:
+    """How much of the backbone's generation an adapter keeps: each task of ``tasks`` (default:
+    all) scored on ``n`` test samples with ``encoder``'s adapter disabled (the base) and active,
+    and ``retained`` = adapter quality / base quality (:func:`quality`; None where the base
+    scores 0). The paper's claim is that text-only LoRA training keeps generation; this is the
+    number that checks it. Raises ``ValueError`` for an encoder without an adapter."""
+    if encoder.peft_model is None:
+        raise ValueError("the model has no adapter to compare against its base (pass --adapter)")
+    names = tasks or list(TASKS)
+    with encoder.peft_model.disable_adapter():
+        base = generation_scores(encoder, n, names)
+    adapted = generation_scores(encoder, n, names)
+    rows: dict[str, Any] = {}
+    for name in names:
+        task, key = TASKS[name], score_key(TASKS[name])
+        b, a = quality(task, base[key]), quality(task, adapted[key])
+        rows[name] = {
+            "metric": key,
+            "base": base[key],
+            "adapter": adapted[key],
+            "retained": a / b if b > 0 else None,
+            "examples": [
+                {**x, "with adapter": y["generated"]}
+                for x, y in zip(base[f"{name}_examples"], adapted[f"{name}_examples"])
+            ],
+        }
+    ratios = [r["retained"] for r in rows.values() if r["retained"] is not None]
+    return {
+        "n": n,
+        "tasks": rows,
+        "min_retained": min(ratios) if ratios else None,
+        "mean_retained": float(np.mean(ratios)) if ratios else None,
+    }
+
+
+def format_retained(result: dict) -> str:
+    """The table of :func:`generation_retained`: per task, base → adapter and the ratio."""
+    lines = [f"{'task':<10}{'metric':<22}{'base':>8}{'adapter':>9}{'retained':>10}"]
+    for name, row in result["tasks"].items():
+        kept = "-" if row["retained"] is None else f"{row['retained']:.0%}"
+        lines.append(
+            f"{name:<10}{row['metric']:<22}{row['base']:>8.3f}{row['adapter']:>9.3f}{kept:>10}"
+        )
+    if result["min_retained"] is not None:
+        lines.append(
+            f"retained: min {result['min_retained']:.0%}, mean {result['mean_retained']:.0%} "
+            "(quality = score, or 1 - WER)"
+        )
+    return "\n".join(lines)
