@@ -232,7 +232,7 @@ def _add_quickstart_command(sub: Any) -> None:
         "cores.",
     )
     add_config_arguments(
-        qs, QuickstartConfig, only=("model", "output", "max_steps", "n_eval", "seed")
+        qs, QuickstartConfig, only=("model", "output", "corpus", "max_steps", "n_eval", "seed")
     )
     qs.set_defaults(run="quickstart")
 

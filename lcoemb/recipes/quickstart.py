@@ -26,15 +26,21 @@ from lcoemb.config import QuickstartConfig
 from lcoemb.encoder import OmniEncoder
 from lcoemb.evaluation.retrieval import evaluate_retrieval
 from lcoemb.mini.registry import backbone_path
-from lcoemb.synthetic import triplets
+from lcoemb.synthetic import general_triplets, triplets
 from lcoemb.training.trainer import train
 
 
-def write_text_triplets(path: Path, n: int) -> Path:
-    """``n`` text-only triplets from :func:`lcoemb.synthetic.triplets` (``train`` split) as
-    JSONL: anchor, paraphrase, one-attribute-off hard negative."""
+#: the text-only corpora, by :attr:`QuickstartConfig.corpus`
+CORPORA = {"general": general_triplets, "in-domain": triplets}
+
+
+def write_text_triplets(path: Path, n: int, corpus: str = "general") -> Path:
+    """``n`` text-only triplets of ``corpus`` (``train`` split) as JSONL: ``general``
+    (:func:`lcoemb.synthetic.general_triplets`: open sentences, a light-edit positive, a
+    lexically close negative) or ``in-domain`` (:func:`lcoemb.synthetic.triplets`: descriptions
+    in the evaluation's grammar, a paraphrase, a one-attribute-off negative)."""
     with path.open("w") as f:
-        for t in triplets("train", n):
+        for t in CORPORA[corpus]("train", n):
             f.write(
                 json.dumps({"anchor": t.anchor, "positive": t.positive, "negative": t.negative})
                 + "\n"
@@ -47,7 +53,7 @@ def train_text_adapter(base_path: str, output: Path, config: QuickstartConfig) -
     training settings (the quickstart's budget); the adapter lands in ``output/lco/adapter``,
     replacing an earlier run's. Returns the trainer's result."""
     output.mkdir(parents=True, exist_ok=True)
-    data = write_text_triplets(output / "text_triplets.jsonl", config.n_triplets)
+    data = write_text_triplets(output / "text_triplets.jsonl", config.n_triplets, config.corpus)
     return train(config.train_config(model=base_path, data=[str(data)], output=str(output / "lco")))
 
 

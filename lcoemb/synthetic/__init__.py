@@ -23,7 +23,10 @@ The rooms
 :mod:`~.ocr`, :mod:`~.digits` rendered words; upscaled scikit-learn digits
 :mod:`~.speech`               espeak-ng speech at 16 kHz
 :mod:`~.clips`                moving shapes, and clips as mp4
-:mod:`~.triplets`             text-only training triplets
+:mod:`~.triplets`             text-only training triplets in the closed grammar (in-domain)
+:mod:`~.corpus`               open-vocabulary sentences (``fortunes``) and words
+                              (``wamerican``), in disjoint partitions
+:mod:`~.general`              general text-only training triplets over those sentences
 :mod:`~.pages`                document pages in five languages (offline document retrieval)
 :mod:`~.tasks`                :data:`TASKS`, the one table over the generators; :func:`dataset`
 :mod:`~.demo`                 a folder of files to index and search
@@ -68,6 +71,7 @@ from lcoemb.synthetic.descriptions import (
 )
 from lcoemb.synthetic.digits import DIGIT_TEST_SOURCES, digit, digit_sources
 from lcoemb.synthetic.fonts import DEFAULT_FONT, FONT_DIRS, FONT_FILES, FONTS, font, font_path
+from lcoemb.synthetic.general import general_triplet, general_triplets
 from lcoemb.synthetic.ocr import ocr
 from lcoemb.synthetic.pages import LANGUAGES, PAGES_VERSION, Page, page
 from lcoemb.synthetic.samples import (
@@ -132,6 +136,8 @@ __all__ = [
     "espeak_version",
     "font",
     "font_path",
+    "general_triplet",
+    "general_triplets",
     "mp4_bytes",
     "ocr",
     "page",

@@ -51,6 +51,7 @@ _ALLOWED = re.compile(r"^[A-Za-z][A-Za-z ,.'!?;:-]*$")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
 _WORD = re.compile(r"^[a-z]{3,10}$")
 _SPEAKER = re.compile(r"^(?:[A-Z][A-Za-z]*\.? ?){1,2}: ")  # "Norm: ", "Q: ", "Dr. Who: "
+_SPACE_BEFORE_MARK = re.compile(r" ([,.!?;:])")
 _BROKEN = re.compile(r"[.!?;:] [a-z]")  # a sentence split in the wrong place
 
 
@@ -95,6 +96,7 @@ def clean_sentence(text: str) -> str | None:
     """``text`` as one plain sentence (single spaces, no quotes), or None if it is not one the
     corpus keeps."""
     text = " ".join(text.replace('"', " ").replace("`", " ").split()).strip(" -")
+    text = _SPACE_BEFORE_MARK.sub(r"\1", text)  # where a removed quote left a gap
     text = _SPEAKER.sub("", text)
     if not _ALLOWED.match(text) or text[-1] not in ".!?" or _BROKEN.search(text):
         return None
