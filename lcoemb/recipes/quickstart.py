@@ -29,7 +29,6 @@ from lcoemb.mini.registry import backbone_path
 from lcoemb.synthetic import general_triplets, triplets
 from lcoemb.training.trainer import train
 
-
 #: the text-only corpora, by :attr:`QuickstartConfig.corpus`
 CORPORA = {"general": general_triplets, "in-domain": triplets}
 
