@@ -12,6 +12,8 @@ area-weighted centroid of the objects is nearest (by at least 20 px) to the posi
 point (:func:`position_of`: left (0.25, 0.5), right (0.75, 0.5), top (0.5, 0.25), bottom
 (0.5, 0.75), centre (0.5, 0.5), as fractions of the width and height). The text is the
 canonical caption, ``"two red circles on the left"``, ``"an orange star in the centre"``.
+:func:`shape_points` also draws the wider grammar's hexagon, diamond, heart and arrow
+(:mod:`~lcoemb.synthetic.wide`), which ``scene`` never uses.
 Attribute combinations are balanced: indices ``[k*600, (k+1)*600)`` of a split hold every
 combination exactly once, in a fixed shuffled order; layouts are random.
 """
@@ -60,6 +62,19 @@ def gradient(rng: np.random.Generator, size: int, low: int = 70, high: int = 180
     return np.rint(image).astype(np.uint8)
 
 
+def _heart_outline(points: int = 32) -> list[tuple[float, float]]:
+    """The classic parametric heart, centred on its bounding box and scaled to circumradius 1."""
+    t = np.linspace(0, 2 * math.pi, points, endpoint=False)
+    x = 16 * np.sin(t) ** 3
+    y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+    x, y = x - (x.max() + x.min()) / 2, y - (y.max() + y.min()) / 2
+    scale = float(np.hypot(x, y).max())
+    return list(zip((x / scale).tolist(), (y / scale).tolist(), strict=True))
+
+
+_HEART = _heart_outline()
+
+
 def shape_points(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple]:
     """The polygon of ``shape`` (not ``circle``) centred at ``(cx, cy)`` with circumradius
     ``r``, rotated by ``angle`` radians."""
@@ -81,6 +96,17 @@ def shape_points(shape: str, cx: float, cy: float, r: float, angle: float) -> li
         local = [
             (-w, -arm), (w, -arm), (w, -w), (arm, -w), (arm, w), (w, w),
             (w, arm), (-w, arm), (-w, w), (-arm, w), (-arm, -w), (-w, -w),
+        ]  # fmt: skip
+    elif shape == "hexagon":
+        local = [(math.cos(a), math.sin(a)) for a in np.radians(np.arange(0, 360, 60))]
+    elif shape == "diamond":
+        local = [(0.0, -1.0), (0.6, 0.0), (0.0, 1.0), (-0.6, 0.0)]
+    elif shape == "heart":
+        local = _HEART
+    elif shape == "arrow":  # pointing right
+        local = [
+            (-0.95, -0.25), (0.15, -0.25), (0.15, -0.65), (0.95, 0.0),
+            (0.15, 0.65), (0.15, 0.25), (-0.95, 0.25),
         ]  # fmt: skip
     else:
         raise ValueError(shape)
