@@ -425,6 +425,13 @@ class QuickstartConfig(TrainConfig):
     )
     n_triplets: int = field(default=4000, metadata={"help": "text-only triplets generated"})
     n_eval: int = field(default=50, metadata={"help": "held-out items per retrieval set"})
+    n_ood: int = field(
+        default=40,
+        metadata={
+            "help": "items (candidates) per out-of-distribution set (image, OCR, speech, "
+            "video), all with distinct texts"
+        },
+    )
     n_analysis: int = field(
         default=50, metadata={"help": "pairs per modality for the embedding-space analysis"}
     )
@@ -445,7 +452,17 @@ class QuickstartConfig(TrainConfig):
 #: The generation tasks of stage 1, in :data:`lcoemb.synthetic.TASKS`'s order: the keys of
 #: :class:`PretrainConfig`'s per-task settings. Named here so that the command line checks a
 #: ``TASK=VALUE`` list without importing the generators (a test keeps the two the same).
-PRETRAIN_TASKS = ("scene", "ocr", "digit", "speech", "clip")
+PRETRAIN_TASKS = (
+    "scene",
+    "ocr",
+    "digit",
+    "speech",
+    "clip",
+    "utterance",
+    "words",
+    "scene_wide",
+    "clip_wide",
+)
 
 #: The projectors stage 1 can train.
 PROJECTOR_NAMES = ("image", "audio", "read")
@@ -498,25 +515,34 @@ class PretrainConfig:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     train_size: dict[str, int] = field(
         default_factory=lambda: {
-            "scene": 4000,
-            "ocr": 3000,
-            "digit": 1500,
+            "scene": 2000,
+            "ocr": 1500,
+            "digit": 1000,
             "speech": 1500,
             "clip": 800,
+            "utterance": 6000,
+            "words": 3000,
+            "scene_wide": 2500,
+            "clip_wide": 1500,
         },
         metadata={"help": "TASK=N,... training examples per task", "type": task_values(int)},
     )
     task_weights: dict[str, float] = field(
         default_factory=lambda: {
-            "scene": 0.25,
-            "ocr": 0.3,
-            "digit": 0.1,
-            "speech": 0.2,
-            "clip": 0.15,
+            "scene": 0.10,
+            "ocr": 0.08,
+            "digit": 0.04,
+            "speech": 0.08,
+            "clip": 0.06,
+            "utterance": 0.25,
+            "words": 0.17,
+            "scene_wide": 0.14,
+            "clip_wide": 0.08,
         },
         metadata={
-            "help": "TASK=W,... sampling weights over scene,ocr,digit,speech,clip (others keep "
-            "their defaults; 0 leaves a task out)",
+            "help": "TASK=W,... sampling weights over "
+            + ",".join(PRETRAIN_TASKS)
+            + " (others keep their defaults; 0 leaves a task out)",
             "type": task_values(float),
         },
     )

@@ -132,7 +132,7 @@ def test_grsl_measure_with_given_adapters(omni_path, omni_adapter, tmp_path, mon
     assert 0.0 <= float(rows[0]["generation"]) <= 1.0
     assert 0.0 <= float(rows[0]["representation"]) <= 1.0
     report = json.loads((out / "measure.json").read_text())
-    assert {"scene_exact_match", "ocr_char_accuracy", "asr_wer"} <= set(
+    assert {"scene_exact_match", "ocr_char_accuracy", "speech_wer"} <= set(
         report["models"][0]["generation_scores"]
     )
     assert np.isfinite(report["models"][0]["representation"])

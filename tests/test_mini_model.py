@@ -136,7 +136,7 @@ def test_pretrain_writes_weights_log_and_report(tmp_path):
     assert (out / "projectors.safetensors").is_file() and (out / "config.json").is_file()
     assert len((out / "pretrain_log.jsonl").read_text().splitlines()) == 3
     saved = json.loads((out / "pretrain_report.json").read_text())
-    keys = {"scene_exact_match", "ocr_char_accuracy", "digit_exact_match", "asr_wer"}
+    keys = {"scene_exact_match", "ocr_char_accuracy", "digit_exact_match", "speech_wer"}
     assert keys <= saved["scores"].keys() and report["seconds"]["training"] > 0
     OmniEncoder.from_pretrained(out, device="cpu")  # loads as a backbone
 

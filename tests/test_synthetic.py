@@ -268,11 +268,34 @@ def test_as_input():
 
 
 def test_task_table_covers_every_generator_once():
-    assert list(data.TASKS) == ["scene", "ocr", "digit", "speech", "clip"]
+    from lcoemb.config import PRETRAIN_TASKS
+
+    closed = ["scene", "ocr", "digit", "speech", "clip"]
+    assert list(data.TASKS) == [*closed, "utterance", "words", "scene_wide", "clip_wide"]
+    assert list(data.TASKS) == list(PRETRAIN_TASKS)  # the command line checks against these
     assert {t.modality for t in data.TASKS.values()} == {"image", "audio", "video"}
     rows = [row for t in data.TASKS.values() for row in t.retrieval]
+    rows += [row for s in data.OOD_SETS.values() for row in s.retrieval]
     assert len(rows) == len(set(rows))  # one row name per retrieval direction
     assert {t.name for t in data.TASKS.values() if t.grsl} == {"scene", "ocr", "speech"}
+    assert {t.name for t in data.TASKS.values() if t.corpus} == {"utterance", "words"}
+    assert [s.kind for s in data.OOD_SETS.values()] == [
+        "ood_scene", "ood_ocr", "ood_speech", "ood_clip"
+    ]  # fmt: skip
+
+
+def test_ood_sets_have_distinct_texts_and_share_none_with_training():
+    """Each OOD set's first 40 items have 40 distinct texts, and none of those texts is among
+    the first 300 training texts of any generator of its modality."""
+    for ood in data.OOD_SETS.values():
+        samples = ood.samples(40)
+        texts = [s.text.lower() for s in samples]
+        assert len(set(texts)) == 40 and ood.held_out
+        assert {s.attrs["kind"] for s in samples} == {ood.kind}
+        for task in data.TASKS.values():
+            if task.modality == ood.modality and task.name not in ("utterance", "speech"):
+                seen = {s.text.lower() for s in data.dataset(task.name, "train", 300)}
+                assert not seen & set(texts), (ood.name, task.name)
 
 
 # --- fonts -------------------------------------------------------------------------------

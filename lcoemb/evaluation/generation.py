@@ -23,16 +23,14 @@ def normalise(text: str) -> str:
 
 
 def score_key(task: Task) -> str:
-    """The key of ``task``'s score in :func:`generation_scores`' result."""
-    if task.metric == "wer":
-        return "asr_wer"
+    """The key of ``task``'s score in :func:`generation_scores`' result: ``<task>_<metric>``."""
     return f"{task.name}_{task.metric}"
 
 
 def generation_scores(encoder: Any, n: int = 100, tasks: list[str] | None = None) -> dict:
     """Held-out generation quality of ``tasks`` (default: all), each on ``n`` test-split samples:
-    ``scene_exact_match``, ``ocr_char_accuracy``, ``digit_exact_match``, ``asr_wer``,
-    ``clip_exact_match``, and ``<task>_examples`` (three references with what the model said).
+    ``<task>_<metric>`` (``scene_exact_match``, ``ocr_char_accuracy``, ``speech_wer``...) and
+    ``<task>_examples`` (three references with what the model said).
     Clips pass all their frames, as stage 1 saw them."""
     scores: dict[str, Any] = {}
     for name in tasks or list(TASKS):

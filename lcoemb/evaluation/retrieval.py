@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from lcoemb.synthetic import TASKS, as_input, dataset
+from lcoemb.synthetic import OOD_SETS, TASKS, as_input, dataset
 
 
 def retrieval_metrics(
@@ -72,4 +72,23 @@ def evaluate_retrieval(encoder: Any, n: int = 50, batch_size: int = 16) -> dict[
             query = row.split()[-1].split("→")[0]
             q, d = (media, text) if query == task.modality else (text, media)
             results[row] = retrieval_metrics(q, d, relevant)
+    return results
+
+
+def evaluate_ood(encoder: Any, n: int = 40, batch_size: int = 16) -> dict[str, dict]:
+    """R@1 and nDCG@10 on the out-of-distribution sets (:data:`lcoemb.synthetic.OOD_SETS`:
+    image, OCR, speech, video), media→text and text→media, ``n`` items each with distinct texts
+    (one right answer among ``n`` candidates). Nothing in them was generated for training."""
+    results: dict[str, dict] = {}
+    for ood in OOD_SETS.values():
+        samples = ood.samples(n)
+        media = encoder.encode(
+            [as_input(s, all_frames=True) for s in samples],
+            batch_size=batch_size,
+            show_progress=True,
+        )
+        text = encoder.encode([s.text for s in samples], batch_size=batch_size, show_progress=True)
+        to_text, to_media = ood.retrieval
+        results[to_text] = retrieval_metrics(media, text)
+        results[to_media] = retrieval_metrics(text, media)
     return results

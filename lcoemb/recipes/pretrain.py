@@ -47,6 +47,7 @@ from lcoemb.mini.model import (
 from lcoemb.mini.reader import READ_HIDDEN, load_text_reader
 from lcoemb.mini.towers import load_audio_tower, load_image_tower
 from lcoemb.synthetic import DATA_VERSION, TASKS, dataset
+from lcoemb.synthetic.corpus import corpus_fingerprint
 from lcoemb.training.checkpoints import (
     clean_partial,
     latest_checkpoint,
@@ -98,12 +99,14 @@ def cached_features(
 ) -> list[torch.Tensor]:
     """Tower features of ``samples`` (their reading tokens with ``reading``), read from
     ``cache_dir`` when an earlier run computed them (the key names the data version, task and
-    count, so a changed generator is never reused)."""
+    count, and for corpus tasks the corpus fingerprint, so a changed generator or corpus is never
+    reused)."""
     modality = "read" if reading else TASKS[task].modality
     path = None
     if cache_dir is not None:
         kind = f"{task}-read" if reading else task
-        path = cache_dir / f"{kind}-v{DATA_VERSION}-n{len(samples)}.safetensors"
+        version = DATA_VERSION + (f"-{corpus_fingerprint()}" if TASKS[task].corpus else "")
+        path = cache_dir / f"{kind}-v{version}-n{len(samples)}.safetensors"
         if path.is_file():
             stored = load_file(str(path))
             return [stored[str(i)] for i in range(len(samples))]
@@ -175,9 +178,7 @@ class PrefixCache:
         return cache
 
 
-def batch_loss(
-    backbone: Any, examples: list[Example], prefix: PrefixCache | None
-) -> torch.Tensor:
+def batch_loss(backbone: Any, examples: list[Example], prefix: PrefixCache | None) -> torch.Tensor:
     """Mean next-token loss on the targets (prompt tokens are not scored); the shared prefix
     comes from ``prefix`` (None: every sequence is computed whole, as it must be while the LM
     itself learns), the rest of each sequence is right-padded."""

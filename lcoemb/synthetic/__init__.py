@@ -28,7 +28,10 @@ The rooms
                               (``wamerican``), in disjoint partitions
 :mod:`~.general`              general text-only training triplets over those sentences
 :mod:`~.pages`                document pages in five languages (offline document retrieval)
-:mod:`~.tasks`                :data:`TASKS`, the one table over the generators; :func:`dataset`
+:mod:`~.wide`                 a wider scene and clip grammar (stage 1)
+:mod:`~.ood`, :mod:`~.ood_text`  out-of-distribution image, video, OCR and speech sets
+:mod:`~.tasks`                :data:`TASKS`, the one table over the generators; :func:`dataset`;
+                              :data:`OOD_SETS`
 :mod:`~.demo`                 a folder of files to index and search
 ============================  ==============================================================
 
@@ -85,7 +88,7 @@ from lcoemb.synthetic.samples import (
 from lcoemb.synthetic.scenes import POSITION_ANCHORS, position_of, scene
 from lcoemb.synthetic.seeds import DATA_VERSION, SPLITS
 from lcoemb.synthetic.speech import VOICES, espeak_version, speech, synthesize
-from lcoemb.synthetic.tasks import KINDS, TASKS, Task, dataset
+from lcoemb.synthetic.tasks import KINDS, OOD_SETS, TASKS, OODSet, Task, dataset
 from lcoemb.synthetic.triplets import TRIPLET_MIX, Triplet, text_triplet, triplets
 
 __all__ = [
@@ -107,6 +110,7 @@ __all__ = [
     "IMAGE_SIZE",
     "KINDS",
     "LANGUAGES",
+    "OOD_SETS",
     "PAGES_VERSION",
     "POSITIONS",
     "POSITION_ANCHORS",
@@ -121,6 +125,7 @@ __all__ = [
     "AnySample",
     "AudioSample",
     "ClipSample",
+    "OODSet",
     "Page",
     "Sample",
     "Task",
