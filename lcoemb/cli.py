@@ -331,9 +331,11 @@ def _add_mini_command(sub: Any) -> None:
         "pretrain",
         help="stage-1 generative pretraining of the LCO-Mini projectors",
         description="Train LCO-Mini's projectors with next-token loss on generated captioning, "
-        "OCR, digit, ASR and clip-description data (towers and LM frozen), then score "
-        "generation on held-out data. Writes config.json, projectors.safetensors, "
-        "pretrain_log.jsonl and pretrain_report.json to OUTPUT.",
+        "OCR, digit, ASR and clip-description data, closed-grammar and open-vocabulary "
+        "(towers frozen; the LM frozen too unless --lm-lora-r puts a LoRA on it), then score "
+        "generation on held-out data. Writes config.json, projectors.safetensors (and "
+        "language_model_lora.safetensors), checkpoints/, pretrain_log.jsonl and "
+        "pretrain_report.json to OUTPUT.",
     )
     # warm-up, weight decay, logging and bf16 keep their defaults on the command line
     add_config_arguments(
