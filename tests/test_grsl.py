@@ -1,9 +1,11 @@
-"""GRSL: reading scores, fitting the law, writing its report, and the PAC-Bayes bound."""
+"""GRSL: reading scores, fitting the law and its bootstrap intervals, writing its report, and
+the PAC-Bayes bound."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import torch
 from scipy.optimize import brentq
 
+from lcoemb.cli import main
 from lcoemb.grsl import (
     binary_kl,
     fit_file,
@@ -103,12 +106,30 @@ def test_read_scores_with_and_without_group(tmp_path) -> None:
         )
     )
     assert rows == [
-        {"model": "llava-next-8b", "generation": 63.9, "representation": 66.5, "group": "LLaVA"},
-        {"model": "qwen2.5-vl-7b", "generation": 81.1, "representation": 75.0, "group": None},
+        {
+            "model": "llava-next-8b",
+            "generation": 63.9,
+            "representation": 66.5,
+            "group": "LLaVA",
+            "budget": None,
+        },
+        {
+            "model": "qwen2.5-vl-7b",
+            "generation": 81.1,
+            "representation": 75.0,
+            "group": None,
+            "budget": None,
+        },
     ]
     no_group = read_scores(_write(tmp_path, "representation,model,generation\n1,a,2\n3,b,4\n"))
     assert [r["group"] for r in no_group] == [None, None]
-    assert no_group[1] == {"model": "b", "generation": 4.0, "representation": 3.0, "group": None}
+    assert no_group[1] == {
+        "model": "b",
+        "generation": 4.0,
+        "representation": 3.0,
+        "group": None,
+        "budget": None,
+    }
 
 
 @pytest.mark.parametrize(
@@ -121,6 +142,7 @@ def test_read_scores_with_and_without_group(tmp_path) -> None:
         ("model,generation,representation\na,1,2,9\nb,2,3\n", ":2:", "more values"),
         ("model,generation,representation\na,1,2\nb,inf,3\n", ":3:", "not finite"),
         ("model,generation,representation\na,1,2\n", ":", "at least 2 rows"),
+        ("model,generation,representation,budget\na,1,2,100\nb,2,3,\n", ":3:", "no budget"),
     ],
 )
 def test_read_scores_errors_name_file_and_line(tmp_path, text, where, problem) -> None:
@@ -150,6 +172,181 @@ def test_fit_file_writes_json_and_png(tmp_path) -> None:
     assert written["log_linear"]["slope"] > 0
     assert written["plot"] == "grsl.png"
     assert (tmp_path / "out" / "grsl.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# bootstrap intervals
+
+
+def _planted(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bivariate normal points, y = 0.5·x + N(0, 1): slope 0.5, Pearson 0.5/√1.25."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    return x, 0.5 * x + rng.normal(size=n)
+
+
+TRUE_PEARSON = 0.5 / math.sqrt(1.25)
+TRUE_SPEARMAN = 6 / math.pi * math.asin(TRUE_PEARSON / 2)  # Pearson's 1907 bivariate-normal link
+
+
+def _width(ci: list[float]) -> float:
+    return ci[1] - ci[0]
+
+
+def test_intervals_contain_the_planted_values_and_shrink_with_more_points() -> None:
+    small, large = fit_law(*_planted(30, seed=1)), fit_law(*_planted(300, seed=1))
+    for fit in (small, large):
+        assert fit["bootstrap"]["scheme"] == "points"
+        assert fit["bootstrap"]["used"] == fit["bootstrap"]["resamples"] == 2000
+        for key, truth in (("spearman", TRUE_SPEARMAN), ("pearson", TRUE_PEARSON), ("slope", 0.5)):
+            lo, hi = fit[f"{key}_ci"]
+            assert lo <= truth <= hi, key
+            assert lo <= fit[key] <= hi, key
+    for key in ("spearman_ci", "pearson_ci", "slope_ci"):
+        assert _width(large[key]) < 0.6 * _width(small[key]), key
+
+
+def test_intervals_cover_the_planted_rho_about_as_often_as_they_claim() -> None:
+    covered = 0
+    for seed in range(40):
+        lo, hi = fit_law(*_planted(40, seed), resamples=400, seed=seed)["spearman_ci"]
+        covered += lo <= TRUE_SPEARMAN <= hi
+    assert covered >= 34  # 95 % of 40 is 38; percentile intervals run a little short at n=40
+
+
+def test_intervals_are_deterministic_given_the_seed() -> None:
+    x, y = _planted(25, seed=3)
+    first, again = fit_law(x, y, seed=7), fit_law(x, y, seed=7)
+    other = fit_law(x, y, seed=8)
+    assert first == again
+    assert first["spearman_ci"] != other["spearman_ci"]
+    assert first["bootstrap"]["seed"] == 7
+
+
+def test_resamples_and_confidence_set_the_interval() -> None:
+    x, y = _planted(40, seed=4)
+    narrow = fit_law(x, y, resamples=500, confidence=0.5)
+    wide = fit_law(x, y, resamples=500, confidence=0.99)
+    assert narrow["bootstrap"]["resamples"] == 500
+    assert _width(narrow["slope_ci"]) < _width(wide["slope_ci"])
+
+
+def _sweep(seeds: int, spread: float) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Five budgets' seeds, scattered by ``spread`` around a rising trend."""
+    rng = np.random.default_rng(5)
+    means = {"50": 0.1, "100": 0.3, "300": 0.4, "1000": 0.55, "3000": 0.6}
+    budgets = [b for b in means for _ in range(seeds)]
+    x = np.array([means[b] for b in budgets]) + spread * rng.normal(size=len(budgets))
+    return x, 0.25 + 0.6 * x + spread * rng.normal(size=len(budgets)), budgets
+
+
+def test_seeds_are_resampled_within_their_budget() -> None:
+    # seeds that agree exactly leave nothing to resample within a budget: the interval
+    # collapses to the estimate, where resampling points across budgets would not
+    x, y, budgets = _sweep(seeds=3, spread=0.0)
+    y = y + np.repeat([0.0, 0.05, -0.04, 0.02, 0.0], 3)  # off the line, so r < 1
+    within = fit_law(x, y, budgets)
+    assert within["bootstrap"]["scheme"] == "seeds within budgets"
+    assert within["pearson_ci"] == pytest.approx([within["pearson"]] * 2)
+    assert within["slope_ci"] == pytest.approx([within["slope"]] * 2)
+    across = fit_law(x, y)
+    assert across["bootstrap"]["scheme"] == "points" and _width(across["pearson_ci"]) > 0.01
+
+
+def test_groups_summarise_each_budget_in_numeric_order() -> None:
+    x, y, budgets = _sweep(seeds=3, spread=0.03)
+    fit = fit_law(x, y, budgets)
+    assert [g["budget"] for g in fit["groups"]] == ["50", "100", "300", "1000", "3000"]
+    first = fit["groups"][0]
+    assert first["n"] == 3
+    assert first["generation_mean"] == pytest.approx(x[:3].mean())
+    assert first["generation_sd"] == pytest.approx(x[:3].std(ddof=1))
+    assert first["representation_sd"] == pytest.approx(y[:3].std(ddof=1))
+    assert fit["n"] == 15 and fit["spearman_ci"][0] > 0.5  # all points, seeds included
+    assert fit_law(x, y)["groups"] == []
+
+
+def test_a_budget_with_one_seed_stays_fixed() -> None:
+    x, y, budgets = _sweep(seeds=3, spread=0.03)
+    fit = fit_law(x[2:], y[2:], budgets[2:])  # budget "50" keeps one seed
+    assert fit["groups"][0]["n"] == 1 and fit["groups"][0]["generation_sd"] is None
+    assert fit["bootstrap"]["fixed_budgets"] == ["50"]
+    once = fit_law(x[::3], y[::3], budgets[::3])  # one seed each: budgets are mere labels
+    assert once["bootstrap"]["scheme"] == "points" and once["spearman_ci"] is not None
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "budgets", "reason"),
+    [
+        ([1.0, 2.0], [1.0, 3.0], None, "at least 3 points"),
+        ([1.0, 2.0, 3.0, 4.0], [2.0, 1.0, 4.0, 3.0], ["a"] * 4, "share budget 'a'"),
+        ([1.0, 2.0, 3.0], [4.0, 4.0, 4.0], None, "representation"),
+        # each score varies by one point only: most resamples miss one of the two
+        ([1.0, 1.0, 1.0, 1.0, 2.0, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0, 2.0], None, "resamples vary"),
+    ],
+)
+def test_degenerate_points_have_no_intervals(x, y, budgets, reason) -> None:
+    fit = fit_law(x, y, budgets)
+    assert fit["spearman_ci"] is None and fit["pearson_ci"] is None and fit["slope_ci"] is None
+    assert reason in fit["ci_skipped"]
+    assert "slope" in fit  # the fit itself stands
+
+
+@pytest.mark.parametrize(
+    ("budgets", "kwargs", "message"),
+    [
+        (["a", None, "b"], {}, "1 of 3 points have no budget"),
+        (["a", "b"], {}, "one budget per point"),
+        (None, {"resamples": 0}, "at least 1"),
+        (None, {"confidence": 1.0}, "between 0 and 1"),
+    ],
+)
+def test_fit_rejects_bad_budgets_and_settings(budgets, kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        fit_law([1.0, 2.0, 3.0], [1.0, 3.0, 2.0], budgets, **kwargs)
+
+
+def _sweep_csv(tmp_path: Path) -> Path:
+    x, y, budgets = _sweep(seeds=3, spread=0.03)
+    lines = [f"step-{b}-seed{i % 3},{g},{r},{b}" for i, (g, r, b) in enumerate(zip(x, y, budgets))]
+    return _write(tmp_path, "model,generation,representation,budget\n" + "\n".join(lines) + "\n")
+
+
+def test_grouped_scores_round_trip_through_the_report(tmp_path) -> None:
+    scores = _sweep_csv(tmp_path)
+    result = fit_file(scores, tmp_path / "out", resamples=300, seed=2)
+    written = json.loads((tmp_path / "out" / "grsl.json").read_text())
+    assert written == result
+    assert [p["budget"] for p in written["points"]] == [p["budget"] for p in read_scores(scores)]
+    assert [(g["budget"], g["n"]) for g in written["groups"]] == [
+        ("50", 3),
+        ("100", 3),
+        ("300", 3),
+        ("1000", 3),
+        ("3000", 3),
+    ]
+    assert written["bootstrap"] == {
+        "scheme": "seeds within budgets",
+        "resamples": 300,
+        "used": 300,
+        "seed": 2,
+        "confidence": 0.95,
+        "fixed_budgets": [],
+    }
+    for key in ("spearman", "pearson", "slope"):
+        lo, hi = written[f"{key}_ci"]
+        assert lo <= written[key] <= hi
+    assert (tmp_path / "out" / "grsl.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_prints_each_statistic_with_its_interval(tmp_path, capsys) -> None:
+    assert (
+        main(["grsl", "fit", "--scores", str(_sweep_csv(tmp_path)), "--output", str(tmp_path)]) == 0
+    )
+    out = capsys.readouterr().out
+    number = r"-?\d\.\d{3}"
+    for name in ("Spearman rho", "Pearson r", "slope"):
+        assert re.search(rf"^{name} +{number} \[{number}, {number}\]$", out, re.M), name
+    assert "seeds within budgets" in out and "budget 3000" in out
 
 
 # PAC-Bayes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -94,39 +95,74 @@ def layer_curves(
     return path
 
 
-def grsl_scatter(
-    points: list[dict],
-    fit: dict,
+def _interval(value: float | None, ci: list[float] | None) -> str:
+    """``0.83 [0.61, 0.95]``, or ``n/a`` for an undefined statistic."""
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}" + ("" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]")
+
+
+def grsl_plot(
+    points: list[dict[str, Any]],
+    fit: dict[str, Any],
     path: str | Path,
     xlabel: str = "generation score",
     ylabel: str = "representation score",
     title: str = "Generation-Representation Scaling Law",
 ) -> Path:
-    """Backbones as labelled points, coloured by ``group``, with the fitted law(s).
+    """Draw the scores of :func:`lcoemb.grsl.fit.read_scores` and the fit of
+    :func:`lcoemb.grsl.fit.fit_law` to ``path``.
 
-    ``points`` are rows of :func:`lcoemb.grsl.fit.read_scores` and ``fit`` the dict of
-    :func:`lcoemb.grsl.fit.fit_law`. The linear fit is drawn solid and, when present, the
-    log-linear fit dashed, so one sees whether the law bends over the range measured.
+    With budgets, points are coloured by budget and each budget's mean is drawn with ±1 sd
+    bars in both axes, so the seed spread is seen against the trend; names are left off, as
+    the seeds of one budget crowd each other. Without, points are coloured by ``group`` and
+    named, one backbone each. The linear fit is solid and, when present, the log-linear fit
+    dashed, so one sees whether the law bends over the range measured; the title carries
+    Spearman's rho with its bootstrap interval, the number the law is judged by.
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    groups = list(dict.fromkeys(p.get("group") for p in points))
-    for group in groups:
-        members = [p for p in points if p.get("group") == group]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    groups = fit.get("groups") or []
+    key = "budget" if groups else "group"
+    labels = [g["budget"] for g in groups] or list(dict.fromkeys(p.get("group") for p in points))
+    for i, label in enumerate(labels):
+        colour = colours[i % len(colours)]
+        members = [p for p in points if p.get(key) == label]
+        if groups:
+            name = f"budget {label} (n={len(members)})"
+        else:
+            name = label if label is not None else ("ungrouped" if len(labels) > 1 else None)
         ax.scatter(
             [p["generation"] for p in members],
             [p["representation"] for p in members],
-            label=group if group is not None else ("ungrouped" if len(groups) > 1 else None),
+            color=colour,
+            alpha=0.6 if groups else 1.0,
+            label=name,
             zorder=3,
         )
-    for p in points:
-        ax.annotate(
-            p["model"],
-            (p["generation"], p["representation"]),
-            textcoords="offset points",
-            xytext=(4, 4),
-            fontsize=8,
+    for i, g in enumerate(groups):
+        ax.errorbar(
+            g["generation_mean"],
+            g["representation_mean"],
+            xerr=g["generation_sd"] or 0.0,
+            yerr=g["representation_sd"] or 0.0,
+            fmt="s",
+            color=colours[i % len(colours)],
+            markeredgecolor="black",
+            capsize=3,
+            zorder=4,
+            label="budget mean ± 1 sd" if i == 0 else None,
         )
+    if not groups:
+        for p in points:
+            ax.annotate(
+                p["model"],
+                (p["generation"], p["representation"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+            )
     xs = np.array([p["generation"] for p in points], dtype=float)
     grid = np.linspace(xs.min(), xs.max(), 200)
 
@@ -153,8 +189,13 @@ def grsl_scatter(
                 f"(r²={r2_text(log_fit['r2'])})"
             ),
         )
-    spearman = fit.get("spearman")
-    subtitle = f"n={fit['n']}" + ("" if spearman is None else f", Spearman ρ={spearman:.2f}")
+    level = round(100 * fit["bootstrap"]["confidence"])
+    subtitle = (
+        f"n={fit['n']}"
+        + (f" in {len(groups)} budgets" if groups else "")
+        + f", Spearman ρ={_interval(fit['spearman'], fit['spearman_ci'])}"
+        + (f" ({level} % CI)" if fit["spearman_ci"] is not None else "")
+    )
     ax.set_title(f"{title}\n{subtitle}", fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -1,4 +1,5 @@
-"""The Generation-Representation Scaling Law: fitting it across backbones, and its bound.
+"""The Generation-Representation Scaling Law: fitting it across backbones (with bootstrap
+intervals over seeds), and its bound.
 
 Measuring both axes on backbones is a recipe: :mod:`lcoemb.recipes.grsl`.
 """
