@@ -20,12 +20,20 @@ import numpy as np
 
 from lcoemb import evaluation
 from lcoemb.analysis.space import analyze, offline_pairs, read_pairs, write_report
-from lcoemb.config import PretrainConfig, QuickstartConfig, ServeConfig, TrainConfig, given_settings
+from lcoemb.config import (
+    AblationConfig,
+    PretrainConfig,
+    QuickstartConfig,
+    ServeConfig,
+    TrainConfig,
+    given_settings,
+)
 from lcoemb.encoder import OmniEncoder
 from lcoemb.evaluation.generation import format_retained, generation_retained
 from lcoemb.grsl.fit import fit_file
 from lcoemb.index import Index
 from lcoemb.inputs import Audio, ImageRef, InputError, Video, read_items_jsonl
+from lcoemb.recipes.ablation import ablation
 from lcoemb.recipes.grsl import measure
 from lcoemb.recipes.pretrain import export_checkpoint, pretrain
 from lcoemb.recipes.quickstart import quickstart
@@ -159,9 +167,35 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_grsl_fit(args: argparse.Namespace) -> int:
-    fit = fit_file(args.scores, args.output)
-    keys = ("slope", "intercept", "r2", "pearson", "spearman", "n")
-    print(json.dumps({k: fit[k] for k in keys if k in fit}, indent=2))
+    fit = fit_file(args.scores, args.output, resamples=args.resamples, seed=args.seed)
+
+    def interval(name: str) -> str:
+        value, ci = fit[name], fit[f"{name}_ci"]
+        if value is None:
+            return "n/a"
+        return f"{value:.3f}" + ("" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
+
+    boot, r2 = fit["bootstrap"], fit["r2"]
+    budgets = f" in {len(fit['groups'])} budgets" if fit["groups"] else ""
+    print(f"n = {fit['n']} points{budgets}")
+    print(f"Spearman rho {interval('spearman')}")
+    print(f"Pearson r    {interval('pearson')}")
+    print(f"slope        {interval('slope')}")
+    print(f"intercept    {fit['intercept']:.3f}, r² {'n/a' if r2 is None else f'{r2:.3f}'}")
+    if "ci_skipped" in fit:
+        print(f"no intervals: {fit['ci_skipped']}")
+    else:
+        print(
+            f"[lo, hi]: {boot['confidence']:.0%} percentile bootstrap, "
+            f"{boot['used']}/{boot['resamples']} resamples of {boot['scheme']}, seed {boot['seed']}"
+        )
+    for g in fit["groups"]:
+        sds = [g["generation_sd"], g["representation_sd"]]
+        gen_sd, rep_sd = ("-" if sd is None else f"{sd:.3f}" for sd in sds)
+        print(
+            f"  budget {g['budget']:<10} n={g['n']:<3} generation {g['generation_mean']:.3f} "
+            f"± {gen_sd}  representation {g['representation_mean']:.3f} ± {rep_sd}"
+        )
     print(f"wrote {Path(args.output) / 'grsl.json'} and {Path(args.output) / 'grsl.png'}")
     return 0
 
@@ -223,6 +257,11 @@ def cmd_mini_demo_folder(args: argparse.Namespace) -> int:
     for modality, pairs in files.items():
         for path, query in pairs:
             print(f"  {modality:<6} {Path(path).relative_to(args.output)!s:<22} {query!r}")
+    return 0
+
+
+def cmd_mini_ablation(args: argparse.Namespace) -> int:
+    ablation(AblationConfig(**given_settings(AblationConfig, args)))
     return 0
 
 
@@ -336,4 +375,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "mini pretrain": cmd_mini_pretrain,
     "mini demo-folder": cmd_mini_demo_folder,
     "mini export": cmd_mini_export,
+    "mini ablation": cmd_mini_ablation,
 }

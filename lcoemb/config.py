@@ -7,6 +7,8 @@ registry), so that ``lcoemb --help`` builds every option without importing torch
 - :class:`TrainConfig`: a text-only LoRA contrastive training run (``lcoemb train``);
 - :class:`QuickstartConfig`: the quickstart's run, a :class:`TrainConfig` with the quickstart's
   defaults and evaluation sizes (``lcoemb quickstart``);
+- :class:`AblationConfig`: the calibration ablation, a :class:`QuickstartConfig` with the
+  variants to compare (``lcoemb mini ablation``);
 - :class:`PretrainConfig`: stage 1 of LCO-Mini (``lcoemb mini pretrain``);
 - :class:`ServeConfig`: the embeddings server (``lcoemb serve``).
 
@@ -53,9 +55,11 @@ import yaml
 from lcoemb.mini.registry import DEFAULT_MODEL
 
 __all__ = [
+    "ABLATION_VARIANTS",
     "PRECISIONS",
     "PRETRAIN_TASKS",
     "PROJECTOR_NAMES",
+    "AblationConfig",
     "PretrainConfig",
     "QuickstartConfig",
     "ServeConfig",
@@ -444,6 +448,84 @@ class QuickstartConfig(TrainConfig):
         self.warmup_steps = max(1, self.max_steps // 10)
         self.lora_alpha = 2 * self.lora_r
         self.save_steps = self.max_steps
+        super().__post_init__()
+
+
+#: The variants of the calibration ablation (:class:`AblationConfig`), in the table's order:
+#: text-only triplets, text mixed with multimodal calibration pairs, calibration pairs alone,
+#: and the base without training.
+ABLATION_VARIANTS = ("text-only", "mix", "multimodal-only", "none")
+
+
+@dataclass
+class AblationConfig(QuickstartConfig):
+    """The calibration ablation (``lcoemb mini ablation``): the paper's comparison of text-only
+    LCO training against text mixed with multimodal calibration pairs, calibration pairs alone
+    and no training, at LCO-Mini's scale (:func:`lcoemb.recipes.ablation.ablation`).
+
+    A :class:`QuickstartConfig`, so every trained variant gets the quickstart's budget (steps,
+    batch, LoRA, learning rate) and its text corpus and evaluation sizes; the fields added here
+    say which variants run, how the calibration pairs are drawn and how much generation is
+    scored. Each run trains in ``output/runs/VARIANT``."""
+
+    output: str = field(
+        default="lcoemb-ablation",
+        metadata={
+            "help": "folder for ablation.json, ablation.md, the generated data and the runs "
+            "(OUTPUT/runs/VARIANT)"
+        },
+    )
+    max_steps: int = _redefault(
+        "max_steps",
+        QuickstartConfig.max_steps,
+        help="training steps of each trained variant",
+        flag="--steps",
+    )
+    variants: list[str] = field(
+        default_factory=lambda: list(ABLATION_VARIANTS),
+        metadata={"help": "the variants to run: " + ", ".join(ABLATION_VARIANTS)},
+    )
+    n_multimodal: int = field(
+        default=1000,
+        metadata={
+            "help": "multimodal calibration triplets generated (caption or transcript → its "
+            "media, another sample's media as negative), shared out over --calibration-tasks"
+        },
+    )
+    calibration_tasks: list[str] = field(
+        default_factory=lambda: ["scene_wide", "words", "utterance", "clip_wide"],
+        metadata={
+            "help": "the stage-1 generators whose train split the calibration pairs come from"
+        },
+    )
+    multimodal_weight: float = field(
+        default=0.2,
+        metadata={"help": "the calibration pairs' share of the mix variant (text gets the rest)"},
+    )
+    n_generation: int = field(
+        default=10,
+        metadata={"help": "held-out samples per task for the generation kept by each adapter"},
+    )
+    generation_tasks: list[str] = field(
+        default_factory=lambda: list(PRETRAIN_TASKS),
+        metadata={"help": "the tasks whose generation each adapter is scored on"},
+    )
+
+    def __post_init__(self) -> None:
+        unknown = [v for v in self.variants if v not in ABLATION_VARIANTS]
+        if unknown or not self.variants:
+            raise ValueError(
+                f"variants must be among {', '.join(ABLATION_VARIANTS)}, got {self.variants}"
+            )
+        for name in ("calibration_tasks", "generation_tasks"):
+            tasks = getattr(self, name)
+            if not tasks or any(t not in PRETRAIN_TASKS for t in tasks):
+                raise ValueError(f"{name} must be among {', '.join(PRETRAIN_TASKS)}, got {tasks}")
+        if not 0 < self.multimodal_weight < 1:
+            raise ValueError(f"multimodal_weight must be in (0, 1), got {self.multimodal_weight}")
+        for name in ("n_multimodal", "n_generation"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         super().__post_init__()
 
 

@@ -189,3 +189,20 @@ def test_audio_rejects_bad_input(audio_tower: towers.AudioTower) -> None:
         audio_tower([np.zeros((2, SR), np.float32)])
     with pytest.raises(ValueError, match="NaN"):
         audio_tower([np.full(SR, np.nan, np.float32)])
+
+
+def test_audio_tower_runs_under_training_bf16_autocast():
+    """Training on CPU runs under bf16 autocast; the frozen audio tower must still give its
+    float32 features (its mel extractor converts a torch result to numpy)."""
+    import numpy as np
+    import torch
+
+    from lcoemb.mini.towers import load_audio_tower
+
+    tower = load_audio_tower()
+    wave = np.sin(np.linspace(0, 2000, 16_000)).astype(np.float32)
+    plain = tower([wave])[0]
+    with torch.autocast("cpu", torch.bfloat16):
+        under = tower([wave])[0]
+    assert under.dtype == torch.float32
+    torch.testing.assert_close(under, plain)

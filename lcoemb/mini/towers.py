@@ -413,13 +413,18 @@ class AudioTower:
         )
 
     def features(self, windows: Sequence[np.ndarray]) -> np.ndarray:
-        """Log-mel features ``(N, 80, 3000)`` float32 of windows of at most 30 s each."""
-        out = self.feature_extractor(
-            [np.asarray(w, dtype=np.float32) for w in windows],
-            sampling_rate=AUDIO_SAMPLING_RATE,
-            return_tensors="np",
-            padding="max_length",
-        )
+        """Log-mel features ``(N, 80, 3000)`` float32 of windows of at most 30 s each.
+
+        Computed outside any autocast: under training's CPU bf16 autocast the extractor's torch
+        matmul would return bf16, which its numpy conversion refuses (and a frozen tower's
+        input has no reason to lose precision)."""
+        with torch.autocast("cpu", enabled=False):
+            out = self.feature_extractor(
+                [np.asarray(w, dtype=np.float32) for w in windows],
+                sampling_rate=AUDIO_SAMPLING_RATE,
+                return_tensors="np",
+                padding="max_length",
+            )
         return np.ascontiguousarray(out["input_features"], dtype=np.float32)
 
     def _encode_windows(self, windows: Sequence[np.ndarray]) -> np.ndarray:

@@ -5,6 +5,8 @@
   (``lcoemb mini pretrain``, ``lcoemb mini export``);
 * :mod:`lcoemb.recipes.quickstart`: text-only LCO training on LCO-Mini, then retrieval and
   embedding-space analysis (``lcoemb quickstart``);
+* :mod:`lcoemb.recipes.ablation`: text-only against mixed against multimodal-only LCO training
+  against none, on the quickstart's budget (``lcoemb mini ablation``);
 * :mod:`lcoemb.recipes.grsl`: both axes of the Generation-Representation Scaling Law measured
   on backbones (``lcoemb grsl measure``).
 
