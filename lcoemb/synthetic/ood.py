@@ -45,15 +45,13 @@ from lcoemb.synthetic.scenes import draw_shape
 from lcoemb.synthetic.seeds import choice, sample_rng, uniform
 from lcoemb.synthetic.wide import (
     MOTION_VECTORS,
-    MOTIONS,
-    RELATIONS,
     WIDE_COLOURS,
-    WIDE_POSITIONS,
-    WIDE_SHAPES,
     clip_boxes,
+    clip_object,
     clip_objects,
     fix_articles,
     motion_track,
+    scene_attrs,
     scene_layout,
 )
 
@@ -155,38 +153,21 @@ def _group_words(rng: np.random.Generator, count: int, colour: str, shape: str) 
 
 
 def _scene_words(rng: np.random.Generator) -> tuple[dict[str, Any], str]:
-    attrs: dict[str, Any] = {
-        "kind": "ood_scene",
-        "colour": choice(rng, list(WIDE_COLOURS)),
-        "shape": choice(rng, WIDE_SHAPES),
-    }
-    if rng.random() < 0.3:
-        attrs["count"] = int(rng.integers(1, 3))
-        attrs["relation"] = choice(rng, RELATIONS)
-        attrs["count_2"] = int(rng.integers(1, 3))
-        other = attrs["colour"], attrs["shape"]
-        while other == (attrs["colour"], attrs["shape"]):
-            other = choice(rng, list(WIDE_COLOURS)), choice(rng, WIDE_SHAPES)
-        attrs["colour_2"], attrs["shape_2"] = other
+    attrs = scene_attrs(
+        rng, "ood_scene", relation_share=0.3, pair_counts=(1, 2), group_counts=(1, 2, 3, 4)
+    )
+    if "relation" in attrs:
         text = choice(rng, _RELATION_TEMPLATES).format(
             g=_group_words(rng, attrs["count"], attrs["colour"], attrs["shape"]),
             r=choice(rng, _RELATION_WORDS[attrs["relation"]]),
             g2=_group_words(rng, attrs["count_2"], attrs["colour_2"], attrs["shape_2"]),
         )
     else:
-        attrs["count"] = int(rng.integers(1, 5))
-        attrs["position"] = choice(rng, WIDE_POSITIONS)
         text = choice(rng, _SCENE_TEMPLATES).format(
             g=_group_words(rng, attrs["count"], attrs["colour"], attrs["shape"]),
             p=choice(rng, _POSITION_WORDS[attrs["position"]]),
         )
     return attrs, fix_articles(text)
-
-
-def _clip_object(rng: np.random.Generator) -> tuple[str, str, str]:
-    motion = choice(rng, MOTIONS)
-    shapes = WIDE_SHAPES[1:] if motion.startswith("spin") else WIDE_SHAPES  # circles can't spin
-    return choice(rng, list(WIDE_COLOURS)), choice(rng, shapes), motion
 
 
 def _motion_words(rng: np.random.Generator, motion: str) -> str:
@@ -196,14 +177,14 @@ def _motion_words(rng: np.random.Generator, motion: str) -> str:
 
 
 def _clip_words(rng: np.random.Generator) -> tuple[dict[str, Any], str]:
-    colour, shape, motion = _clip_object(rng)
+    colour, shape, motion = clip_object(rng)
     attrs: dict[str, Any] = {"kind": "ood_clip", "colour": colour, "shape": shape}
     attrs["motion"] = motion
     objects = [(colour, shape, motion)]
     if rng.random() < 0.4:
-        second = _clip_object(rng)
+        second = clip_object(rng)
         while second[:2] == (colour, shape):
-            second = _clip_object(rng)
+            second = clip_object(rng)
         attrs["colour_2"], attrs["shape_2"], attrs["motion_2"] = second
         objects.append(second)
     slots = {}

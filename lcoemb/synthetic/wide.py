@@ -208,33 +208,54 @@ def _group_words(rng: np.random.Generator, count: int, colour: str, shape: str) 
     return f"{choice(rng, _COUNT_WORDS[count])} {colour} {singular if count == 1 else plural}"
 
 
-def _scene_words(index: int, split: str) -> tuple[np.random.Generator, dict[str, Any], str]:
-    rng = sample_rng("scene_wide", split, index)
+def scene_attrs(
+    rng: np.random.Generator,
+    kind: str,
+    *,
+    relation_share: float,
+    pair_counts: Sequence[int],
+    group_counts: Sequence[int],
+) -> dict[str, Any]:
+    """A scene's attributes in the wide grammar's vocabulary, drawn from ``rng``: a relation
+    between two different groups (``relation_share`` of the time, ``pair_counts`` each) or one
+    group at a position (``group_counts``). The wide scenes and the OOD scenes draw the same way
+    with their own shares and counts, and word the result their own ways."""
     attrs: dict[str, Any] = {
-        "kind": "scene_wide",
+        "kind": kind,
         "colour": choice(rng, list(WIDE_COLOURS)),
         "shape": choice(rng, WIDE_SHAPES),
     }
-    if rng.random() < 0.35:
-        attrs["count"] = int(rng.integers(1, 4))
+    if rng.random() < relation_share:
+        attrs["count"] = choice(rng, pair_counts)
         attrs["relation"] = choice(rng, RELATIONS)
-        attrs["count_2"] = int(rng.integers(1, 4))
+        attrs["count_2"] = choice(rng, pair_counts)
         other = attrs["colour"], attrs["shape"]
         while other == (attrs["colour"], attrs["shape"]):
             other = choice(rng, list(WIDE_COLOURS)), choice(rng, WIDE_SHAPES)
         attrs["colour_2"], attrs["shape_2"] = other
+    else:
+        attrs["count"] = choice(rng, group_counts)
+        attrs["position"] = choice(rng, WIDE_POSITIONS)
+    return attrs
+
+
+def _scene_words(index: int, split: str) -> tuple[np.random.Generator, dict[str, Any], str]:
+    rng = sample_rng("scene_wide", split, index)
+    attrs = scene_attrs(
+        rng, "scene_wide", relation_share=0.35, pair_counts=(1, 2, 3), group_counts=WIDE_COUNTS
+    )
+    be = "is" if attrs["count"] == 1 else "are"
+    if "relation" in attrs:
         text = choice(rng, _RELATION_TEMPLATES).format(
             g=_group_words(rng, attrs["count"], attrs["colour"], attrs["shape"]),
-            be="is" if attrs["count"] == 1 else "are",
+            be=be,
             r=choice(rng, _RELATION_WORDS[attrs["relation"]]),
             g2=_group_words(rng, attrs["count_2"], attrs["colour_2"], attrs["shape_2"]),
         )
     else:
-        attrs["count"] = choice(rng, WIDE_COUNTS)
-        attrs["position"] = choice(rng, WIDE_POSITIONS)
         text = choice(rng, _SCENE_TEMPLATES).format(
             g=_group_words(rng, attrs["count"], attrs["colour"], attrs["shape"]),
-            be="is" if attrs["count"] == 1 else "are",
+            be=be,
             p=choice(rng, _POSITION_WORDS[attrs["position"]]),
         )
     if rng.random() < 0.3:
@@ -251,7 +272,8 @@ def _motion_words(rng: np.random.Generator, motion: str) -> tuple[str, str]:
     return choice(rng, _CHANGE_WORDS[motion])
 
 
-def _clip_object(rng: np.random.Generator) -> tuple[str, str, str]:
+def clip_object(rng: np.random.Generator) -> tuple[str, str, str]:
+    """One clip object's colour, shape and motion (a circle never spins: it would not show)."""
     motion = choice(rng, MOTIONS)
     shapes = WIDE_SHAPES[1:] if motion.startswith("spin") else WIDE_SHAPES  # circles can't spin
     return choice(rng, list(WIDE_COLOURS)), choice(rng, shapes), motion
@@ -259,14 +281,14 @@ def _clip_object(rng: np.random.Generator) -> tuple[str, str, str]:
 
 def _clip_words(index: int, split: str) -> tuple[np.random.Generator, dict[str, Any], str]:
     rng = sample_rng("clip_wide", split, index)
-    colour, shape, motion = _clip_object(rng)
+    colour, shape, motion = clip_object(rng)
     attrs: dict[str, Any] = {"kind": "clip_wide", "colour": colour, "shape": shape}
     attrs["motion"] = motion
     objects = [(colour, shape, motion)]
     if rng.random() < 0.4:
-        second = _clip_object(rng)
+        second = clip_object(rng)
         while second[:2] == (colour, shape):
-            second = _clip_object(rng)
+            second = clip_object(rng)
         attrs["colour_2"], attrs["shape_2"], attrs["motion_2"] = second
         objects.append(second)
     slots = {}
