@@ -216,7 +216,8 @@ def test_an_optimizer_file_that_runs_code_is_refused_and_never_run(
 
 
 class _Projectors(torch.nn.Module):
-    """What stage 1's checkpoints need of LCO-Mini: projector weights and a config to save."""
+    """What stage 1's checkpoints need of LCO-Mini: projector weights, the LM LoRA's (none
+    here) and a config to save."""
 
     def __init__(self):
         super().__init__()
@@ -225,6 +226,9 @@ class _Projectors(torch.nn.Module):
 
     def projector_state_dict(self) -> dict[str, torch.Tensor]:
         return self.state_dict()
+
+    def lm_lora_state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
 
 
 def _stage1_training(model: torch.nn.Module) -> tuple:
