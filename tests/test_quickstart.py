@@ -42,7 +42,14 @@ def test_quickstart_end_to_end_with_a_tiny_budget(tmp_path, capsys):
     out = tmp_path / "qs"
     report = quickstart(
         QuickstartConfig(
-            output=str(out), max_steps=2, batch_size=4, n_triplets=16, n_eval=6, n_analysis=8, k=3
+            output=str(out),
+            max_steps=2,
+            batch_size=4,
+            n_triplets=16,
+            n_eval=6,
+            n_ood=4,
+            n_analysis=8,
+            k=3,
         )
     )
     printed = capsys.readouterr().out
@@ -51,6 +58,8 @@ def test_quickstart_end_to_end_with_a_tiny_budget(tmp_path, capsys):
         assert (out / name).is_file(), name
     assert set(report["base"]) == set(report["trained"])
     assert {"image→text", "OCR text→image", "audio→text", "video→text"} <= set(report["base"])
+    ood = {f"OOD {name}→text" for name in ("image", "OCR", "speech", "video")}
+    assert ood <= set(report["base"]) and "OOD speech→text" in printed
     assert (out / "lco" / "adapter" / "adapter_config.json").is_file()
     assert report["space"]["trained"]["layers"][-1] == report["space"]["base"]["layers"][-1]
 
