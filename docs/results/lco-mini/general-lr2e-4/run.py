@@ -1,0 +1,18 @@
+import json, sys, time
+from pathlib import Path
+from lcoemb import OmniEncoder
+from lcoemb.config import QuickstartConfig
+from lcoemb.recipes.quickstart import train_text_adapter
+from lcoemb.mini.registry import backbone_path
+from lcoemb.evaluation.generation import generation_retained, format_retained
+from lcoemb.evaluation.retrieval import evaluate_retrieval
+lr = float(sys.argv[1]); out = Path(f"/work/scratch/gentle-{sys.argv[1]}")
+cfg = QuickstartConfig(output=str(out), lr=lr)
+base = backbone_path("lco-mini-base")
+t = time.time(); res = train_text_adapter(base, out, cfg); print("trained", time.time() - t, res.final_loss, flush=True)
+enc = OmniEncoder.from_pretrained(base, adapter=res.adapter, device="cpu")
+r = generation_retained(enc, 20, ["scene", "digit", "clip", "speech"])
+print(format_retained(r), flush=True)
+ret = evaluate_retrieval(enc, 50)
+print({k: v["R@1"] for k, v in ret.items()}, flush=True)
+json.dump({"generation": r, "retrieval": ret}, open(out / "gentle.json", "w"), indent=2)
