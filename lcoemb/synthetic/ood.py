@@ -46,8 +46,8 @@ from lcoemb.synthetic.seeds import choice, sample_rng, uniform
 from lcoemb.synthetic.wide import (
     MOTION_VECTORS,
     WIDE_COLOURS,
+    clip_attrs,
     clip_boxes,
-    clip_object,
     clip_objects,
     fix_articles,
     motion_track,
@@ -177,16 +177,7 @@ def _motion_words(rng: np.random.Generator, motion: str) -> str:
 
 
 def _clip_words(rng: np.random.Generator) -> tuple[dict[str, Any], str]:
-    colour, shape, motion = clip_object(rng)
-    attrs: dict[str, Any] = {"kind": "ood_clip", "colour": colour, "shape": shape}
-    attrs["motion"] = motion
-    objects = [(colour, shape, motion)]
-    if rng.random() < 0.4:
-        second = clip_object(rng)
-        while second[:2] == (colour, shape):
-            second = clip_object(rng)
-        attrs["colour_2"], attrs["shape_2"], attrs["motion_2"] = second
-        objects.append(second)
+    attrs, objects = clip_attrs(rng, "ood_clip")
     slots = {}
     for (c, s, m), subject, verb in zip(objects, "ab", ("m", "m2"), strict=False):
         slots[subject] = choice(rng, _SUBJECTS).format(

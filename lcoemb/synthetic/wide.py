@@ -279,11 +279,14 @@ def clip_object(rng: np.random.Generator) -> tuple[str, str, str]:
     return choice(rng, list(WIDE_COLOURS)), choice(rng, shapes), motion
 
 
-def _clip_words(index: int, split: str) -> tuple[np.random.Generator, dict[str, Any], str]:
-    rng = sample_rng("clip_wide", split, index)
+def clip_attrs(
+    rng: np.random.Generator, kind: str
+) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    """A clip's attributes and its objects ``(colour, shape, motion)``, drawn from ``rng``: one
+    object, or (40 % of the time) two that differ in colour or shape. The wide and the OOD clips
+    draw the same way and word the result their own ways."""
     colour, shape, motion = clip_object(rng)
-    attrs: dict[str, Any] = {"kind": "clip_wide", "colour": colour, "shape": shape}
-    attrs["motion"] = motion
+    attrs: dict[str, Any] = {"kind": kind, "colour": colour, "shape": shape, "motion": motion}
     objects = [(colour, shape, motion)]
     if rng.random() < 0.4:
         second = clip_object(rng)
@@ -291,6 +294,12 @@ def _clip_words(index: int, split: str) -> tuple[np.random.Generator, dict[str, 
             second = clip_object(rng)
         attrs["colour_2"], attrs["shape_2"], attrs["motion_2"] = second
         objects.append(second)
+    return attrs, objects
+
+
+def _clip_words(index: int, split: str) -> tuple[np.random.Generator, dict[str, Any], str]:
+    rng = sample_rng("clip_wide", split, index)
+    attrs, objects = clip_attrs(rng, "clip_wide")
     slots = {}
     for name, (c, s, m) in zip("ab", objects, strict=False):
         slots[name] = f"a {c} {choice(rng, _SHAPE_WORDS[s])[0]}"
