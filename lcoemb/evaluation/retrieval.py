@@ -50,6 +50,17 @@ def relevance_by_text(query_texts: list[str], document_texts: list[str]) -> list
     return [index.get(t, set()) for t in query_texts]
 
 
+def _encode_pairs(encoder: Any, samples: list, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The media and the text of each sample, encoded; clips pass all their frames, as stage 1
+    saw them."""
+    media = [as_input(s, all_frames=True) for s in samples]
+    texts = [s.text for s in samples]
+    return (
+        encoder.encode(media, batch_size=batch_size, show_progress=True),
+        encoder.encode(texts, batch_size=batch_size, show_progress=True),
+    )
+
+
 def evaluate_retrieval(encoder: Any, n: int = 50, batch_size: int = 16) -> dict[str, dict]:
     """R@1 and nDCG@10 of every retrieval row of :data:`lcoemb.synthetic.TASKS` (image↔text,
     OCR text→image, audio↔text, video↔text) on the first ``n`` test-split samples of each task.
@@ -61,12 +72,7 @@ def evaluate_retrieval(encoder: Any, n: int = 50, batch_size: int = 16) -> dict[
             continue
         samples = dataset(task.name, "test", n)
         texts = [s.text for s in samples]
-        media = encoder.encode(
-            [as_input(s, all_frames=True) for s in samples],
-            batch_size=batch_size,
-            show_progress=True,
-        )
-        text = encoder.encode(texts, batch_size=batch_size, show_progress=True)
+        media, text = _encode_pairs(encoder, samples, batch_size)
         relevant = relevance_by_text(texts, texts)
         for row in task.retrieval:
             query = row.split()[-1].split("→")[0]
@@ -81,13 +87,7 @@ def evaluate_ood(encoder: Any, n: int = 40, batch_size: int = 16) -> dict[str, d
     (one right answer among ``n`` candidates). Nothing in them was generated for training."""
     results: dict[str, dict] = {}
     for ood in OOD_SETS.values():
-        samples = ood.samples(n)
-        media = encoder.encode(
-            [as_input(s, all_frames=True) for s in samples],
-            batch_size=batch_size,
-            show_progress=True,
-        )
-        text = encoder.encode([s.text for s in samples], batch_size=batch_size, show_progress=True)
+        media, text = _encode_pairs(encoder, ood.samples(n), batch_size)
         to_text, to_media = ood.retrieval
         results[to_text] = retrieval_metrics(media, text)
         results[to_media] = retrieval_metrics(text, media)
