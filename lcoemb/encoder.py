@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,6 +28,7 @@ from lcoemb.backbones import Backbone, load_backbone
 from lcoemb.backbones.base import DEFAULT_MAX_TEXT_TOKENS
 from lcoemb.inputs import InputError, Limits, LoadedItem, inspect_item, load_item
 from lcoemb.mini.registry import backbone_path, base_name, resolve
+from lcoemb.prompts import SUFFIXES
 
 CONFIG_NAME = "lcoemb.json"
 #: ``on_error(index, error)``: told of each item that cannot be encoded, instead of raising
@@ -121,6 +122,7 @@ class OmniEncoder:
         max_image_pixels: int | None = None,
         max_video_pixels: int | None = None,
         limits: Limits | None = None,
+        prompt_suffixes: Mapping[str, str] | None = None,
     ) -> OmniEncoder:
         """Load a backbone and optionally a peft LoRA adapter.
 
@@ -134,7 +136,18 @@ class OmniEncoder:
         per-frame bounds; ``limits`` sets audio length and video frame sampling. A folder written
         by :meth:`save_pretrained` restores its settings, and its adapter if it kept one apart
         (an explicit ``adapter`` takes the place of the one a model carries).
+
+        ``prompt_suffixes`` replaces some of the one-word-summary suffixes, keyed like
+        :data:`lcoemb.prompts.SUFFIXES` (``{"text": "\\nSummary above sentence in one word:"}``):
+        each family has its default (:attr:`~lcoemb.backbones.Backbone.suffixes`, the LCO-EMB
+        wording unless its published embedders use another), and a saved folder keeps its own.
         """
+        unknown = sorted(set(prompt_suffixes or {}) - set(SUFFIXES))
+        if unknown:
+            raise ValueError(
+                f"prompt_suffixes: unknown key(s) {', '.join(unknown)}; "
+                f"known: {', '.join(SUFFIXES)}"
+            )
         source, carried, saved = locate(name_or_path)
         adapter = adapter if adapter is not None else carried
         max_text_tokens = saved.get("max_text_tokens", max_text_tokens)
@@ -151,6 +164,11 @@ class OmniEncoder:
             max_image_pixels=max_image_pixels,
             max_video_pixels=max_video_pixels,
         )
+        backbone.suffixes = {
+            **backbone.suffixes,
+            **saved.get("prompt_suffixes", {}),
+            **(prompt_suffixes or {}),
+        }
         return cls(backbone, limits=limits or Limits(), adapter=adapter)
 
     def load_adapter(self, adapter: str | os.PathLike[str]) -> None:
@@ -228,6 +246,7 @@ class OmniEncoder:
             "max_image_pixels": getattr(self.backbone, "max_image_pixels", None),
             "max_video_pixels": getattr(self.backbone, "max_video_pixels", None),
             "limits": dataclasses.asdict(self.limits),
+            "prompt_suffixes": dict(self.backbone.suffixes),
         }
         (out / CONFIG_NAME).write_text(json.dumps(settings, indent=2) + "\n")
 

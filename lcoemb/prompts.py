@@ -12,6 +12,7 @@ generation (the generation prompt) alike. Each backbone applies its own chat tem
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from lcoemb.inputs import CONTENT_ORDER, LoadedItem, Modality
@@ -30,17 +31,23 @@ __all__ = ["CONTENT_ORDER", "SUFFIXES", "build_content", "build_messages", "suff
 SUFFIX_PRIORITY: tuple[Modality, ...] = ("image", "video", "audio")
 
 
-def suffix_for(item: LoadedItem) -> str:
-    """The suffix of an item. An interleaved list gets the generic suffix; a single part (or a
-    reference-style composite) names the first of image > video > audio present, else text."""
+def suffix_for(item: LoadedItem, suffixes: Mapping[str, str] = SUFFIXES) -> str:
+    """The suffix of an item, from ``suffixes`` (keyed like :data:`SUFFIXES`; a backbone family
+    may use its published embedder's wording). An interleaved list gets the generic suffix; a
+    single part (or a reference-style composite) names the first of image > video > audio
+    present, else text."""
     if item.interleaved:
-        return SUFFIXES["interleaved"]
+        return suffixes["interleaved"]
     present = set(item.modalities)
-    return SUFFIXES[next((m for m in SUFFIX_PRIORITY if m in present), "text")]
+    return suffixes[next((m for m in SUFFIX_PRIORITY if m in present), "text")]
 
 
 def build_content(
-    item: LoadedItem, instruction: str | None = None, *, suffix: str | None = None
+    item: LoadedItem,
+    instruction: str | None = None,
+    *,
+    suffix: str | None = None,
+    suffixes: Mapping[str, str] = SUFFIXES,
 ) -> list[dict[str, Any]]:
     """The user turn's content list for ``item``; media values are placeholders (the processor
     receives the decoded media separately, in the same order).
@@ -48,7 +55,7 @@ def build_content(
     The parts come in the item's order: a composite's were put in :data:`CONTENT_ORDER` when it
     was loaded, an interleaved list keeps the user's. An ``instruction`` (query-side tasks) comes
     first, on its own line. ``suffix`` ends the turn: the item's one-word-summary suffix
-    (:func:`suffix_for`) by default, the prompt when generating.
+    (:func:`suffix_for` over ``suffixes``) by default, the prompt when generating.
     """
     content: list[dict[str, Any]] = []
     if instruction:
@@ -58,7 +65,9 @@ def build_content(
             content.append({"type": "text", "text": value})
         else:
             content.append({"type": modality, modality: "placeholder"})
-    content.append({"type": "text", "text": suffix_for(item) if suffix is None else suffix})
+    content.append(
+        {"type": "text", "text": suffix_for(item, suffixes) if suffix is None else suffix}
+    )
     return content
 
 

@@ -13,6 +13,7 @@ from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
 from lcoemb import Audio, InputError, OmniEncoder, Video
 from lcoemb.backbones import ModalityError, QwenOmniBackbone, QwenVLBackbone, backbone_class
+from lcoemb.inputs import load_item
 
 
 def _images(seed: int, n: int) -> list[PIL.Image.Image]:
@@ -252,3 +253,21 @@ def test_add_lora_attaches_a_seeded_trainable_adapter(omni_path):
     assert torch.equal(torch.random.get_rng_state(), rng)  # the global random state is left alone
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
+
+
+def test_prompt_suffixes_override_the_family_default_and_survive_save(vl_path, tmp_path):
+    """A suffix override changes the prompt (and so the vector), and a saved folder keeps it."""
+    custom = {"text": "\nSummary above sentence in one word:"}
+    plain = OmniEncoder.from_pretrained(vl_path, device="cpu")
+    changed = OmniEncoder.from_pretrained(vl_path, device="cpu", prompt_suffixes=custom)
+    text = load_item("a red square", 0)
+    assert changed.backbone.prompt(text).count("Summary above sentence") == 1
+    image = load_item(_images(0, 1)[0], 0)
+    assert "Summarize the above image" in changed.backbone.prompt(image)
+    a, b = plain.encode(["a red square"]), changed.encode(["a red square"])
+    assert float(a[0] @ b[0]) < 0.9999
+    changed.save_pretrained(tmp_path / "saved")
+    again = OmniEncoder.from_pretrained(tmp_path / "saved", device="cpu")
+    assert again.backbone.suffixes["text"] == custom["text"]
+    with pytest.raises(ValueError, match=r"unknown key.*txt"):
+        OmniEncoder.from_pretrained(vl_path, prompt_suffixes={"txt": "x"})

@@ -11,11 +11,27 @@ import torch
 from transformers import AutoConfig
 
 from lcoemb.backbones.base import Backbone, HFChatBackbone, ModalityError
+from lcoemb.backbones.gemma3n import Gemma3nBackbone
+from lcoemb.backbones.llava_next import LlavaNextBackbone
 from lcoemb.backbones.mini import MiniBackbone
 from lcoemb.backbones.qwen2_5_omni import QwenOmniBackbone
 from lcoemb.backbones.qwen2_5_vl import QwenVLBackbone
+from lcoemb.backbones.qwen2_vl import Qwen2VLBackbone
+from lcoemb.backbones.qwen3_omni import Qwen3OmniBackbone
+from lcoemb.backbones.qwen3_vl import Qwen3VLBackbone
+from lcoemb.backbones.smolvlm import SmolVLMBackbone
 
-BACKBONES: tuple[type[Backbone], ...] = (QwenOmniBackbone, QwenVLBackbone, MiniBackbone)
+BACKBONES: tuple[type[Backbone], ...] = (
+    QwenOmniBackbone,
+    QwenVLBackbone,
+    Qwen2VLBackbone,
+    Qwen3OmniBackbone,
+    Qwen3VLBackbone,
+    LlavaNextBackbone,
+    SmolVLMBackbone,
+    Gemma3nBackbone,
+    MiniBackbone,
+)
 
 
 def backbone_class(model_type: str) -> type[Backbone]:
@@ -49,11 +65,17 @@ def load_backbone(
 __all__ = [
     "BACKBONES",
     "Backbone",
+    "Gemma3nBackbone",
     "HFChatBackbone",
+    "LlavaNextBackbone",
     "MiniBackbone",
     "ModalityError",
+    "Qwen2VLBackbone",
+    "Qwen3OmniBackbone",
+    "Qwen3VLBackbone",
     "QwenOmniBackbone",
     "QwenVLBackbone",
+    "SmolVLMBackbone",
     "backbone_class",
     "load_backbone",
 ]

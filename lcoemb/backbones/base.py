@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -30,7 +31,7 @@ from lcoemb.backbones.attention import register_float32_sdpa
 from lcoemb.devices import default_device
 from lcoemb.inputs import InputError, LoadedItem, Modality
 from lcoemb.pooling import HiddenStates, last_token_positions
-from lcoemb.prompts import build_content
+from lcoemb.prompts import SUFFIXES, build_content
 
 __all__ = [
     "DEFAULT_MAX_TEXT_TOKENS",
@@ -61,6 +62,11 @@ class Backbone(ABC):
     #: where the language model's decoder layers live inside :attr:`model`; LoRA adapts every
     #: Linear under it
     language_model_prefix: ClassVar[str]
+
+    #: the one-word-summary suffix per modality (keys as :data:`lcoemb.prompts.SUFFIXES`): the
+    #: LCO-EMB wording unless a family's published embedders use another (E5-V's on
+    #: LLaVA-NeXT); an instance may override it (``OmniEncoder.from_pretrained(prompt_suffixes=)``)
+    suffixes: Mapping[str, str] = SUFFIXES
 
     model: torch.nn.Module
     name_or_path: str
@@ -176,7 +182,7 @@ class Backbone(ABC):
         """The templated text the model reads for ``item``: one user turn
         (:func:`lcoemb.prompts.build_content`; ``suffix`` is the generation prompt when
         generating) in this family's chat template."""
-        content = build_content(item, instruction, suffix=suffix)
+        content = build_content(item, instruction, suffix=suffix, suffixes=self.suffixes)
         return self.template([{"role": "user", "content": content}])
 
     @abstractmethod

@@ -1,16 +1,10 @@
-"""Tiny, randomly initialised but *complete* checkpoints on local disk.
+"""The shared pipeline of the tiny checkpoints in :mod:`lcoemb.testing`.
 
-Tests and benchmarks need a real checkpoint folder (config, safetensors weights, tokenizer,
-image/video/audio processors and chat template) that loads with the stock ``transformers``
-classes and with mteb's reference wrapper, without network access and in well under a second
-of model compute. The builders here write such folders for Qwen2.5-Omni (thinker) and
-Qwen2.5-VL. Every width and depth is a keyword argument, so a benchmark can build a
-"realistic width" model with the same code path the tests exercise.
-
-Both builders share one pipeline: train a deterministic byte-level BPE tokenizer on a small
-built-in corpus, append the family's special tokens at fixed ids, build the model config with
-token ids taken from that tokenizer, randomly initialise the model from ``seed``, and save
-model, generation config and processor (with chat template) into one folder.
+Train a deterministic byte-level BPE tokenizer on a small built-in corpus, append the family's
+special tokens at fixed ids, build the model config with token ids taken from that tokenizer,
+randomly initialise the model from ``seed``, and save model, generation config and processor
+(with chat template) into one folder. A family module (:mod:`lcoemb.testing.qwen2_5`, ...)
+supplies a :class:`Family`, its config and its processor.
 """
 
 from __future__ import annotations
@@ -24,42 +18,26 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
 from tokenizers.models import BPE
-from transformers import (
-    GenerationConfig,
-    Qwen2_5_VLConfig,
-    Qwen2_5_VLForConditionalGeneration,
-    Qwen2_5_VLProcessor,
-    Qwen2_5OmniProcessor,
-    Qwen2_5OmniThinkerConfig,
-    Qwen2_5OmniThinkerForConditionalGeneration,
-    Qwen2Tokenizer,
-    Qwen2VLImageProcessor,
-    Qwen2VLVideoProcessor,
-    WhisperFeatureExtractor,
-)
-
-from lcoemb.inputs import TARGET_SAMPLING_RATE
+from transformers import GenerationConfig, Qwen2Tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedConfig, PreTrainedModel, ProcessorMixin
 
-__all__ = ["make_tiny_qwen2_5_omni_thinker", "make_tiny_qwen2_5_vl"]
-
 # Qwen2's pre-tokenisation regex (transformers' tokenization_qwen2.PRETOKENIZE_REGEX), so the
 # trained merges match how Qwen2Tokenizer splits text when it rebuilds itself on load.
-_PRETOKENIZE_REGEX = (
+PRETOKENIZE_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
 # The BPE trainer's target size. The 256-symbol byte alphabet is always included, so the
 # corpus below decides how many merges actually fit (a few hundred).
-_BPE_VOCAB_SIZE = 768
+BPE_VOCAB_SIZE = 768
 
 # Small built-in English corpus: the tokenizer is trained on it so words the tests and the
 # prompt templates use ("user", "assistant", "Summarize the above image in one word:") become
 # short token sequences, like with a real vocabulary.
-_CORPUS = """\
+CORPUS = """\
 system user assistant system user assistant system user assistant
 You are a helpful assistant. You are Qwen, a virtual human developed by the Qwen Team,
 Alibaba Group, capable of perceiving auditory and visual inputs, as well as generating text
@@ -94,8 +72,8 @@ hello world, hello there, good morning, good night, thank you, you are welcome.
 # Shared Qwen-style chat template: a default system turn when the conversation has none,
 # one placeholder block per multimodal content item, ``<|im_end|>`` after every message and
 # ``<|im_start|>assistant`` for ``add_generation_prompt``. Filled in per family by
-# ``_chat_template`` (``@@SYSTEM@@`` and ``@@ITEM@@`` are replaced there).
-_CHAT_TEMPLATE = (
+# ``chat_template`` (``@@SYSTEM@@`` and ``@@ITEM@@`` are replaced there).
+CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}"
     "<|im_start|>system\n@@SYSTEM@@<|im_end|>\n"
@@ -110,7 +88,7 @@ _CHAT_TEMPLATE = (
 
 
 @dataclass(frozen=True)
-class _Family:
+class Family:
     """What differs between the model families: tokens, prompt defaults, model class."""
 
     # Special tokens in id order; the first one is ``<|endoftext|>`` (eos/pad/unk).
@@ -122,60 +100,7 @@ class _Family:
     media_placeholders: dict[str, str]
 
 
-_OMNI = _Family(
-    special_tokens=(
-        "<|endoftext|>",
-        "<|im_start|>",
-        "<|im_end|>",
-        "<|AUDIO|>",
-        "<|audio_bos|>",
-        "<|audio_eos|>",
-        "<|vision_bos|>",
-        "<|vision_eos|>",
-        "<|IMAGE|>",
-        "<|VIDEO|>",
-    ),
-    named_tokens={
-        "image_token": "<|IMAGE|>",
-        "audio_token": "<|AUDIO|>",
-        "video_token": "<|VIDEO|>",
-        "vision_bos_token": "<|vision_bos|>",
-        "vision_eos_token": "<|vision_eos|>",
-        "audio_bos_token": "<|audio_bos|>",
-        "audio_eos_token": "<|audio_eos|>",
-    },
-    default_system_prompt=(
-        "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of "
-        "perceiving auditory and visual inputs, as well as generating text and speech."
-    ),
-    media_placeholders={
-        "image": "<|vision_bos|><|IMAGE|><|vision_eos|>",
-        "video": "<|vision_bos|><|VIDEO|><|vision_eos|>",
-        "audio": "<|audio_bos|><|AUDIO|><|audio_eos|>",
-    },
-)
-
-_VL = _Family(
-    special_tokens=(
-        "<|endoftext|>",
-        "<|im_start|>",
-        "<|im_end|>",
-        "<|vision_start|>",
-        "<|vision_end|>",
-        "<|vision_pad|>",
-        "<|image_pad|>",
-        "<|video_pad|>",
-    ),
-    named_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
-    default_system_prompt="You are a helpful assistant.",
-    media_placeholders={
-        "image": "<|vision_start|><|image_pad|><|vision_end|>",
-        "video": "<|vision_start|><|video_pad|><|vision_end|>",
-    },
-)
-
-
-def _chat_template(family: _Family) -> str:
+def chat_template(family: Family) -> str:
     """Render the shared Jinja chat template for one family.
 
     A content item counts as a medium when its ``type`` says so or when it carries the medium
@@ -187,12 +112,12 @@ def _chat_template(family: _Family) -> str:
         keyword = "elif" if item else "if"
         item += f"{{% {keyword} content['type'] == '{kind}' or '{kind}' in content %}}{placeholder}"
     item += "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
-    template = _CHAT_TEMPLATE.replace("@@SYSTEM@@", family.default_system_prompt)
+    template = CHAT_TEMPLATE.replace("@@SYSTEM@@", family.default_system_prompt)
     return template.replace("@@ITEM@@", item)
 
 
-def _train_tokenizer(family: _Family) -> Qwen2Tokenizer:
-    """Train a deterministic byte-level BPE on ``_CORPUS`` and wrap it as a ``Qwen2Tokenizer``.
+def train_tokenizer(family: Family) -> Qwen2Tokenizer:
+    """Train a deterministic byte-level BPE on ``CORPUS`` and wrap it as a ``Qwen2Tokenizer``.
 
     The BPE uses Qwen2's exact normaliser and pre-tokeniser, so the saved folder reloads to the
     same tokenisation. Special tokens get explicit ids right after the learned vocabulary (in
@@ -203,19 +128,19 @@ def _train_tokenizer(family: _Family) -> Qwen2Tokenizer:
     bpe.normalizer = normalizers.NFC()
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=_BPE_VOCAB_SIZE,
+        vocab_size=BPE_VOCAB_SIZE,
         min_frequency=2,
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         special_tokens=[],
     )
-    bpe.train_from_iterator(_CORPUS.splitlines(keepends=True), trainer=trainer)
+    bpe.train_from_iterator(CORPUS.splitlines(keepends=True), trainer=trainer)
     model = json.loads(bpe.to_str())["model"]
     vocab: dict[str, int] = dict(model["vocab"])
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
@@ -237,14 +162,14 @@ def _train_tokenizer(family: _Family) -> Qwen2Tokenizer:
         {"extra_special_tokens": [t for t in family.special_tokens[1:] if t not in named]},
         replace_extra_special_tokens=False,
     )
-    tokenizer.chat_template = _chat_template(family)
+    tokenizer.chat_template = chat_template(family)
     for token in family.special_tokens:
         if tokenizer.convert_tokens_to_ids(token) != vocab[token]:
             raise RuntimeError(f"special token {token!r} did not keep id {vocab[token]}")
     return tokenizer
 
 
-def _mrope_section(head_dim: int) -> list[int]:
+def mrope_section(head_dim: int) -> list[int]:
     """Split a text head's rotary half-dimension into (t, h, w) sections like Qwen's [16, 24, 24].
 
     Qwen2.5's multimodal RoPE gives a quarter of the rotary frequencies to time and splits the
@@ -258,7 +183,7 @@ def _mrope_section(head_dim: int) -> list[int]:
     return [t, h, half - t - h]
 
 
-def _check_sizes(hidden_size: int, num_attention_heads: int, num_key_value_heads: int) -> int:
+def check_sizes(hidden_size: int, num_attention_heads: int, num_key_value_heads: int) -> int:
     """Validate the shared width knobs and return the head dimension.
 
     The vision tower reuses ``hidden_size``/``num_attention_heads``; its 2-D axial RoPE needs a
@@ -274,12 +199,12 @@ def _check_sizes(hidden_size: int, num_attention_heads: int, num_key_value_heads
     return head_dim
 
 
-def _vocab_size(tokenizer: Qwen2Tokenizer) -> int:
+def vocab_size(tokenizer: Qwen2Tokenizer) -> int:
     """Embedding rows covering every token id, padded to a multiple of 64 as Qwen does."""
     return -(-len(tokenizer) // 64) * 64
 
 
-def _text_config(
+def text_config(
     tokenizer: Qwen2Tokenizer,
     *,
     hidden_size: int,
@@ -289,9 +214,9 @@ def _text_config(
     intermediate_size: int,
 ) -> dict[str, Any]:
     """Language-model sub-config shared by both families (Qwen2.5 decoder with M-RoPE)."""
-    head_dim = _check_sizes(hidden_size, num_attention_heads, num_key_value_heads)
+    head_dim = check_sizes(hidden_size, num_attention_heads, num_key_value_heads)
     return {
-        "vocab_size": _vocab_size(tokenizer),
+        "vocab_size": vocab_size(tokenizer),
         "hidden_size": hidden_size,
         "intermediate_size": intermediate_size,
         "num_hidden_layers": num_hidden_layers,
@@ -303,7 +228,7 @@ def _text_config(
         "rope_parameters": {
             "rope_type": "default",
             "rope_theta": 1_000_000.0,
-            "mrope_section": _mrope_section(head_dim),
+            "mrope_section": mrope_section(head_dim),
         },
         "bos_token_id": tokenizer.eos_token_id,
         "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
@@ -312,7 +237,7 @@ def _text_config(
     }
 
 
-def _vision_config(
+def vision_config(
     *, hidden_size: int, num_attention_heads: int, intermediate_size: int, depth: int
 ) -> dict[str, Any]:
     """Vision-tower sub-config shared by both families (Qwen2.5 ViT with window attention).
@@ -336,11 +261,11 @@ def _vision_config(
 
 
 # Pixel bounds of the shipped Qwen2.5-VL / Qwen2.5-Omni image processors (preprocessor_config).
-_QWEN_MIN_PIXELS = 56 * 56
-_QWEN_MAX_PIXELS = 12_845_056
+QWEN_MIN_PIXELS = 56 * 56
+QWEN_MAX_PIXELS = 12_845_056
 
 
-def _image_processor_kwargs(max_pixels: int | None) -> dict[str, Any]:
+def image_processor_kwargs(max_pixels: int | None) -> dict[str, Any]:
     """Qwen2-VL image-processor geometry: 14 px patches, 2x2 merge, 2-frame tubelets.
 
     Without ``max_pixels`` the pixel bounds are the shipped Qwen ones; with it, images are
@@ -348,30 +273,30 @@ def _image_processor_kwargs(max_pixels: int | None) -> dict[str, Any]:
     """
     if max_pixels is not None and max_pixels < 28 * 28:
         raise ValueError(f"max_pixels must cover one 28x28 merged patch, got {max_pixels}")
-    cap = _QWEN_MAX_PIXELS if max_pixels is None else max_pixels
+    cap = QWEN_MAX_PIXELS if max_pixels is None else max_pixels
     return {
         "patch_size": 14,
         "merge_size": 2,
         "temporal_patch_size": 2,
-        "min_pixels": min(_QWEN_MIN_PIXELS, cap),
+        "min_pixels": min(QWEN_MIN_PIXELS, cap),
         "max_pixels": cap,
     }
 
 
-def _video_processor_kwargs(max_pixels: int | None) -> dict[str, Any]:
+def video_processor_kwargs(max_pixels: int | None) -> dict[str, Any]:
     """Same geometry for videos; per-frame pixel bounds only change when ``max_pixels`` is set.
 
     (``Qwen2_5OmniProcessor`` passes its own class-level video ``size`` at call time, so for
     the Omni folder the saved video bounds only matter to code that uses the video processor
     directly.)
     """
-    kwargs = _image_processor_kwargs(max_pixels)
+    kwargs = image_processor_kwargs(max_pixels)
     if max_pixels is None:
         del kwargs["min_pixels"], kwargs["max_pixels"]
     return kwargs
 
 
-def _spread_weights(model: torch.nn.Module, std: float) -> None:
+def spread_weights(model: torch.nn.Module, std: float) -> None:
     """Redraw every linear, embedding and convolution weight from N(0, std).
 
     With transformers' default init (std 0.02) a tiny random model maps every input to nearly
@@ -395,10 +320,10 @@ def _spread_weights(model: torch.nn.Module, std: float) -> None:
                     module.bias.zero_()
 
 
-def _write_checkpoint(
+def write_checkpoint(
     path: str | Path,
     *,
-    family: _Family,
+    family: Family,
     build_config: Callable[[Qwen2Tokenizer], PreTrainedConfig],
     model_class: type[PreTrainedModel],
     build_processor: Callable[[Qwen2Tokenizer, str], ProcessorMixin],
@@ -413,12 +338,12 @@ def _write_checkpoint(
     """
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _train_tokenizer(family)
+    tokenizer = train_tokenizer(family)
     config = build_config(tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_class(config)
-        _spread_weights(model, init_std)
+        spread_weights(model, init_std)
     model = model.to(dtype).eval()
     model.config.dtype = dtype
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -432,166 +357,3 @@ def _write_checkpoint(
     processor = build_processor(tokenizer, tokenizer.chat_template)
     processor.save_pretrained(out)
     return out
-
-
-def make_tiny_qwen2_5_omni_thinker(
-    path: str | Path,
-    *,
-    hidden_size: int = 64,
-    num_hidden_layers: int = 2,
-    num_attention_heads: int = 4,
-    num_key_value_heads: int = 2,
-    intermediate_size: int = 128,
-    vision_depth: int = 1,
-    audio_layers: int = 1,
-    seed: int = 0,
-    max_pixels: int | None = None,
-    dtype: torch.dtype = torch.float32,
-    init_std: float = 0.2,
-) -> Path:
-    """Write a tiny random Qwen2.5-Omni *thinker* checkpoint folder and return its path.
-
-    The folder loads offline with ``Qwen2_5OmniThinkerForConditionalGeneration`` and
-    ``Qwen2_5OmniProcessor`` (``model_type`` ``qwen2_5_omni_thinker``, the layout of the LCO
-    embedding checkpoints), and with mteb's ``LCOEmbedding`` wrapper for text, image, audio and
-    video. Vision and audio towers reuse ``hidden_size``/``num_attention_heads``/
-    ``intermediate_size``; ``vision_depth``/``audio_layers`` set their depth. ``max_pixels``
-    caps the pixels per image (and per frame in the saved video processor) so tests stay
-    fast; without it the shipped Qwen bounds are saved. Weights come from a ``seed``-ed random
-    init in float32, cast to ``dtype`` before saving, so equal arguments give identical files.
-    """
-    num_mel_bins = 128  # Qwen2.5-Omni's audio tower and feature extractor both use 128 mels
-
-    def build_config(tokenizer: Qwen2Tokenizer) -> PreTrainedConfig:
-        ids = tokenizer.convert_tokens_to_ids
-        user_ids = tokenizer.encode("user", add_special_tokens=False)
-        return Qwen2_5OmniThinkerConfig(
-            text_config=_text_config(
-                tokenizer,
-                hidden_size=hidden_size,
-                num_hidden_layers=num_hidden_layers,
-                num_attention_heads=num_attention_heads,
-                num_key_value_heads=num_key_value_heads,
-                intermediate_size=intermediate_size,
-            ),
-            vision_config=_vision_config(
-                hidden_size=hidden_size,
-                num_attention_heads=num_attention_heads,
-                intermediate_size=intermediate_size,
-                depth=vision_depth,
-            ),
-            audio_config={
-                "num_mel_bins": num_mel_bins,
-                "encoder_layers": audio_layers,
-                "encoder_attention_heads": num_attention_heads,
-                "encoder_ffn_dim": intermediate_size,
-                "d_model": hidden_size,
-                "output_dim": hidden_size,
-                "max_source_positions": 1500,
-                "n_window": 100,
-            },
-            audio_token_index=ids("<|AUDIO|>"),
-            image_token_index=ids("<|IMAGE|>"),
-            video_token_index=ids("<|VIDEO|>"),
-            audio_start_token_id=ids("<|audio_bos|>"),
-            audio_end_token_id=ids("<|audio_eos|>"),
-            # read by get_rope_index but not a declared field of the thinker config
-            vision_start_token_id=ids("<|vision_bos|>"),
-            vision_end_token_id=ids("<|vision_eos|>"),
-            user_token_id=user_ids[0],
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=ids("<|im_end|>"),
-        )
-
-    def build_processor(tokenizer: Qwen2Tokenizer, chat_template: str) -> ProcessorMixin:
-        return Qwen2_5OmniProcessor(
-            image_processor=Qwen2VLImageProcessor(**_image_processor_kwargs(max_pixels)),
-            video_processor=Qwen2VLVideoProcessor(**_video_processor_kwargs(max_pixels)),
-            feature_extractor=WhisperFeatureExtractor(
-                feature_size=num_mel_bins,
-                sampling_rate=TARGET_SAMPLING_RATE,
-                hop_length=160,
-                n_fft=400,
-                chunk_length=300,
-                padding_side="right",
-                return_attention_mask=True,
-            ),
-            tokenizer=tokenizer,
-            chat_template=chat_template,
-        )
-
-    return _write_checkpoint(
-        path,
-        family=_OMNI,
-        build_config=build_config,
-        model_class=Qwen2_5OmniThinkerForConditionalGeneration,
-        build_processor=build_processor,
-        seed=seed,
-        dtype=dtype,
-        init_std=init_std,
-    )
-
-
-def make_tiny_qwen2_5_vl(
-    path: str | Path,
-    *,
-    hidden_size: int = 64,
-    num_hidden_layers: int = 2,
-    num_attention_heads: int = 4,
-    num_key_value_heads: int = 2,
-    intermediate_size: int = 128,
-    vision_depth: int = 1,
-    seed: int = 0,
-    max_pixels: int | None = None,
-    dtype: torch.dtype = torch.float32,
-    init_std: float = 0.2,
-) -> Path:
-    """Write a tiny random Qwen2.5-VL checkpoint folder and return its path.
-
-    The folder loads offline with ``Qwen2_5_VLForConditionalGeneration`` and
-    ``Qwen2_5_VLProcessor`` (``model_type`` ``qwen2_5_vl``), uses Qwen2.5-VL's vision tokens
-    and chat template, and is otherwise built like ``make_tiny_qwen2_5_omni_thinker`` (same
-    tokenizer corpus, same knobs minus the audio tower).
-    """
-
-    def build_config(tokenizer: Qwen2Tokenizer) -> PreTrainedConfig:
-        ids = tokenizer.convert_tokens_to_ids
-        return Qwen2_5_VLConfig(
-            text_config=_text_config(
-                tokenizer,
-                hidden_size=hidden_size,
-                num_hidden_layers=num_hidden_layers,
-                num_attention_heads=num_attention_heads,
-                num_key_value_heads=num_key_value_heads,
-                intermediate_size=intermediate_size,
-            ),
-            vision_config=_vision_config(
-                hidden_size=hidden_size,
-                num_attention_heads=num_attention_heads,
-                intermediate_size=intermediate_size,
-                depth=vision_depth,
-            ),
-            image_token_id=ids("<|image_pad|>"),
-            video_token_id=ids("<|video_pad|>"),
-            vision_start_token_id=ids("<|vision_start|>"),
-            vision_end_token_id=ids("<|vision_end|>"),
-        )
-
-    def build_processor(tokenizer: Qwen2Tokenizer, chat_template: str) -> ProcessorMixin:
-        return Qwen2_5_VLProcessor(
-            image_processor=Qwen2VLImageProcessor(**_image_processor_kwargs(max_pixels)),
-            video_processor=Qwen2VLVideoProcessor(**_video_processor_kwargs(max_pixels)),
-            tokenizer=tokenizer,
-            chat_template=chat_template,
-        )
-
-    return _write_checkpoint(
-        path,
-        family=_VL,
-        build_config=build_config,
-        model_class=Qwen2_5_VLForConditionalGeneration,
-        build_processor=build_processor,
-        seed=seed,
-        dtype=dtype,
-        init_std=init_std,
-    )
