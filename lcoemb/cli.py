@@ -114,6 +114,35 @@ def _add_soup_command(sub: Any) -> None:
     sp.set_defaults(run="soup")
 
 
+def _add_export_command(sub: Any) -> None:
+    """Add ``lcoemb export`` and its flags to ``sub``."""
+    ex = sub.add_parser(
+        "export",
+        help="write a model as a folder another library loads (sentence-transformers)",
+        description="Write the model, with its adapter merged, as a folder that "
+        "sentence_transformers.SentenceTransformer(OUTPUT) loads and whose encode() gives this "
+        "model's lcoemb vectors: the checkpoint and processor, a chat template that adds the "
+        "LCO one-word-summary prompt, and modules.json (last-token pooling, normalisation). The "
+        "folder is loaded back with sentence-transformers and checked against lcoemb on a "
+        "generated text, image and audio clip (those the model has) before it is kept. "
+        "LCO-Mini, not a transformers checkpoint, is refused.",
+    )
+    ex.add_argument(
+        "--model", required=True, help="Hugging Face id, local checkpoint folder or saved model"
+    )
+    ex.add_argument("--adapter", help="peft LoRA adapter folder to merge in")
+    ex.add_argument(
+        "--format", required=True, choices=["sentence-transformers"], help="what to write"
+    )
+    ex.add_argument("--output", required=True, help="a new (or empty) folder")
+    ex.add_argument("--dtype", help="weights dtype (default: the checkpoint's own)")
+    ex.add_argument("--device", default="cpu", help="torch device for merging and the check")
+    ex.add_argument(
+        "--no-verify", action="store_true", help="skip loading the folder back to compare"
+    )
+    ex.set_defaults(run="export")
+
+
 def _add_eval_command(sub: Any) -> None:
     """Add ``lcoemb eval`` and its flags to ``sub``."""
     ev = sub.add_parser(
@@ -205,6 +234,12 @@ def _add_grsl_command(sub: Any) -> None:
     gm.add_argument("--models", nargs="+", required=True)
     gm.add_argument("--output", required=True)
     gm.add_argument("--adapters", nargs="+", help="one trained adapter per model (skip training)")
+    gm.add_argument(
+        "--budgets",
+        nargs="+",
+        help="one budget per model (e.g. its stage-1 steps): models sharing a budget are seeds "
+        "of one configuration, which the fit bootstraps within",
+    )
     gm.add_argument("--train-steps", type=int, default=60)
     gm.add_argument("--n-generation", type=int, default=50, help="items per generation task")
     gm.add_argument("--offline-size", type=int, help="shrink the offline sets (quick check)")
@@ -410,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_train_command,
         _add_merge_command,
         _add_soup_command,
+        _add_export_command,
         _add_eval_command,
         _add_analyze_command,
         _add_grsl_command,

@@ -30,6 +30,7 @@ from lcoemb.config import (
 )
 from lcoemb.encoder import OmniEncoder
 from lcoemb.evaluation.generation import format_retained, generation_retained
+from lcoemb.export import FORMATS as EXPORT_FORMATS
 from lcoemb.grsl.fit import fit_file
 from lcoemb.index import Index
 from lcoemb.inputs import Audio, ImageRef, InputError, Video, read_items_jsonl
@@ -113,6 +114,21 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_soup(args: argparse.Namespace) -> int:
     out = soup_adapters(args.adapters, args.output, weights=args.weights)
     print(f"averaged {len(args.adapters)} adapters into {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    out = EXPORT_FORMATS[args.format](
+        args.model,
+        args.output,
+        adapter=args.adapter,
+        dtype=args.dtype or "auto",
+        device=args.device,
+        verify=not args.no_verify,
+    )
+    checked = "" if args.no_verify else " (checked against lcoemb's vectors)"
+    print(f"wrote {args.format} folder {out}{checked}")
+    print(f"load it with sentence_transformers.SentenceTransformer({os.fspath(out)!r})")
     return 0
 
 
@@ -205,6 +221,7 @@ def cmd_grsl_measure(args: argparse.Namespace) -> int:
         args.models,
         args.output,
         adapters=args.adapters,
+        budgets=args.budgets,
         train_steps=args.train_steps,
         n_generation=args.n_generation,
         offline_size=args.offline_size,
@@ -362,6 +379,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train,
     "merge": cmd_merge,
     "soup": cmd_soup,
+    "export": cmd_export,
     "eval": cmd_eval,
     "analyze": cmd_analyze,
     "grsl fit": cmd_grsl_fit,

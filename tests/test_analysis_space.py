@@ -118,6 +118,8 @@ def test_grsl_measure_with_given_adapters(omni_path, omni_adapter, tmp_path, mon
             str(omni_path),
             "--adapters",
             str(omni_adapter),
+            "--budgets",
+            "100",
             "--n-generation",
             "2",
             "--offline-size",
@@ -128,7 +130,7 @@ def test_grsl_measure_with_given_adapters(omni_path, omni_adapter, tmp_path, mon
     )
     assert code == 0
     rows = list(csv.DictReader((out / "scores.csv").open()))
-    assert len(rows) == 1 and rows[0]["model"] == str(omni_path)
+    assert len(rows) == 1 and rows[0]["model"] == str(omni_path) and rows[0]["budget"] == "100"
     assert 0.0 <= float(rows[0]["generation"]) <= 1.0
     assert 0.0 <= float(rows[0]["representation"]) <= 1.0
     report = json.loads((out / "measure.json").read_text())

@@ -119,7 +119,9 @@ class Backbone(ABC):
         reference does, so the cut text is templated again like any other)."""
         if self.max_text_tokens is None:
             return text
-        ids = self.tokenizer(text).input_ids
+        # the text's own tokens: a tokenizer that adds a BOS would otherwise decode it into the
+        # cut text, and the template adds its own
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
         if len(ids) <= self.max_text_tokens:
             return text
         return self.tokenizer.decode(ids[: self.max_text_tokens])
@@ -238,6 +240,11 @@ class HFChatBackbone(Backbone):
     language_model_prefix: ClassVar[str] = "model.language_model."
     #: processor argument name for each media modality
     processor_args: ClassVar[dict[str, str]] = {"image": "images", "video": "videos"}
+    #: give each row positions counted from its first real token. A 1-D RoPE decoder (Llama)
+    #: otherwise numbers a left-padded row from the batch's first column: RoPE is relative, so
+    #: nothing changes exactly, but in bf16 the other rotations round differently and a short
+    #: row's vector depends on its batch (cosine ~0.9995). M-RoPE families compute their own.
+    positions_from_mask: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -329,6 +336,12 @@ class HFChatBackbone(Backbone):
     def truncate_text(self, text: str) -> str:
         with self._tokenizer_lock:
             return super().truncate_text(text)
+
+    def prepare(self, items: list[LoadedItem], instruction: str | None = None) -> dict[str, Any]:
+        inputs = super().prepare(items, instruction)
+        if self.positions_from_mask:
+            inputs["position_ids"] = (inputs["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+        return inputs
 
     def enable_fast_path(self) -> None:
         """Install the inference fast paths of :mod:`lcoemb.backbones.fastpath` on this model

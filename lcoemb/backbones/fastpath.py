@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import inspect
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -155,18 +156,34 @@ def shared_prefix_length(h: torch.Tensor, position_ids: torch.Tensor, lengths: t
 
 
 def supports_fast_path(text_model: Any) -> bool:
-    """Full causal attention in every layer, run by SDPA (the fast path calls SDPA itself)."""
+    """Whether :func:`last_token_states` computes exactly what ``text_model`` does: full causal
+    attention in every layer, run by SDPA (the fast path calls SDPA itself), and the decoder
+    layer it rebuilds from parts — Qwen2/Llama's: q/k/v/o projections without per-head q/k
+    norms, a dense gated MLP (not a mixture of experts), and no vision features injected into
+    early layers (Qwen3-VL's DeepStack). Any other family runs its own forward."""
     config = text_model.config
+    layer = text_model.layers[0]
     return (
         config._attn_implementation in ("sdpa", FLOAT32_SDPA)
         and not getattr(config, "use_sliding_window", False)
         and all(t == "full_attention" for t in getattr(config, "layer_types", ["full_attention"]))
+        and all(hasattr(layer.self_attn, f"{x}_proj") for x in "qkvo")
+        and not hasattr(layer.self_attn, "q_norm")
+        and hasattr(layer.mlp, "gate_proj")
+        and "deepstack_visual_embeds" not in inspect.signature(text_model.forward).parameters
     )
+
+
+def _is_mrope(text_model: Any) -> bool:
+    """Qwen's multimodal RoPE takes (t, h, w) position rows; a 1-D RoPE (Llama) takes one."""
+    return "mrope_section" in (getattr(text_model.config, "rope_parameters", None) or {})
 
 
 def last_token_states(text_model: Any):
     """A drop-in ``forward`` for a Qwen2.5 text model whose ``last_hidden_state`` is ``(B, 1, d)``:
-    the final-norm state of each row's pooled token (rows must be left-padded)."""
+    the final-norm state of each row's pooled token (rows must be left-padded). Positions are
+    carried as M-RoPE's three rows (equal for text) and reach a 1-D RoPE as one."""
+    mrope = _is_mrope(text_model)
 
     def forward(
         attention_mask: torch.Tensor | None = None,
@@ -189,7 +206,7 @@ def last_token_states(text_model: Any):
         h = inputs_embeds.gather(1, src[..., None].expand(-1, -1, d))
         pos = position_ids.gather(2, src[None].expand(position_ids.shape[0], -1, -1))
         last = last_token_positions(attention_mask.gather(1, src))  # right-aligned: length - 1
-        cos, sin = text_model.rotary_emb(h, pos)
+        cos, sin = text_model.rotary_emb(h, pos if mrope else pos[0])
         p = shared_prefix_length(h, pos, lengths)
 
         def pack(x: torch.Tensor) -> torch.Tensor:  # (b, n, c) -> (p + b * (n - p), c)

@@ -1,4 +1,11 @@
-"""Qwen2-VL: text, image and video (the backbone of GME and Ops-MM-embedding)."""
+"""Qwen2-VL: text, image and video (the backbone of GME and Ops-MM-embedding).
+
+Its language model is Qwen2.5-VL's (Qwen2 decoder layers with M-RoPE) and its ViT starts with
+the same patch ``Conv3d``, so both inference fast paths of :mod:`lcoemb.backbones.fastpath` fit
+as they are (the parity tests check it); only the tower's blocks differ (full attention,
+LayerNorm). GME and Ops-MM-embedding pool the same last token, but of another prompt: a system
+instruction, no one-word suffix, and ``<|endoftext|>`` after the generation prompt.
+"""
 
 from __future__ import annotations
 

@@ -13,8 +13,9 @@ a backbone (the law itself, its fit and bound, is :mod:`lcoemb.grsl`).
   offline``) after an identical, short text-only LCO training run (the quickstart's budget,
   :func:`lcoemb.recipes.quickstart.train_text_adapter`), or with given adapters.
 
-:func:`measure` writes ``scores.csv`` (``model,generation,representation``) for
-:func:`lcoemb.grsl.fit.fit_file`, and ``measure.json`` with every sub-score.
+:func:`measure` writes ``scores.csv`` (``model,generation,representation``, and ``budget``
+when the models are budgets and seeds of one recipe) for :func:`lcoemb.grsl.fit.fit_file`, and
+``measure.json`` with every sub-score.
 """
 
 from __future__ import annotations
@@ -64,17 +65,24 @@ def measure(
     output: str | os.PathLike[str],
     *,
     adapters: Sequence[str] | None = None,
+    budgets: Sequence[str] | None = None,
     train_steps: int = 60,
     n_generation: int = 50,
     offline_size: int | None = None,
 ) -> dict[str, Any]:
     """Measure generation and representation for each model; write ``scores.csv`` and
-    ``measure.json`` under ``output``, and fit the law when there are at least 3 models."""
+    ``measure.json`` under ``output``, and fit the law when there are at least 3 models.
+
+    ``budgets`` (one per model) marks models that are seeds of one configuration, such as
+    stage-1 runs of one length: the fit then reports each budget's mean and spread and
+    bootstraps seeds within budgets (:func:`lcoemb.grsl.fit.fit_file`)."""
     # mteb is an optional dependency (lcoemb[eval]): imported only when a measurement runs
     from lcoemb.evaluation import MTEBEncoder, evaluate, model_name, offline_tasks
 
     if adapters is not None and len(adapters) != len(models):
         raise ValueError(f"give one adapter per model: {len(models)} models, {len(adapters)}")
+    if budgets is not None and len(budgets) != len(models):
+        raise ValueError(f"give one budget per model: {len(models)} models, {len(budgets)}")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -102,6 +110,7 @@ def measure(
         rows.append(
             {
                 "model": model,
+                "budget": budgets[i] if budgets is not None else None,
                 "generation": generation_score(gen),
                 "representation": summary["mean"],
                 "generation_scores": {k: v for k, v in gen.items() if not k.endswith("_examples")},
@@ -109,11 +118,11 @@ def measure(
                 "adapter": adapter,
             }
         )
+    columns = ["model", "generation", "representation"] + (["budget"] if budgets else [])
     with (out / "scores.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["model", "generation", "representation"])
-        for row in rows:
-            writer.writerow([row["model"], row["generation"], row["representation"]])
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
     report: dict[str, Any] = {"models": rows}
     if len(rows) >= 3:
         report["fit"] = fit_file(out / "scores.csv", out)

@@ -10,6 +10,22 @@ the same code path the tests exercise. They share one pipeline (:mod:`lcoemb.tes
 
 from __future__ import annotations
 
+from lcoemb.testing.gemma3n import make_tiny_gemma3n
+from lcoemb.testing.llava_next import make_tiny_llava_next
 from lcoemb.testing.qwen2_5 import make_tiny_qwen2_5_omni_thinker, make_tiny_qwen2_5_vl
+from lcoemb.testing.qwen2_vl import make_tiny_qwen2_vl
+from lcoemb.testing.qwen3_omni import make_tiny_qwen3_omni, make_tiny_qwen3_omni_thinker
+from lcoemb.testing.qwen3_vl import make_tiny_qwen3_vl
+from lcoemb.testing.smolvlm import make_tiny_smolvlm
 
-__all__ = ["make_tiny_qwen2_5_omni_thinker", "make_tiny_qwen2_5_vl"]
+__all__ = [
+    "make_tiny_gemma3n",
+    "make_tiny_llava_next",
+    "make_tiny_qwen2_5_omni_thinker",
+    "make_tiny_qwen2_5_vl",
+    "make_tiny_qwen2_vl",
+    "make_tiny_qwen3_omni",
+    "make_tiny_qwen3_omni_thinker",
+    "make_tiny_qwen3_vl",
+    "make_tiny_smolvlm",
+]
