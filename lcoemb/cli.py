@@ -125,7 +125,8 @@ def _add_export_command(sub: Any) -> None:
         "LCO one-word-summary prompt, and modules.json (last-token pooling, normalisation). The "
         "folder is loaded back with sentence-transformers and checked against lcoemb on a "
         "generated text, image and audio clip (those the model has) before it is kept. "
-        "LCO-Mini, not a transformers checkpoint, is refused.",
+        "Families it cannot reproduce are refused with the reason: LCO-Mini (not a "
+        "transformers checkpoint) and LLaVA-NeXT (its prompt is built outside the template).",
     )
     ex.add_argument(
         "--model", required=True, help="Hugging Face id, local checkpoint folder or saved model"

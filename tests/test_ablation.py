@@ -1,5 +1,5 @@
 """`lcoemb mini ablation`: the calibration data is what the trainer reads and shares nothing
-with the out-of-distribution sets, and the four variants run end to end on the real
+with the out-of-distribution sets, and the variants run end to end on the real
 ``lco-mini-base`` (with a tiny budget here; the real run's table is in docs/results/)."""
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ from lcoemb.training.data import load_triplets
 
 TASKS = ["scene_wide", "words", "utterance", "clip_wide"]
 MEDIA = {"scene_wide": ImageRef, "words": ImageRef, "utterance": Audio, "clip_wide": Video}
-#: the tiny budget: every variant trains 2 steps of 4 and is scored on few items
+#: the tiny budget: every variant trains 2 steps of 4 and is scored on few items. Three of the
+#: four variants run (a model load, training and scoring each, the bulk of this file's time):
+#: multimodal-only is the calibration half of ``mix`` alone, the same code path.
+TESTED_VARIANTS = ["none", "text-only", "mix"]
 TINY = dict(
+    variants=TESTED_VARIANTS,
     max_steps=2,
     batch_size=4,
     n_triplets=8,
@@ -82,7 +86,8 @@ def report(tmp_path_factory):
 def test_every_variant_is_trained_scored_and_tabled(report):
     out, result = report
     assert json.loads((out / "ablation.json").read_text()) == json.loads(json.dumps(result))
-    assert list(result["variants"]) == list(ABLATION_VARIANTS)
+    assert list(result["variants"]) == TESTED_VARIANTS
+    assert set(TESTED_VARIANTS) < set(ABLATION_VARIANTS)
     table = (out / "ablation.md").read_text()
     for name, row in result["variants"].items():
         assert f"| {row['label']} |" in table
@@ -106,7 +111,7 @@ def test_none_is_the_base_and_the_trained_adapters_differ(report):
     assert result["variants"]["none"]["retrieval"] == scores
     weights = [
         load_file(Path(result["variants"][v]["adapter"]) / "adapter_model.safetensors")
-        for v in ("text-only", "mix", "multimodal-only")
+        for v in ("text-only", "mix")
     ]
     for i, a in enumerate(weights):
         for b in weights[i + 1 :]:
