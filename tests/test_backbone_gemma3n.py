@@ -15,24 +15,30 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from family_checks import (
+    SR,
+    TEXTS,
+    assert_adapter_changes_vectors,
+    assert_all_layer_states,
+    assert_distinct,
+    assert_generate_matches_greedy,
+    assert_lora_targets,
+    colour_rows,
+    cos,
+    image_row,
+    noise,
+    sine,
+    train_via_cli,
+)
 from peft import PeftModel
 from transformers import AutoProcessor, Gemma3nForConditionalGeneration
 
 from lcoemb import Audio, OmniEncoder, Video
 from lcoemb.backbones import Gemma3nBackbone, ModalityError
-from lcoemb.cli import main
 from lcoemb.inputs import load_item
-from lcoemb.pooling import last_token
 from lcoemb.prompts import SUFFIXES
 from lcoemb.testing.gemma3n import make_tiny_gemma3n
 
-SR = 16_000
-TEXTS = [
-    "a red square",
-    "the quick brown fox jumps over the lazy dog while a small cat sleeps on a warm chair",
-    "hello",
-    "one two three four five six seven",
-]
 CAPTIONS = ["a photo", "music fills the room: a piano, a violin and a soft voice singing", "x"]
 
 
@@ -52,23 +58,9 @@ def _images() -> list[PIL.Image.Image]:
 def _clips() -> list[np.ndarray]:
     """16 kHz mono clips of different lengths and content, long enough that their audio tokens
     are not swamped by the padding embeddings that fill each clip's 188 soft tokens."""
-    rng = np.random.default_rng(1)
-    t = np.arange(12 * SR) / SR
-    return [
-        (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32),
-        (0.1 * rng.standard_normal(9 * SR)).astype(np.float32),
-        (0.3 * np.sign(np.sin(2 * np.pi * 120 * t[: 6 * SR]))).astype(np.float32),
-    ]
-
-
-def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
-
-
-def _distinct(vectors: np.ndarray) -> None:
-    """A parity check has teeth only if different inputs give clearly different vectors."""
-    sims = _cos(vectors[:, None], vectors[None])
-    assert sims[~np.eye(len(vectors), dtype=bool)].max() < 0.99
+    t = np.arange(6 * SR) / SR
+    square = (0.3 * np.sign(np.sin(2 * np.pi * 120 * t))).astype(np.float32)
+    return [sine(12), noise(np.random.default_rng(1), 9 * SR), square]
 
 
 @pytest.fixture(scope="module")
@@ -97,17 +89,19 @@ def test_backbone_and_lora_targets(encoder):
     assert not backbone.fast_text_path  # the Qwen2.5 last-token path does not fit Gemma 3n
     # the stock check would already refuse it (sliding-window layers); ours does not even look
     assert "sliding_attention" in backbone.text_config.layer_types
-    targets = backbone.lora_target_modules()
+    targets, _ = assert_lora_targets(
+        backbone,
+        per_layer=None,
+        prefix="model.language_model.",
+        is_tower=lambda name: name.startswith(("model.audio_tower", "model.embed_")),
+    )
     per_layer = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     per_layer += ["linear_left", "linear_right", "per_layer_input_gate", "per_layer_projection"]
     for i in range(backbone.num_layers):
         layer = [t for t in targets if t.startswith(f"model.language_model.layers.{i}.")]
         assert sorted(t.rsplit(".", 1)[1] for t in layer) == sorted(per_layer)
-    assert all(t.startswith("model.language_model.") and ".altup." not in t for t in targets)
-    linears = [n for n, m in backbone.model.named_modules() if isinstance(m, torch.nn.Linear)]
-    towers = [n for n in linears if n.startswith(("model.audio_tower", "model.embed_"))]
-    assert towers and not set(towers) & set(targets)
-    assert not [t for t in targets if "vision_tower" in t] and "lm_head" not in targets
+    assert all(".altup." not in t for t in targets)
+    assert not [t for t in targets if "vision_tower" in t]
 
 
 def _reference(model, processor, contents: list[list[dict]]) -> np.ndarray:
@@ -164,9 +158,9 @@ def test_matches_an_independent_transformers_forward(gemma_path, encoder, encode
     ours = encoder if dtype == torch.bfloat16 else encoder32
     for kind, (items, contents) in groups.items():
         vectors = ours.encode(items, batch_size=8)
-        cos = _cos(vectors, _reference(model, processor, contents))
-        assert cos.min() >= 0.9999, (kind, cos)
-        _distinct(vectors)
+        cosine = cos(vectors, _reference(model, processor, contents))
+        assert cosine.min() >= 0.9999, (kind, cosine)
+        assert_distinct(vectors)
 
 
 def test_prompt_has_one_bos_and_the_checkpoint_template(encoder):
@@ -206,80 +200,48 @@ def test_missing_video_and_the_pixel_cap(gemma_path, encoder):
 def test_generate_matches_greedy_decoding_alone(gemma_path, encoder32):
     """Batched, left-padded generation gives each item what greedy decoding of its prompt
     alone gives, without the prompt."""
-    clip = _clips()[0]
-    items = [TEXTS[1], TEXTS[2], _images()[1], Audio(clip, SR)]
-    out = encoder32.generate(items, "Describe:", max_new_tokens=4, batch_size=8)
-    assert len(out) == 4 and all(isinstance(s, str) for s in out)
-
-    model = Gemma3nForConditionalGeneration.from_pretrained(gemma_path).eval()
-    processor = AutoProcessor.from_pretrained(gemma_path)
-
-    def alone(content):
-        inputs = processor.apply_chat_template(
-            [{"role": "user", "content": content}],
-            tokenize=True,
-            add_generation_prompt=True,
-            return_dict=True,
-            return_tensors="pt",
-        )
-        with torch.no_grad():
-            ids = model.generate(**inputs, max_new_tokens=4, do_sample=False)
-        return processor.tokenizer.decode(
-            ids[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
-        )
-
+    image, clip = _images()[1], _clips()[0]
     prompt = [{"type": "text", "text": "Describe:"}]
-    expected = [alone([{"type": "text", "text": t}, *prompt]) for t in items[:2]]
-    expected.append(alone([{"type": "image", "image": items[2]}, *prompt]))
-    expected.append(alone([{"type": "audio", "audio": clip}, *prompt]))
-    assert out == expected
+    cases = [(t, [{"type": "text", "text": t}, *prompt], {}) for t in TEXTS[1:3]]
+    cases.append((image, [{"type": "image", "image": image}, *prompt], {}))
+    cases.append((Audio(clip, SR), [{"type": "audio", "audio": clip}, *prompt], {}))
+    assert_generate_matches_greedy(
+        encoder32,
+        Gemma3nForConditionalGeneration,
+        gemma_path,
+        cases,
+        nonempty=False,
+        in_template=True,
+    )
 
 
 def test_all_layer_states(encoder32):
     """Input embeddings, each layer's active AltUp stream, and last the final-norm state that
     is pooled; the configuration survives loading (timm consumes ``block_args`` in place)."""
     backbone = encoder32.backbone
-    inputs = backbone.prepare([load_item(TEXTS[0], 0), load_item(TEXTS[1], 1)])
+    inputs, layers, pooled = assert_all_layer_states(backbone, TEXTS[:2], tol=1e-5)
     with torch.no_grad():
-        layers = backbone.forward(inputs, all_layers=True)
-        final = last_token(backbone.forward(inputs))
         embedded = backbone.language_model.embed_tokens(inputs["input_ids"])
-    assert len(layers.states) == backbone.num_layers + 1
     assert all(h.shape == (2, inputs["input_ids"].shape[1], 64) for h in layers.states)
     torch.testing.assert_close(layers.states[0], embedded)
-    pooled = last_token(layers)
-    torch.testing.assert_close(pooled[-1], final, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(pooled[-2], pooled[-1], atol=1e-2)  # the final norm is applied
     assert json.loads(backbone.model.config.to_json_string())["vision_config"]["model_args"]
 
 
 def test_train_cli_adapter_changes_the_vectors(gemma_path, tmp_path):
     image = _images()[1]
-    image.save(tmp_path / "im.png")
-    rows = [{"anchor": f"a {c} circle", "positive": f"the circle is {c}"} for c in ["red", "blue"]]
+    rows = colour_rows(["red", "blue"])
     rows += [{"anchor": "one two three", "positive": "four five six"}]
-    rows += [{"anchor": {"image": str(tmp_path / "im.png")}, "positive": "striped picture"}]
-    data = tmp_path / "triplets.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = tmp_path / "run"
-    args = ["train", "--model", str(gemma_path), "--data", str(data), "--output", str(out)]
-    args += ["--max-steps", "3", "--batch-size", "4", "--mini-batch-size", "2"]
-    args += ["--lora-r", "4", "--lora-alpha", "8", "--device", "cpu", "--precision", "fp32"]
-    args += ["--lr", "2e-3", "--warmup-steps", "1"]
-    assert main(args) == 0
+    rows += [image_row(tmp_path / "im.png", image, "striped picture")]
+    adapter = train_via_cli(gemma_path, tmp_path, rows)
     # peft saves the targets as the shortest suffixes that match them: check what they match
     model = Gemma3nForConditionalGeneration.from_pretrained(gemma_path)
     adapted_names = [
         name.removeprefix("base_model.model.").removesuffix(".lora_A")
-        for name, _ in PeftModel.from_pretrained(model, out / "adapter").named_modules()
+        for name, _ in PeftModel.from_pretrained(model, adapter).named_modules()
         if name.endswith(".lora_A")
     ]
     backbone = OmniEncoder.from_pretrained(gemma_path, device="cpu").backbone
     assert sorted(adapted_names) == sorted(backbone.lora_target_modules())
-
     items = ["a red circle", image, Audio(_clips()[0], SR)]
-    base = OmniEncoder.from_pretrained(gemma_path, device="cpu", dtype="float32")
-    adapted = OmniEncoder.from_pretrained(
-        gemma_path, adapter=out / "adapter", device="cpu", dtype="float32"
-    )
-    assert _cos(base.encode(items), adapted.encode(items)).max() < 0.9999
+    assert_adapter_changes_vectors(gemma_path, adapter, items)

@@ -12,22 +12,31 @@ import json
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 import pytest
 import torch
+from family_checks import (
+    SUFFIX,
+    assert_adapter_changes_vectors,
+    assert_adapter_targets,
+    assert_distinct,
+    assert_lora_targets,
+    cos,
+    load_reference,
+    random_images,
+    reference_alone,
+    train_via_cli,
+)
 from transformers import AutoProcessor, Idefics3Processor, SmolVLMProcessor
 
 from lcoemb import Audio, OmniEncoder, Video
 from lcoemb.backbones import ModalityError, backbone_class
 from lcoemb.backbones.smolvlm import Idefics3Backbone, SmolVLMBackbone
-from lcoemb.cli import main
 from lcoemb.inputs import load_item
 from lcoemb.pooling import last_token
 from lcoemb.testing.smolvlm import make_tiny_smolvlm
 
 # 2 x 2 tiles of 32 px at most (plus the global view), 4 image tokens each
 TINY_MAX_PIXELS = 64 * 64
-SUFFIX = "\nSummarize the above {} in one word:"
 TEXTS = [
     "a red square",
     "the quick brown fox jumps over the lazy dog " * 6,
@@ -36,14 +45,9 @@ TEXTS = [
 ]
 
 
-def _images() -> list[PIL.Image.Image]:
-    rng = np.random.default_rng(3)
-    sizes = [(56, 56), (90, 112), (30, 100), (112, 64)]  # 1 x 1 to 2 x 2 tiles
-    return [PIL.Image.fromarray(rng.integers(0, 255, (*s, 3), dtype=np.uint8)) for s in sizes]
-
-
-def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+def _images() -> list:
+    # 1 x 1 to 2 x 2 tiles
+    return random_images(3, sizes=[(56, 56), (90, 112), (30, 100), (112, 64)])
 
 
 @pytest.fixture(scope="module", params=["smolvlm", "idefics3"])
@@ -98,18 +102,12 @@ def test_vectors_match_an_independent_transformers_forward(smol_path, dtype):
     model_class = SmolVLMBackbone.model_class
     if _model_type(smol_path) == "idefics3":
         model_class = Idefics3Backbone.model_class
-    model = model_class.from_pretrained(
-        smol_path, dtype=torch_dtype, attn_implementation="sdpa"
-    ).eval()
-    processor = AutoProcessor.from_pretrained(smol_path)
+    model, processor = load_reference(
+        model_class, smol_path, dtype=torch_dtype, attn_implementation="sdpa"
+    )
 
     def direct(content: list[dict], **media) -> np.ndarray:
-        messages = [{"role": "user", "content": content}]
-        prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        inputs = processor(text=[prompt], return_tensors="pt", **media)
-        with torch.no_grad():
-            h = model(**inputs, output_hidden_states=True).hidden_states[-1][:, -1]
-        return torch.nn.functional.normalize(h, dim=-1).float().numpy()[0]
+        return reference_alone(model, processor, content, **media)
 
     images = _images()
     expected = [
@@ -123,11 +121,9 @@ def test_vectors_match_an_independent_transformers_forward(smol_path, dtype):
     encoder = OmniEncoder.from_pretrained(smol_path, device="cpu", dtype=dtype)
     assert encoder.backbone.fast_text_path
     ours = encoder.encode([*TEXTS, *images], batch_size=4)
-    cos = _cos(ours, np.stack(expected))
-    assert cos.min() >= 0.9999, cos
-    # the check has teeth only if different inputs give clearly different vectors
-    sims = ours @ ours.T
-    assert sims[~np.eye(len(ours), dtype=bool)].max() < 0.99
+    cosine = cos(ours, np.stack(expected))
+    assert cosine.min() >= 0.9999, cosine
+    assert_distinct(ours)
 
 
 def test_a_batch_mixing_text_and_images_equals_each_item_alone(smol_encoder):
@@ -146,7 +142,7 @@ def test_a_batch_mixing_text_and_images_equals_each_item_alone(smol_encoder):
 
     together = pooled(items)
     alone = np.concatenate([pooled([item]) for item in items])
-    assert _cos(together, alone).min() >= 0.999
+    assert cos(together, alone).min() >= 0.999
 
 
 def test_image_pixel_cap_reaches_the_processor(smol_path, smol_encoder):
@@ -166,13 +162,14 @@ def test_audio_and_video_are_refused_naming_the_item(smol_encoder, media):
 
 
 def test_lora_sits_on_the_text_model_only(smol_encoder):
-    backbone = smol_encoder.backbone
-    targets = backbone.lora_target_modules()
-    assert targets and all(name.startswith("model.text_model.layers.") for name in targets)
     # q, k, v, o and the three MLP projections of every decoder layer
-    assert len(targets) == 7 * backbone.num_layers
-    linears = [n for n, m in backbone.model.named_modules() if isinstance(m, torch.nn.Linear)]
-    assert any("vision_model" in n for n in linears) and any("connector" in n for n in linears)
+    _, towers = assert_lora_targets(
+        smol_encoder.backbone,
+        per_layer=7,
+        prefix="model.text_model.layers.",
+        is_tower=lambda name: "vision_model" in name or "connector" in name,
+    )
+    assert any("vision_model" in n for n in towers) and any("connector" in n for n in towers)
 
 
 @pytest.mark.slow
@@ -182,22 +179,9 @@ def test_cli_training_gives_an_adapter_that_changes_the_vectors(smol_path, tmp_p
         for c in ("red", "blue", "green")
         for s in ("circle", "square")
     ]
-    data = tmp_path / "triplets.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = tmp_path / "run"
-    args = ["train", "--model", str(smol_path), "--data", str(data), "--output", str(out)]
-    args += ["--max-steps", "3", "--batch-size", "4", "--mini-batch-size", "2"]
-    args += ["--lora-r", "4", "--lora-alpha", "8", "--device", "cpu", "--precision", "fp32"]
-    args += ["--lr", "2e-3", "--warmup-steps", "1"]
-    assert main(args) == 0
-    items = ["a red circle", _images()[0]]
-    plain = OmniEncoder.from_pretrained(smol_path, device="cpu", dtype="float32").encode(items)
-    adapted = OmniEncoder.from_pretrained(
-        smol_path, adapter=out / "adapter", device="cpu", dtype="float32"
-    )
-    assert _cos(plain, adapted.encode(items)).max() < 0.9999
-    saved = json.loads((out / "adapter" / "adapter_config.json").read_text())
-    assert all(name.startswith("model.text_model.") for name in saved["target_modules"])
+    adapter = train_via_cli(smol_path, tmp_path, rows)
+    assert_adapter_changes_vectors(smol_path, adapter, ["a red circle", _images()[0]])
+    assert_adapter_targets(adapter, "model.text_model.")
 
 
 def test_generate_and_all_layer_states(smol_encoder):

@@ -18,10 +18,17 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
 from tokenizers.models import BPE
-from transformers import GenerationConfig, Qwen2Tokenizer
+from transformers import GenerationConfig, Qwen2Tokenizer, WhisperFeatureExtractor
+
+from lcoemb.inputs import TARGET_SAMPLING_RATE
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedConfig, PreTrainedModel, ProcessorMixin
+    from transformers import (
+        PreTrainedConfig,
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        ProcessorMixin,
+    )
 
 # Qwen2's pre-tokenisation regex (transformers' tokenization_qwen2.PRETOKENIZE_REGEX), so the
 # trained merges match how Qwen2Tokenizer splits text when it rebuilds itself on load.
@@ -116,6 +123,59 @@ def chat_template(family: Family) -> str:
     return template.replace("@@ITEM@@", item)
 
 
+def train_bpe(
+    *,
+    pre_tokenizer: pre_tokenizers.PreTokenizer,
+    initial_alphabet: list[str],
+    normalizer: normalizers.Normalizer | None = None,
+    decoder: decoders.Decoder | None = None,
+    corpus: str = CORPUS,
+) -> Tokenizer:
+    """Train a deterministic BPE (no unknown token, no subword affixes, merges seen twice or
+    more, at most :data:`BPE_VOCAB_SIZE` symbols) on the lines of ``corpus``."""
+    bpe = Tokenizer(BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix=""))
+    if normalizer is not None:
+        bpe.normalizer = normalizer
+    bpe.pre_tokenizer = pre_tokenizer
+    if decoder is not None:
+        bpe.decoder = decoder
+    trainer = trainers.BpeTrainer(
+        vocab_size=BPE_VOCAB_SIZE,
+        min_frequency=2,
+        show_progress=False,
+        initial_alphabet=initial_alphabet,
+        special_tokens=[],
+    )
+    bpe.train_from_iterator(corpus.splitlines(keepends=True), trainer=trainer)
+    return bpe
+
+
+def train_byte_level_bpe(
+    split_regex: str, *, normalizer: normalizers.Normalizer | None = None, corpus: str = CORPUS
+) -> Tokenizer:
+    """:func:`train_bpe` as a GPT-2-style byte-level BPE: text split by ``split_regex`` (Qwen2's
+    or Llama 3's pre-tokenisation regex), then mapped to the 256-symbol byte alphabet."""
+    return train_bpe(
+        normalizer=normalizer,
+        pre_tokenizer=pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(split_regex), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        ),
+        decoder=decoders.ByteLevel(),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        corpus=corpus,
+    )
+
+
+def learned_vocab(bpe: Tokenizer) -> tuple[dict[str, int], list[tuple[str, ...]]]:
+    """A trained BPE's vocabulary (token -> id) and merges (pairs), as slow tokenizers take them."""
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return dict(model["vocab"]), merges
+
+
 def train_tokenizer(family: Family) -> Qwen2Tokenizer:
     """Train a deterministic byte-level BPE on ``CORPUS`` and wrap it as a ``Qwen2Tokenizer``.
 
@@ -124,26 +184,9 @@ def train_tokenizer(family: Family) -> Qwen2Tokenizer:
     ``family.special_tokens`` order), and the processor-facing names (``image_token``, ...) are
     registered as model-specific special tokens so they survive ``save``/``from_pretrained``.
     """
-    bpe = Tokenizer(BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix=""))
-    bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
+    vocab, merges = learned_vocab(
+        train_byte_level_bpe(PRETOKENIZE_REGEX, normalizer=normalizers.NFC())
     )
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=BPE_VOCAB_SIZE,
-        min_frequency=2,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=[],
-    )
-    bpe.train_from_iterator(CORPUS.splitlines(keepends=True), trainer=trainer)
-    model = json.loads(bpe.to_str())["model"]
-    vocab: dict[str, int] = dict(model["vocab"])
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
     # explicit ids: adding a token already in the vocab as special keeps its id
     for token in family.special_tokens:
         vocab[token] = len(vocab)
@@ -199,9 +242,14 @@ def check_sizes(hidden_size: int, num_attention_heads: int, num_key_value_heads:
     return head_dim
 
 
-def vocab_size(tokenizer: Qwen2Tokenizer) -> int:
+def padded(n: int, multiple: int = 64) -> int:
+    """``n`` rounded up to a multiple of ``multiple``."""
+    return -(-n // multiple) * multiple
+
+
+def vocab_size(tokenizer: PreTrainedTokenizerBase) -> int:
     """Embedding rows covering every token id, padded to a multiple of 64 as Qwen does."""
-    return -(-len(tokenizer) // 64) * 64
+    return padded(len(tokenizer))
 
 
 def text_config(
@@ -260,22 +308,27 @@ def vision_config(
     }
 
 
-# Pixel bounds of the shipped Qwen2.5-VL / Qwen2.5-Omni image processors (preprocessor_config).
+# Pixel bounds of the shipped Qwen2.5-VL / Qwen2.5-Omni / Qwen3-Omni image processors
+# (preprocessor_config).
 QWEN_MIN_PIXELS = 56 * 56
 QWEN_MAX_PIXELS = 12_845_056
 
 
-def image_processor_kwargs(max_pixels: int | None) -> dict[str, Any]:
-    """Qwen2-VL image-processor geometry: 14 px patches, 2x2 merge, 2-frame tubelets.
+def image_processor_kwargs(max_pixels: int | None, *, patch_size: int = 14) -> dict[str, Any]:
+    """Qwen2-VL image-processor geometry: ``patch_size`` px patches (Qwen2/2.5's 14, Qwen3-Omni's
+    16), 2x2 merge, 2-frame tubelets.
 
     Without ``max_pixels`` the pixel bounds are the shipped Qwen ones; with it, images are
     capped at ``max_pixels`` (and the floor lowered to fit) so tests stay cheap.
     """
-    if max_pixels is not None and max_pixels < 28 * 28:
-        raise ValueError(f"max_pixels must cover one 28x28 merged patch, got {max_pixels}")
+    merged = 2 * patch_size
+    if max_pixels is not None and max_pixels < merged * merged:
+        raise ValueError(
+            f"max_pixels must cover one {merged}x{merged} merged patch, got {max_pixels}"
+        )
     cap = QWEN_MAX_PIXELS if max_pixels is None else max_pixels
     return {
-        "patch_size": 14,
+        "patch_size": patch_size,
         "merge_size": 2,
         "temporal_patch_size": 2,
         "min_pixels": min(QWEN_MIN_PIXELS, cap),
@@ -320,12 +373,102 @@ def spread_weights(model: torch.nn.Module, std: float) -> None:
                     module.bias.zero_()
 
 
+def spread_experts(model: torch.nn.Module, std: float) -> None:
+    """Redraw the stacked MoE expert weights and the routers of a Qwen3 MoE decoder from
+    N(0, std).
+
+    They are bare parameters, not the Linears :func:`spread_weights` redraws; left at
+    transformers' init (std 0.02) every expert would add almost nothing and the router would
+    pick the same experts for every token (or by rounding noise).
+    """
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".mlp.experts." in name or name.endswith(".mlp.gate.weight"):
+                param.normal_(0.0, std)
+
+
+def with_spread_experts(
+    model_class: type[PreTrainedModel], std: float
+) -> Callable[[PreTrainedConfig], PreTrainedModel]:
+    """A model factory for :func:`seeded_model`: ``model_class`` with its experts spread (by
+    :func:`spread_experts`, before :func:`spread_weights` redraws the rest)."""
+
+    def build(config: PreTrainedConfig) -> PreTrainedModel:
+        model = model_class(config)
+        spread_experts(model, std)
+        return model
+
+    return build
+
+
+def seeded_model(
+    model_class: type[PreTrainedModel] | Callable[[PreTrainedConfig], PreTrainedModel],
+    config: PreTrainedConfig,
+    *,
+    seed: int,
+    init_std: float,
+    then: Callable[[PreTrainedModel], None] | None = None,
+) -> PreTrainedModel:
+    """``model_class(config)`` with its weights spread (:func:`spread_weights`), and ``then``
+    applied (further draws from the same RNG), under a forked RNG seeded with ``seed``: equal
+    seeds give identical weights without disturbing the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+        spread_weights(model, init_std)
+        if then is not None:
+            then(model)
+    return model
+
+
+def save_model(
+    model: PreTrainedModel,
+    path: str | Path,
+    *,
+    dtype: torch.dtype,
+    bos_token_id: int,
+    eos_token_id: list[int],
+    pad_token_id: int,
+) -> Path:
+    """Cast ``model`` to ``dtype`` (recorded in its config), give it a greedy generation config
+    with these token ids, and save it into the folder ``path``; return that folder."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.to(dtype).eval()
+    model.config.dtype = dtype
+    model.generation_config = GenerationConfig(
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        do_sample=False,
+    )
+    model.save_pretrained(out)
+    return out
+
+
+def whisper_feature_extractor(**overrides: Any) -> WhisperFeatureExtractor:
+    """The Qwen Omni audio front end: 128 mel bins of 16 kHz audio, 10 ms hops, 25 ms windows,
+    clips up to 300 s, right padding with an attention mask (``overrides`` on top)."""
+    return WhisperFeatureExtractor(
+        **{
+            "feature_size": 128,
+            "sampling_rate": TARGET_SAMPLING_RATE,
+            "hop_length": 160,
+            "n_fft": 400,
+            "chunk_length": 300,
+            "padding_side": "right",
+            "return_attention_mask": True,
+            **overrides,
+        }
+    )
+
+
 def write_checkpoint(
     path: str | Path,
     *,
     family: Family,
     build_config: Callable[[Qwen2Tokenizer], PreTrainedConfig],
-    model_class: type[PreTrainedModel],
+    model_class: type[PreTrainedModel] | Callable[[PreTrainedConfig], PreTrainedModel],
     build_processor: Callable[[Qwen2Tokenizer, str], ProcessorMixin],
     seed: int,
     dtype: torch.dtype,
@@ -333,27 +476,19 @@ def write_checkpoint(
 ) -> Path:
     """Shared folder writer: tokenizer -> config -> seeded random model -> save everything.
 
-    The random init runs under a forked, seeded RNG so equal ``seed`` gives identical weights
-    without disturbing the caller's global RNG state.
+    The random init runs under a forked, seeded RNG (:func:`seeded_model`) so equal ``seed``
+    gives identical weights without disturbing the caller's global RNG state.
     """
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(family)
-    config = build_config(tokenizer)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = model_class(config)
-        spread_weights(model, init_std)
-    model = model.to(dtype).eval()
-    model.config.dtype = dtype
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    model.generation_config = GenerationConfig(
+    model = seeded_model(model_class, build_config(tokenizer), seed=seed, init_std=init_std)
+    out = save_model(
+        model,
+        path,
+        dtype=dtype,
         bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=[im_end, tokenizer.eos_token_id],
+        eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id],
         pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
     )
-    model.save_pretrained(out)
     processor = build_processor(tokenizer, tokenizer.chat_template)
     processor.save_pretrained(out)
     return out

@@ -27,27 +27,31 @@ without it no ``Gemma3nForConditionalGeneration`` can be built at all, text-only
 from __future__ import annotations
 
 import copy
-import json
 import math
 import string
 from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, trainers
-from tokenizers.models import BPE
+from tokenizers import Regex, normalizers, pre_tokenizers
 from transformers import (
     Gemma3nAudioFeatureExtractor,
     Gemma3nConfig,
     Gemma3nForConditionalGeneration,
     Gemma3nProcessor,
     GemmaTokenizer,
-    GenerationConfig,
     SiglipImageProcessor,
 )
 
 from lcoemb.inputs import TARGET_SAMPLING_RATE
-from lcoemb.testing._build import BPE_VOCAB_SIZE, CORPUS, check_sizes, spread_weights
+from lcoemb.testing._build import (
+    check_sizes,
+    learned_vocab,
+    padded,
+    save_model,
+    seeded_model,
+    train_bpe,
+)
 
 __all__ = [
     "AUDIO_SOFT_TOKENS",
@@ -154,10 +158,6 @@ _TINY_MOBILENETV5 = (
 _MOBILENETV5_FEATURES = 2048
 
 
-def _padded(n: int, multiple: int = 64) -> int:
-    return -(-n // multiple) * multiple
-
-
 def train_gemma_tokenizer(
     *, vision_vocab_size: int = 4, audio_vocab_size: int = 4
 ) -> tuple[GemmaTokenizer, int]:
@@ -170,23 +170,17 @@ def train_gemma_tokenizer(
     on load, so the saved folder tokenises identically. Unused ids are filled with
     ``<unused…>`` tokens so every id the model can emit decodes.
     """
-    bpe = Tokenizer(BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix=""))
-    bpe.normalizer = normalizers.Replace(" ", "▁")
-    bpe.pre_tokenizer = pre_tokenizers.Split(Regex("▁"), behavior="merged_with_next")
-    trainer = trainers.BpeTrainer(
-        vocab_size=BPE_VOCAB_SIZE,
-        min_frequency=2,
-        show_progress=False,
-        initial_alphabet=sorted(set(string.printable) - set(" \t\r\x0b\x0c") | {"▁"}),
-        special_tokens=[],
+    learned_ids, merges = learned_vocab(
+        train_bpe(
+            normalizer=normalizers.Replace(" ", "▁"),
+            pre_tokenizer=pre_tokenizers.Split(Regex("▁"), behavior="merged_with_next"),
+            initial_alphabet=sorted(set(string.printable) - set(" \t\r\x0b\x0c") | {"▁"}),
+        )
     )
-    bpe.train_from_iterator(CORPUS.splitlines(keepends=True), trainer=trainer)
-    model = json.loads(bpe.to_str())["model"]
-    learned = sorted(model["vocab"], key=model["vocab"].__getitem__)
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    learned = sorted(learned_ids, key=learned_ids.__getitem__)
 
     tokens = [*_LEADING_TOKENS, *_BYTE_TOKENS, *learned]
-    text_vocab_size = _padded(len(tokens))
+    text_vocab_size = padded(len(tokens))
     tokens += [f"<unused{i}>" for i in range(text_vocab_size - len(tokens))]
     tokens += [*_VISION_TOKENS, *(f"<unused_vision{i}>" for i in range(vision_vocab_size - 2))]
     tokens += [*_AUDIO_TOKENS, *(f"<unused_audio{i}>" for i in range(audio_vocab_size - 2))]
@@ -269,9 +263,6 @@ def make_tiny_gemma3n(
         "full_attention" if (num_hidden_layers - 1 - i) % 2 == 0 else "sliding_attention"
         for i in range(num_hidden_layers)
     ]
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-
     vision_vocab_size = audio_vocab_size = 4
     tokenizer, text_vocab = train_gemma_tokenizer(
         vision_vocab_size=vision_vocab_size, audio_vocab_size=audio_vocab_size
@@ -331,26 +322,27 @@ def make_tiny_gemma3n(
         audio_token_id=ids("<audio_soft_token>"),
         tie_word_embeddings=True,
     )
-    pristine = copy.deepcopy(config.vision_config.model_args)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Gemma3nForConditionalGeneration(config)
-        spread_weights(model, init_std)
+
+    def open_altup(model: Gemma3nForConditionalGeneration) -> None:
         with torch.no_grad():
             # AltUp's output scale starts at zero, which would switch off the per-layer inputs
             for layer in model.model.language_model.layers:
                 layer.altup.correct_output_scale.normal_(0.0, init_std)
+
+    pristine = copy.deepcopy(config.vision_config.model_args)
+    model = seeded_model(
+        Gemma3nForConditionalGeneration, config, seed=seed, init_std=init_std, then=open_altup
+    )
     # timm's builder consumed the block arguments in place; save the ones it was given
     model.config.vision_config.model_args = pristine
-    model = model.to(dtype).eval()
-    model.config.dtype = dtype
-    model.generation_config = GenerationConfig(
+    out = save_model(
+        model,
+        path,
+        dtype=dtype,
         bos_token_id=ids("<bos>"),
         eos_token_id=[ids("<eos>"), ids("<end_of_turn>")],
         pad_token_id=ids("<pad>"),
-        do_sample=False,
     )
-    model.save_pretrained(out)
 
     size = _image_size(max_pixels)
     processor = Gemma3nProcessor(

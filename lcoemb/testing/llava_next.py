@@ -14,11 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors, trainers
-from tokenizers.models import BPE
+from tokenizers import AddedToken, processors
 from transformers import (
     CLIPVisionConfig,
-    GenerationConfig,
     LlamaConfig,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
@@ -28,7 +26,14 @@ from transformers import (
 )
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-from lcoemb.testing._build import BPE_VOCAB_SIZE, CORPUS, check_sizes, spread_weights, vocab_size
+from lcoemb.testing._build import (
+    CORPUS,
+    check_sizes,
+    save_model,
+    seeded_model,
+    train_byte_level_bpe,
+    vocab_size,
+)
 
 __all__ = ["LLAMA3_LLAVA_NEXT_CHAT_TEMPLATE", "SPECIAL_TOKENS", "make_tiny_llava_next"]
 
@@ -80,22 +85,7 @@ def train_llama3_tokenizer() -> PreTrainedTokenizerFast:
     trained on the shared corpus, :data:`SPECIAL_TOKENS` at fixed ids after it, and a post
     processor that prepends ``<|begin_of_text|>`` (as Meta's ``tokenizer.json`` does). Padding
     is on the left: E5-V's wrapper pools position ``-1`` of a padded batch."""
-    bpe = Tokenizer(BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix=""))
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(LLAMA3_PRETOKENIZE_REGEX), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=BPE_VOCAB_SIZE,
-        min_frequency=2,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=[],
-    )
-    bpe.train_from_iterator((CORPUS + _EXTRA_CORPUS).splitlines(keepends=True), trainer=trainer)
+    bpe = train_byte_level_bpe(LLAMA3_PRETOKENIZE_REGEX, corpus=CORPUS + _EXTRA_CORPUS)
     bpe.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     bos = SPECIAL_TOKENS[0]
     bos_id = bpe.token_to_id(bos)
@@ -158,8 +148,6 @@ def make_tiny_llava_next(
         pinpoints = [p for p in pinpoints if p[0] * p[1] <= max_pixels]
     pinpoints = pinpoints or [[image_size, image_size]]
 
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
     tokenizer = train_llama3_tokenizer()
     tokenizer.chat_template = chat_template
     ids = tokenizer.convert_tokens_to_ids
@@ -196,24 +184,25 @@ def make_tiny_llava_next(
         projector_hidden_act="gelu",
         tie_word_embeddings=False,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaNextForConditionalGeneration(config)
-        spread_weights(model, init_std)
+
+    def redraw_norms(model: LlavaNextForConditionalGeneration) -> None:
         # RMSNorm weights start at one, which makes a state before and after the final norm
         # point the same way; drawn around one, pooling the wrong one shows
         for module in model.model.language_model.modules():
             if isinstance(module, LlamaRMSNorm):
                 module.weight.data.normal_(1.0, init_std)
-    model = model.to(dtype).eval()
-    model.config.dtype = dtype
-    model.generation_config = GenerationConfig(
+
+    model = seeded_model(
+        LlavaNextForConditionalGeneration, config, seed=seed, init_std=init_std, then=redraw_norms
+    )
+    out = save_model(
+        model,
+        path,
+        dtype=dtype,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=[eot, end],
         pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
     )
-    model.save_pretrained(out)
     processor = LlavaNextProcessor(
         image_processor=LlavaNextImageProcessor(
             size={"shortest_edge": image_size},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import (
@@ -16,23 +16,29 @@ from transformers import (
     Qwen2Tokenizer,
     Qwen2VLImageProcessor,
     Qwen2VLVideoProcessor,
-    WhisperFeatureExtractor,
 )
 
-from lcoemb.inputs import TARGET_SAMPLING_RATE
 from lcoemb.testing._build import (
     Family,
     image_processor_kwargs,
     text_config,
     video_processor_kwargs,
     vision_config,
+    whisper_feature_extractor,
     write_checkpoint,
 )
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedConfig, ProcessorMixin
+    from transformers import PreTrainedConfig, PreTrainedModel, ProcessorMixin
 
-__all__ = ["OMNI", "VL", "make_tiny_qwen2_5_omni_thinker", "make_tiny_qwen2_5_vl"]
+__all__ = [
+    "OMNI",
+    "VL",
+    "make_tiny_qwen2_5_omni_thinker",
+    "make_tiny_qwen2_5_vl",
+    "vision_token_ids",
+    "write_vl_checkpoint",
+]
 
 OMNI = Family(
     special_tokens=(
@@ -85,6 +91,67 @@ VL = Family(
         "video": "<|vision_start|><|video_pad|><|vision_end|>",
     },
 )
+
+
+def vision_token_ids(tokenizer: Qwen2Tokenizer) -> dict[str, int]:
+    """The config's vision token ids in a tokenizer with :data:`VL`'s vision tokens."""
+    ids = tokenizer.convert_tokens_to_ids
+    return {
+        "image_token_id": ids("<|image_pad|>"),
+        "video_token_id": ids("<|video_pad|>"),
+        "vision_start_token_id": ids("<|vision_start|>"),
+        "vision_end_token_id": ids("<|vision_end|>"),
+    }
+
+
+def _media_processors(max_pixels: int | None) -> dict[str, Any]:
+    """Qwen2-VL image and video processors (14 px patches) capped at ``max_pixels``."""
+    return {
+        "image_processor": Qwen2VLImageProcessor(**image_processor_kwargs(max_pixels)),
+        "video_processor": Qwen2VLVideoProcessor(**video_processor_kwargs(max_pixels)),
+    }
+
+
+def write_vl_checkpoint(
+    path: str | Path,
+    *,
+    config_class: type[PreTrainedConfig],
+    model_class: type[PreTrainedModel],
+    processor_class: type[ProcessorMixin],
+    text: dict[str, int],
+    vision: dict[str, Any],
+    max_pixels: int | None,
+    seed: int,
+    dtype: torch.dtype,
+    init_std: float,
+) -> Path:
+    """Write a Qwen VL-family checkpoint (Qwen2-VL, Qwen2.5-VL): :data:`VL`'s tokenizer and
+    template, a Qwen2.5 decoder of the sizes in ``text`` (see :func:`text_config`), the vision
+    tower config ``vision``, the vision token ids, and ``processor_class`` with Qwen2-VL image
+    and video processors capped at ``max_pixels``."""
+
+    def build_config(tokenizer: Qwen2Tokenizer) -> PreTrainedConfig:
+        return config_class(
+            text_config=text_config(tokenizer, **text),
+            vision_config=vision,
+            **vision_token_ids(tokenizer),
+        )
+
+    def build_processor(tokenizer: Qwen2Tokenizer, chat_template: str) -> ProcessorMixin:
+        return processor_class(
+            **_media_processors(max_pixels), tokenizer=tokenizer, chat_template=chat_template
+        )
+
+    return write_checkpoint(
+        path,
+        family=VL,
+        build_config=build_config,
+        model_class=model_class,
+        build_processor=build_processor,
+        seed=seed,
+        dtype=dtype,
+        init_std=init_std,
+    )
 
 
 def make_tiny_qwen2_5_omni_thinker(
@@ -158,17 +225,8 @@ def make_tiny_qwen2_5_omni_thinker(
 
     def build_processor(tokenizer: Qwen2Tokenizer, chat_template: str) -> ProcessorMixin:
         return Qwen2_5OmniProcessor(
-            image_processor=Qwen2VLImageProcessor(**image_processor_kwargs(max_pixels)),
-            video_processor=Qwen2VLVideoProcessor(**video_processor_kwargs(max_pixels)),
-            feature_extractor=WhisperFeatureExtractor(
-                feature_size=num_mel_bins,
-                sampling_rate=TARGET_SAMPLING_RATE,
-                hop_length=160,
-                n_fft=400,
-                chunk_length=300,
-                padding_side="right",
-                return_attention_mask=True,
-            ),
+            **_media_processors(max_pixels),
+            feature_extractor=whisper_feature_extractor(feature_size=num_mel_bins),
             tokenizer=tokenizer,
             chat_template=chat_template,
         )
@@ -207,43 +265,25 @@ def make_tiny_qwen2_5_vl(
     tokenizer corpus, same knobs minus the audio tower).
     """
 
-    def build_config(tokenizer: Qwen2Tokenizer) -> PreTrainedConfig:
-        ids = tokenizer.convert_tokens_to_ids
-        return Qwen2_5_VLConfig(
-            text_config=text_config(
-                tokenizer,
-                hidden_size=hidden_size,
-                num_hidden_layers=num_hidden_layers,
-                num_attention_heads=num_attention_heads,
-                num_key_value_heads=num_key_value_heads,
-                intermediate_size=intermediate_size,
-            ),
-            vision_config=vision_config(
-                hidden_size=hidden_size,
-                num_attention_heads=num_attention_heads,
-                intermediate_size=intermediate_size,
-                depth=vision_depth,
-            ),
-            image_token_id=ids("<|image_pad|>"),
-            video_token_id=ids("<|video_pad|>"),
-            vision_start_token_id=ids("<|vision_start|>"),
-            vision_end_token_id=ids("<|vision_end|>"),
-        )
-
-    def build_processor(tokenizer: Qwen2Tokenizer, chat_template: str) -> ProcessorMixin:
-        return Qwen2_5_VLProcessor(
-            image_processor=Qwen2VLImageProcessor(**image_processor_kwargs(max_pixels)),
-            video_processor=Qwen2VLVideoProcessor(**video_processor_kwargs(max_pixels)),
-            tokenizer=tokenizer,
-            chat_template=chat_template,
-        )
-
-    return write_checkpoint(
+    return write_vl_checkpoint(
         path,
-        family=VL,
-        build_config=build_config,
+        config_class=Qwen2_5_VLConfig,
         model_class=Qwen2_5_VLForConditionalGeneration,
-        build_processor=build_processor,
+        processor_class=Qwen2_5_VLProcessor,
+        text={
+            "hidden_size": hidden_size,
+            "num_hidden_layers": num_hidden_layers,
+            "num_attention_heads": num_attention_heads,
+            "num_key_value_heads": num_key_value_heads,
+            "intermediate_size": intermediate_size,
+        },
+        vision=vision_config(
+            hidden_size=hidden_size,
+            num_attention_heads=num_attention_heads,
+            intermediate_size=intermediate_size,
+            depth=vision_depth,
+        ),
+        max_pixels=max_pixels,
         seed=seed,
         dtype=dtype,
         init_std=init_std,

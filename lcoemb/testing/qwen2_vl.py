@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
-from transformers import (
-    Qwen2Tokenizer,
-    Qwen2VLConfig,
-    Qwen2VLForConditionalGeneration,
-    Qwen2VLImageProcessor,
-    Qwen2VLProcessor,
-    Qwen2VLVideoProcessor,
-)
+from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
-from lcoemb.testing._build import (
-    image_processor_kwargs,
-    text_config,
-    video_processor_kwargs,
-    write_checkpoint,
-)
-from lcoemb.testing.qwen2_5 import VL
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedConfig, ProcessorMixin
+from lcoemb.testing.qwen2_5 import write_vl_checkpoint
 
 __all__ = ["make_tiny_qwen2_vl"]
 
@@ -55,48 +38,30 @@ def make_tiny_qwen2_vl(
     equal arguments give identical files (as :func:`lcoemb.testing.make_tiny_qwen2_5_vl`).
     """
 
-    def build_config(tokenizer: Qwen2Tokenizer) -> PreTrainedConfig:
-        ids = tokenizer.convert_tokens_to_ids
-        return Qwen2VLConfig(
-            text_config=text_config(
-                tokenizer,
-                hidden_size=hidden_size,
-                num_hidden_layers=num_hidden_layers,
-                num_attention_heads=num_attention_heads,
-                num_key_value_heads=num_key_value_heads,
-                intermediate_size=intermediate_size,
-            ),
-            vision_config={
-                "depth": vision_depth,
-                "embed_dim": hidden_size,
-                "hidden_size": hidden_size,  # the merger's output: the language model's width
-                "mlp_ratio": max(1, intermediate_size // hidden_size),
-                "num_heads": num_attention_heads,
-                "in_channels": 3,
-                "patch_size": 14,
-                "spatial_merge_size": 2,
-                "temporal_patch_size": 2,
-            },
-            image_token_id=ids("<|image_pad|>"),
-            video_token_id=ids("<|video_pad|>"),
-            vision_start_token_id=ids("<|vision_start|>"),
-            vision_end_token_id=ids("<|vision_end|>"),
-        )
-
-    def build_processor(tokenizer: Qwen2Tokenizer, chat_template: str) -> ProcessorMixin:
-        return Qwen2VLProcessor(
-            image_processor=Qwen2VLImageProcessor(**image_processor_kwargs(max_pixels)),
-            video_processor=Qwen2VLVideoProcessor(**video_processor_kwargs(max_pixels)),
-            tokenizer=tokenizer,
-            chat_template=chat_template,
-        )
-
-    return write_checkpoint(
+    return write_vl_checkpoint(
         path,
-        family=VL,
-        build_config=build_config,
+        config_class=Qwen2VLConfig,
         model_class=Qwen2VLForConditionalGeneration,
-        build_processor=build_processor,
+        processor_class=Qwen2VLProcessor,
+        text={
+            "hidden_size": hidden_size,
+            "num_hidden_layers": num_hidden_layers,
+            "num_attention_heads": num_attention_heads,
+            "num_key_value_heads": num_key_value_heads,
+            "intermediate_size": intermediate_size,
+        },
+        vision={
+            "depth": vision_depth,
+            "embed_dim": hidden_size,
+            "hidden_size": hidden_size,  # the merger's output: the language model's width
+            "mlp_ratio": max(1, intermediate_size // hidden_size),
+            "num_heads": num_attention_heads,
+            "in_channels": 3,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        max_pixels=max_pixels,
         seed=seed,
         dtype=dtype,
         init_std=init_std,

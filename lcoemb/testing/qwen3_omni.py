@@ -3,7 +3,6 @@ code2wav) in the layout of ``Qwen/Qwen3-Omni-30B-A3B-Instruct``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,12 +16,19 @@ from transformers import (
     Qwen3OmniMoeProcessor,
     Qwen3OmniMoeThinkerConfig,
     Qwen3OmniMoeThinkerForConditionalGeneration,
-    WhisperFeatureExtractor,
 )
-from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as modeling
 
-from lcoemb.inputs import TARGET_SAMPLING_RATE
-from lcoemb.testing._build import Family, check_sizes, spread_weights, vocab_size, write_checkpoint
+from lcoemb.testing._build import (
+    Family,
+    check_sizes,
+    image_processor_kwargs,
+    spread_weights,
+    vocab_size,
+    whisper_feature_extractor,
+    with_spread_experts,
+    write_checkpoint,
+)
+from lcoemb.testing.qwen3_vl import mrope_section
 
 if TYPE_CHECKING:
     from transformers import PreTrainedConfig, ProcessorMixin
@@ -84,58 +90,9 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 
-# Geometry and pixel bounds of the shipped Qwen3-Omni image processor (preprocessor_config:
-# Qwen2VLImageProcessor, 16 px patches, 2x2 merge, Qwen2.5's pixel bounds).
+# The shipped Qwen3-Omni image processor (preprocessor_config): Qwen2VLImageProcessor with 16 px
+# patches, 2x2 merge and Qwen2.5's pixel bounds (see image_processor_kwargs).
 _PATCH = 16
-_MERGED = _PATCH * 2
-_MIN_PIXELS = 3136
-_MAX_PIXELS = 12_845_056
-
-
-def _mrope_section(head_dim: int) -> list[int]:
-    """(t, h, w) rotary sections in Qwen3-Omni's proportions ([24, 20, 20] of 64), interleaved:
-    h and w take every third frequency from 1 and 2, t the rest."""
-    half = head_dim // 2
-    hw = half * 20 // 64 or 1
-    return [half - 2 * hw, hw, hw]
-
-
-def _pixel_kwargs(max_pixels: int | None) -> dict[str, Any]:
-    if max_pixels is not None and max_pixels < _MERGED * _MERGED:
-        raise ValueError(f"max_pixels must cover one {_MERGED}x{_MERGED} merged patch")
-    cap = _MAX_PIXELS if max_pixels is None else max_pixels
-    return {
-        "patch_size": _PATCH,
-        "merge_size": 2,
-        "temporal_patch_size": 2,
-        "min_pixels": min(_MIN_PIXELS, cap),
-        "max_pixels": cap,
-    }
-
-
-def _spread_experts(model: torch.nn.Module, std: float) -> None:
-    """Redraw the MoE experts and routers from N(0, std): they are raw parameters, not Linears,
-    so :func:`spread_weights` skips them, and at the default 0.02 the experts add almost nothing
-    and the router's near-uniform scores would pick experts by rounding noise."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, modeling.Qwen3OmniMoeThinkerTextExperts):
-                module.gate_up_proj.normal_(0.0, std)
-                module.down_proj.normal_(0.0, std)
-            elif isinstance(module, modeling.Qwen3OmniMoeThinkerTextTopKRouter):
-                module.weight.normal_(0.0, std)
-
-
-def _thinker(init_std: float) -> Callable[[PreTrainedConfig], torch.nn.Module]:
-    """A thinker whose MoE layers are spread like every other weight (the RNG is already seeded
-    by :func:`write_checkpoint`)."""
-
-    def build(config: PreTrainedConfig) -> torch.nn.Module:
-        model = Qwen3OmniMoeThinkerForConditionalGeneration(config)
-        _spread_experts(model, init_std)
-        return model
-
-    return build
 
 
 def make_tiny_qwen3_omni_thinker(
@@ -186,7 +143,7 @@ def make_tiny_qwen3_omni_thinker(
                 "rope_parameters": {
                     "rope_type": "default",
                     "rope_theta": 1_000_000.0,
-                    "mrope_section": _mrope_section(head_dim),
+                    "mrope_section": mrope_section(head_dim),
                     "interleaved": True,
                     "mrope_interleaved": True,
                 },
@@ -230,19 +187,12 @@ def make_tiny_qwen3_omni_thinker(
 
     def build_processor(tokenizer: Qwen2Tokenizer, _shared_template: str) -> ProcessorMixin:
         tokenizer.chat_template = CHAT_TEMPLATE
+        # the video processor gets the same geometry and bounds
+        pixels = image_processor_kwargs(max_pixels, patch_size=_PATCH)
         return Qwen3OmniMoeProcessor(
-            image_processor=Qwen2VLImageProcessor(**_pixel_kwargs(max_pixels)),
-            video_processor=Qwen2VLVideoProcessor(**_pixel_kwargs(max_pixels)),
-            feature_extractor=WhisperFeatureExtractor(
-                feature_size=128,
-                sampling_rate=TARGET_SAMPLING_RATE,
-                hop_length=160,
-                n_fft=400,
-                chunk_length=300,
-                padding_side="right",
-                return_attention_mask=True,
-                dither=0.0,
-            ),
+            image_processor=Qwen2VLImageProcessor(**pixels),
+            video_processor=Qwen2VLVideoProcessor(**pixels),
+            feature_extractor=whisper_feature_extractor(dither=0.0),
             tokenizer=tokenizer,
             chat_template=CHAT_TEMPLATE,
         )
@@ -251,7 +201,7 @@ def make_tiny_qwen3_omni_thinker(
         path,
         family=OMNI3,
         build_config=build_config,
-        model_class=_thinker(init_std),  # type: ignore[arg-type]
+        model_class=with_spread_experts(Qwen3OmniMoeThinkerForConditionalGeneration, init_std),
         build_processor=build_processor,
         seed=seed,
         dtype=dtype,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,33 +18,25 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
-from lcoemb.testing._build import Family, check_sizes, vocab_size, write_checkpoint
+from lcoemb.testing._build import (
+    check_sizes,
+    vocab_size,
+    with_spread_experts,
+    write_checkpoint,
+)
+from lcoemb.testing.qwen2_5 import VL, vision_token_ids
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedConfig, PreTrainedModel, ProcessorMixin
+    from transformers import PreTrainedConfig, ProcessorMixin
 
 __all__ = ["QWEN3_VL", "chat_template", "make_tiny_qwen3_vl", "mrope_section"]
 
-QWEN3_VL = Family(
-    special_tokens=(
-        "<|endoftext|>",
-        "<|im_start|>",
-        "<|im_end|>",
-        "<|vision_start|>",
-        "<|vision_end|>",
-        "<|vision_pad|>",
-        "<|image_pad|>",
-        "<|video_pad|>",
-        "<think>",
-        "</think>",
-    ),
-    named_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
+#: Qwen2.5-VL's tokens, placeholders and processor-facing names plus the reasoning tokens
+QWEN3_VL = replace(
+    VL,
+    special_tokens=(*VL.special_tokens, "<think>", "</think>"),
     # Qwen3-VL's template adds no system turn of its own (see `chat_template`)
     default_system_prompt="",
-    media_placeholders={
-        "image": "<|vision_start|><|image_pad|><|vision_end|>",
-        "video": "<|vision_start|><|video_pad|><|vision_end|>",
-    },
 )
 
 # Pixel bounds of the shipped Qwen3-VL processors (preprocessor_config.json,
@@ -110,19 +103,6 @@ def mrope_section(head_dim: int) -> list[int]:
     half = head_dim // 2
     spatial = max(1, half * 20 // 64)
     return [half - 2 * spatial, spatial, spatial]
-
-
-def _spread_experts(model: torch.nn.Module, std: float) -> None:
-    """Redraw the MoE experts' stacked weights and the routers from N(0, std).
-
-    They are bare parameters, not the Linears :func:`~lcoemb.testing._build.spread_weights`
-    redraws; left at transformers' init (std 0.02) every expert would add almost nothing and
-    the router would pick the same experts for every token.
-    """
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if ".mlp.experts." in name or name.endswith(".mlp.gate.weight"):
-                param.normal_(0.0, std)
 
 
 def make_tiny_qwen3_vl(
@@ -218,19 +198,9 @@ def make_tiny_qwen3_vl(
         return config_class(
             text_config=text,
             vision_config=vision,
-            image_token_id=ids("<|image_pad|>"),
-            video_token_id=ids("<|video_pad|>"),
-            vision_start_token_id=ids("<|vision_start|>"),
-            vision_end_token_id=ids("<|vision_end|>"),
+            **vision_token_ids(tokenizer),
             tie_word_embeddings=False,
         )
-
-    def build_model(config: PreTrainedConfig) -> PreTrainedModel:
-        if not moe:
-            return Qwen3VLForConditionalGeneration(config)
-        model = Qwen3VLMoeForConditionalGeneration(config)
-        _spread_experts(model, init_std)
-        return model
 
     def build_processor(tokenizer: Qwen2Tokenizer, _template: str) -> ProcessorMixin:
         tokenizer.chat_template = template
@@ -260,7 +230,11 @@ def make_tiny_qwen3_vl(
         path,
         family=QWEN3_VL,
         build_config=build_config,
-        model_class=build_model,  # type: ignore[arg-type]  # a factory: MoE experts spread too
+        model_class=(
+            with_spread_experts(Qwen3VLMoeForConditionalGeneration, init_std)
+            if moe
+            else Qwen3VLForConditionalGeneration
+        ),
         build_processor=build_processor,
         seed=seed,
         dtype=dtype,

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from transformers import (
-    GenerationConfig,
     Idefics3Config,
     Idefics3ForConditionalGeneration,
     Idefics3ImageProcessor,
@@ -29,7 +28,14 @@ from transformers import (
     SmolVLMVideoProcessor,
 )
 
-from lcoemb.testing._build import Family, check_sizes, spread_weights, train_tokenizer
+from lcoemb.testing._build import (
+    Family,
+    check_sizes,
+    save_model,
+    seeded_model,
+    train_tokenizer,
+    vocab_size,
+)
 
 __all__ = [
     "IDEFICS3",
@@ -148,9 +154,6 @@ def make_tiny_smolvlm(
             f"scale_factor {scale_factor}"
         )
     family = IDEFICS3 if idefics3 else SMOLVLM
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-
     tokenizer = train_tokenizer(family)
     # SmolVLM's roles: a turn ends with <end_of_utterance> (eos), padding is <|im_end|>
     tokenizer.add_special_tokens(
@@ -159,7 +162,7 @@ def make_tiny_smolvlm(
     ids = tokenizer.convert_tokens_to_ids
     text_config: dict[str, Any] = {
         "model_type": "llama",
-        "vocab_size": -(-len(tokenizer) // 64) * 64,
+        "vocab_size": vocab_size(tokenizer),
         "hidden_size": hidden_size,
         "intermediate_size": intermediate_size,
         "num_hidden_layers": num_hidden_layers,
@@ -194,19 +197,14 @@ def make_tiny_smolvlm(
         pad_token_id=ids("<|im_end|>"),
         tie_word_embeddings=False,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = model_class(config)
-        spread_weights(model, init_std)
-    model = model.to(dtype).eval()
-    model.config.dtype = dtype
-    model.generation_config = GenerationConfig(
+    out = save_model(
+        seeded_model(model_class, config, seed=seed, init_std=init_std),
+        path,
+        dtype=dtype,
         bos_token_id=ids("<|im_start|>"),
         eos_token_id=[ids("<end_of_utterance>"), ids("<|im_end|>")],
         pad_token_id=ids("<|im_end|>"),
-        do_sample=False,
     )
-    model.save_pretrained(out)
 
     image_kwargs = {
         "size": {"longest_edge": _longest_edge(image_size, max_pixels)},
