@@ -249,7 +249,8 @@ def _add_grsl_command(sub: Any) -> None:
         "generation",
         help="how much generation a model keeps with its adapter",
         description="Score each generation task of the generated data (scene captions, OCR, "
-        "digits, ASR, clips) with the adapter disabled and active, and print the ratio "
+        "digits, ASR, clips, and open words, sentences, wide scenes and two-object clips) with the "
+        "adapter disabled and active, and print the ratio "
         "(quality = the score, or 1 - WER): the paper's claim is that text-only LoRA training "
         "preserves generation. Writes OUTPUT/generation.json when --output is given.",
     )
@@ -266,14 +267,26 @@ def _add_quickstart_command(sub: Any) -> None:
         "quickstart",
         help="train LCO-Mini on text only and show cross-modal retrieval before and after",
         description="Train the LCO adapter on lco-mini-base with text-only triplets (60 steps "
-        "of 16, LoRA r=16, lr 1e-3), then evaluate base and trained models on held-out image, "
+        "of 16, LoRA r=16, lr 1e-4), then evaluate base and trained models on held-out image, "
         "OCR, audio and video retrieval (R@1, nDCG@10) and measure anisotropy and mutual-kNN "
         "alignment per layer. Prints the tables; writes report.json, table.txt, retrieval.png, "
         "anisotropy.png, mutual_knn.png and analysis.json to OUTPUT. About 9 minutes on 2 CPU "
         "cores.",
     )
     add_config_arguments(
-        qs, QuickstartConfig, only=("model", "output", "corpus", "max_steps", "n_eval", "seed")
+        qs,
+        QuickstartConfig,
+        only=(
+            "model",
+            "output",
+            "corpus",
+            "max_steps",
+            "lr",
+            "lora_r",
+            "lora_targets",
+            "n_eval",
+            "seed",
+        ),
     )
     qs.set_defaults(run="quickstart")
 
@@ -421,6 +434,9 @@ def _add_mini_command(sub: Any) -> None:
             "model",
             "output",
             "max_steps",
+            "lr",
+            "lora_r",
+            "lora_targets",
             "variants",
             "n_multimodal",
             "calibration_tasks",

@@ -182,12 +182,23 @@ class OmniEncoder:
         self.peft_model = PeftModel.from_pretrained(self.backbone.model, os.fspath(adapter))
         self.peft_model.eval()
 
-    def add_lora(self, *, r: int, alpha: float, dropout: float = 0.0, seed: int = 0) -> Any:
+    def add_lora(
+        self,
+        *,
+        r: int,
+        alpha: float,
+        dropout: float = 0.0,
+        seed: int = 0,
+        targets: Sequence[str] | None = None,
+    ) -> Any:
         """Attach a new LoRA adapter for training and return the peft model (also kept as
         :attr:`peft_model`, which :meth:`save_pretrained` then saves or merges).
 
         It adapts :meth:`~lcoemb.backbones.Backbone.lora_target_modules` (every Linear of the
-        language model, no bias) with rank ``r``, ``lora_alpha`` ``alpha`` and ``dropout``. Its
+        language model, no bias) with rank ``r``, ``lora_alpha`` ``alpha`` and ``dropout``;
+        ``targets`` narrows that to the Linears whose own name (the last part of the module path,
+        such as ``q_proj``) is listed, and raises ``ValueError`` naming the available names for
+        one that matches nothing. Its
         initial weights depend on ``seed`` alone, not on the global random state (left as it
         was), so every process and every run of a seed starts from the same adapter. The model
         stays in the mode it was in; call ``.train()`` on what this returns to train it.
@@ -198,7 +209,7 @@ class OmniEncoder:
             r=r,
             lora_alpha=alpha,
             lora_dropout=dropout,
-            target_modules=self.backbone.lora_target_modules(),
+            target_modules=self.backbone.lora_target_modules(targets),
             bias="none",
         )
         with torch.random.fork_rng(devices=[]):
@@ -214,6 +225,10 @@ class OmniEncoder:
         gets the adapted model; a bare base beside a separate adapter would load as the base,
         without a word. The merge happens in this encoder too: it then holds the merged weights
         and no removable adapter, and so keeps producing exactly the vectors the folder will.
+        It runs in the encoder's dtype: in bf16 each merged weight is rounded after the
+        adapter's change is added, which loses the part of a small adapter's change below bf16's
+        resolution (``lco-mini``'s vectors move to cosine 0.97 merged in bf16, against 0.998 in
+        float32); load in float32 to merge exactly.
 
         ``merge=False`` keeps the adapter apart instead: the folder holds only the peft adapter
         files and ``lcoemb.json`` naming the base, and no ``config.json``, so that nothing can

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import PIL.Image
@@ -107,30 +108,30 @@ def test_cli_grsl_fit(tmp_path, capsys):
     assert (tmp_path / "fit" / "grsl.png").is_file()
 
 
-def test_grsl_measure_with_given_adapters(omni_path, omni_adapter, tmp_path, monkeypatch):
+def test_grsl_measure_with_given_adapters(omni_path, omni_adapter, tmp_path, monkeypatch, capsys):
+    """Two checkpoints with the same folder name are measured apart, and a rerun reuses the
+    rows already measured with the same settings."""
     monkeypatch.setenv("LCOEMB_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "measure"
-    code = main(
-        [
-            "grsl",
-            "measure",
-            "--models",
-            str(omni_path),
-            "--adapters",
-            str(omni_adapter),
-            "--budgets",
-            "100",
-            "--n-generation",
-            "2",
-            "--offline-size",
-            "6",
-            "--output",
-            str(out),
-        ]
-    )
-    assert code == 0
+    twin = tmp_path / "other-run" / omni_path.name
+    shutil.copytree(omni_path, twin)
+    args = ["grsl", "measure", "--models", str(omni_path), str(twin), "--output", str(out)]
+    args += ["--adapters", str(omni_adapter), str(omni_adapter), "--budgets", "100", "100"]
+    args += ["--n-generation", "2", "--offline-size", "6"]
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        f"00-{omni_path.name}",
+        f"01-{omni_path.name}",
+    ]
     rows = list(csv.DictReader((out / "scores.csv").open()))
-    assert len(rows) == 1 and rows[0]["model"] == str(omni_path) and rows[0]["budget"] == "100"
+    assert [r["model"] for r in rows] == [str(omni_path), str(twin)]
+    assert rows[0]["budget"] == "100"
+    capsys.readouterr()
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("measured before") == 2
+    assert list(csv.DictReader((out / "scores.csv").open())) == rows
+    assert main([*args[:-1], "8"]) == 0  # other settings: measured again
+    assert "measured before" not in capsys.readouterr().out
     assert 0.0 <= float(rows[0]["generation"]) <= 1.0
     assert 0.0 <= float(rows[0]["representation"]) <= 1.0
     report = json.loads((out / "measure.json").read_text())

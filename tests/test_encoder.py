@@ -255,6 +255,24 @@ def test_add_lora_attaches_a_seeded_trainable_adapter(omni_path):
     assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
 
 
+def test_add_lora_targets_narrow_the_adapter_and_unknown_names_are_refused(omni_path):
+    """``targets`` keeps only the named Linears of the language model; a name that matches none
+    is an error listing the names there are, not a smaller adapter than asked for."""
+    encoder = OmniEncoder.from_pretrained(omni_path, device="cpu")
+    everything = encoder.backbone.lora_target_modules()
+    with pytest.raises(ValueError, match=r"\['qkv'\].*available: \[.*'q_proj'"):
+        encoder.add_lora(r=2, alpha=4, targets=["q_proj", "qkv"])
+    assert encoder.peft_model is None
+    model = encoder.add_lora(r=2, alpha=4, targets=["q_proj", "v_proj"])
+    adapted = {
+        name.split(".lora_A")[0].removeprefix("base_model.model.")
+        for name, _ in model.named_modules()
+        if ".lora_A" in name
+    }
+    expected = {n for n in everything if n.endswith((".q_proj", ".v_proj"))}
+    assert adapted == expected and 0 < len(expected) < len(everything)
+
+
 def test_prompt_suffixes_override_the_family_default_and_survive_save(vl_path, tmp_path):
     """A suffix override changes the prompt (and so the vector), and a saved folder keeps it."""
     custom = {"text": "\nSummary above sentence in one word:"}

@@ -281,6 +281,18 @@ def _torchrun() -> list[str]:
 
 
 @pytest.mark.slow
+def test_lora_targets_train_only_those_linears_and_are_part_of_the_run(
+    omni_path, triplets, tmp_path
+):
+    """``lora_targets`` reaches the saved adapter, and a resume with other targets is refused."""
+    out = tmp_path / "run"
+    train(_config(omni_path, triplets, out, max_steps=2, lora_targets=["q_proj", "o_proj"]))
+    saved = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert {name.rsplit(".", 1)[-1] for name in saved["target_modules"]} == {"q_proj", "o_proj"}
+    with pytest.raises(ValueError, match="lora_targets"):
+        train(_config(omni_path, triplets, out, max_steps=4, resume=True, overwrite=False))
+
+
 def test_two_processes_train_like_one(omni_path, triplets, tmp_path):
     """2 CPU processes (gloo) on the same global batch give the same adapter as one process:
     embeddings are gathered for the loss and LoRA gradients averaged across processes."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -72,6 +72,13 @@ class Backbone(ABC):
     name_or_path: str
     tokenizer: Any
     max_text_tokens: int | None = DEFAULT_MAX_TEXT_TOKENS
+    #: whether :meth:`forward` runs :func:`lcoemb.backbones.fastpath.last_token_states`, which a
+    #: family installs on its text model where :func:`~lcoemb.backbones.fastpath.supports_fast_path`
+    #: holds; off, the model's own forward runs (what a benchmark compares it with)
+    fast_text_path: bool = False
+    #: whether the fast text path also serves autograd (training); a family whose shipped
+    #: weights were trained on the plain path keeps training there, so its recipes reproduce
+    fast_path_with_grad: ClassVar[bool] = True
 
     @classmethod
     @abstractmethod
@@ -146,10 +153,12 @@ class Backbone(ABC):
         :mod:`lcoemb.backbones.attention`): the fast choice for bf16 training on CPU."""
         self.language_model.set_attn_implementation(register_float32_sdpa())
 
-    def lora_target_modules(self) -> list[str]:
+    def lora_target_modules(self, only: Sequence[str] | None = None) -> list[str]:
         """Names of the modules LoRA adapts: every Linear under :attr:`language_model_prefix`
         (the language model's, without the LM head). Vision and audio towers and their
-        projectors stay frozen (the reference recipe)."""
+        projectors stay frozen (the reference recipe). ``only`` keeps the Linears whose last
+        name part is listed (``["q_proj", "v_proj"]``); a listed name that matches none of them
+        is an error, since peft would otherwise train a smaller adapter than asked for."""
         names = []
         for name, module in self.model.named_modules():
             if not isinstance(module, torch.nn.Linear) or ".lora_" in name:
@@ -157,7 +166,16 @@ class Backbone(ABC):
             name = name.removesuffix(".base_layer")  # already adapted by peft
             if name.startswith(self.language_model_prefix):
                 names.append(name)
-        return names
+        if not only:
+            return names
+        available = sorted({name.rsplit(".", 1)[-1] for name in names})
+        unknown = [target for target in only if target not in available]
+        if unknown:
+            raise ValueError(
+                f"LoRA target(s) {unknown} name no Linear of the language model; "
+                f"available: {available}"
+            )
+        return [name for name in names if name.rsplit(".", 1)[-1] in only]
 
     # ------------------------------------------------------------------ inputs
 
@@ -201,12 +219,19 @@ class Backbone(ABC):
 
     def forward(self, inputs: dict[str, Any], *, all_layers: bool = False) -> HiddenStates:
         """The final layer's hidden states (after the final norm), or with ``all_layers`` the
-        embedding output and every layer's, and the position of each row to pool."""
+        embedding output and every layer's, and the position of each row to pool. With the fast
+        text path (:attr:`fast_text_path`), the final layer is computed for the pooled token
+        only, which the states then hold alone, at position 0."""
         # The model without its LM head (for a multimodal model, the part that merges media
         # embeddings and computes positions): an embedding never needs vocabulary-sized logits.
-        out = self.transformers_model.model(
-            **inputs, output_hidden_states=all_layers, use_cache=False, return_dict=True
-        )
+        model = self.transformers_model.model
+        fast = self.fast_text_path and (self.fast_path_with_grad or not torch.is_grad_enabled())
+        if fast and not all_layers:
+            with fastpath.last_token_only():
+                out = model(**inputs, use_cache=False, return_dict=True)
+            states = out.last_hidden_state  # (B, 1, d)
+            return HiddenStates(states, states.new_zeros(len(states), dtype=torch.long))
+        out = model(**inputs, output_hidden_states=all_layers, use_cache=False, return_dict=True)
         states = out.hidden_states if all_layers else out.last_hidden_state
         return HiddenStates(states, last_token_positions(inputs["attention_mask"]))
 
@@ -354,16 +379,6 @@ class HFChatBackbone(Backbone):
         visual = getattr(self.model.model, "visual", None)
         if visual is not None:
             visual.patch_embed.forward = fastpath.patch_embed_as_grid(visual.patch_embed)
-
-    def forward(self, inputs: dict[str, Any], *, all_layers: bool = False) -> HiddenStates:
-        """As :meth:`Backbone.forward`; with the fast text path, the final layer is computed for
-        the pooled token only, which the states then hold alone, at position 0."""
-        if all_layers or not self.fast_text_path:
-            return super().forward(inputs, all_layers=all_layers)
-        with fastpath.last_token_only():
-            out = self.model.model(**inputs, use_cache=False, return_dict=True)
-        states = out.last_hidden_state  # (B, 1, d)
-        return HiddenStates(states, states.new_zeros(len(states), dtype=torch.long))
 
     def generate(
         self, items: list[LoadedItem], prompt: str, *, max_new_tokens: int = 32, **kwargs: Any

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -79,9 +80,9 @@ class Gemma3nBackbone(HFChatBackbone):
         backbone.model.config.vision_config.model_args = copy.deepcopy(saved)
         return backbone
 
-    def lora_target_modules(self) -> list[str]:
+    def lora_target_modules(self, only: Sequence[str] | None = None) -> list[str]:
         """The language model's Linears, without AltUp's router and coefficient maps."""
-        return [name for name in super().lora_target_modules() if ".altup." not in name]
+        return [name for name in super().lora_target_modules(only) if ".altup." not in name]
 
     def _media_kwargs(self, items: list[LoadedItem]) -> dict[str, Any]:
         """As :meth:`HFChatBackbone._media_kwargs`, with ``max_image_pixels`` as the square the

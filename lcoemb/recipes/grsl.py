@@ -60,6 +60,20 @@ def generation_score(scores: dict[str, Any]) -> float:
     return float(np.mean(parts))
 
 
+#: a measured model's row, in its folder, for reruns to reuse
+ROW_FILE = "row.json"
+
+
+def _finished_row(folder: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The row a model's folder holds from an earlier run with the same ``settings``, or None
+    (none yet, unreadable, or measured with other settings)."""
+    try:
+        saved = json.loads((folder / ROW_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return saved["row"] if saved.get("settings") == settings else None
+
+
 def measure(
     models: Sequence[str],
     output: str | os.PathLike[str],
@@ -75,7 +89,13 @@ def measure(
 
     ``budgets`` (one per model) marks models that are seeds of one configuration, such as
     stage-1 runs of one length: the fit then reports each budget's mean and spread and
-    bootstraps seeds within budgets (:func:`lcoemb.grsl.fit.fit_file`)."""
+    bootstraps seeds within budgets (:func:`lcoemb.grsl.fit.fit_file`).
+
+    Each model works in its own folder ``output/<index>-<name>`` (checkpoints of different runs
+    often share a folder name, such as ``step-100``) and leaves its row there as
+    ``row.json``. A rerun into the same ``output`` reuses a model's row when it was measured
+    with the same model, adapter and settings, so an interrupted measurement of many
+    backbones continues where it stopped; any other row there is measured again."""
     # mteb is an optional dependency (lcoemb[eval]): imported only when a measurement runs
     from lcoemb.evaluation import MTEBEncoder, evaluate, model_name, offline_tasks
 
@@ -88,7 +108,19 @@ def measure(
     rows: list[dict[str, Any]] = []
     for i, model in enumerate(models):
         name = model_name(model)
-        folder = out / name.replace("/", "__")
+        folder = out / f"{i:02d}-{name.rsplit('/', 1)[-1]}"
+        settings = {
+            "model": os.fspath(model),
+            "adapter": os.fspath(adapters[i]) if adapters is not None else None,
+            "train_steps": train_steps,
+            "n_generation": n_generation,
+            "offline_size": offline_size,
+        }
+        done = _finished_row(folder, settings)
+        if done is not None:
+            print(f"[{name}] measured before: {folder / ROW_FILE}")
+            rows.append(done | {"budget": budgets[i] if budgets is not None else None})
+            continue
         base = backbone_path(model)
         encoder = OmniEncoder.from_pretrained(base)
         tasks = grsl_tasks(encoder.modalities)
@@ -118,6 +150,8 @@ def measure(
                 "adapter": adapter,
             }
         )
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ROW_FILE).write_text(json.dumps({"settings": settings, "row": rows[-1]}))
     columns = ["model", "generation", "representation"] + (["budget"] if budgets else [])
     with (out / "scores.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")

@@ -81,6 +81,7 @@ IDENTITY_SETTINGS = (
     "lora_r",
     "lora_alpha",
     "lora_dropout",
+    "lora_targets",
     "lr",
     "warmup_steps",
     "weight_decay",
@@ -416,7 +417,11 @@ class Trainer:
         )
         backbone = encoder.backbone
         model = encoder.add_lora(
-            r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, seed=cfg.seed
+            r=cfg.lora_r,
+            alpha=cfg.lora_alpha,
+            dropout=cfg.lora_dropout,
+            seed=cfg.seed,
+            targets=cfg.lora_targets or None,
         )
         if self._cpu_bf16():  # the model then runs under :meth:`autocast` only
             backbone.use_float32_attention()
