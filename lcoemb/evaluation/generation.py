@@ -13,6 +13,7 @@ from typing import Any
 
 import jiwer
 import numpy as np
+from tqdm.auto import tqdm
 
 from lcoemb.synthetic import TASKS, Task, as_input, dataset
 
@@ -27,13 +28,17 @@ def score_key(task: Task) -> str:
     return f"{task.name}_{task.metric}"
 
 
-def generation_scores(encoder: Any, n: int = 100, tasks: list[str] | None = None) -> dict:
+def generation_scores(
+    encoder: Any, n: int = 100, tasks: list[str] | None = None, show_progress: bool = True
+) -> dict:
     """Held-out generation quality of ``tasks`` (default: all), each on ``n`` test-split samples:
     ``<task>_<metric>`` (``scene_exact_match``, ``ocr_char_accuracy``, ``speech_wer``...) and
     ``<task>_examples`` (three references with what the model said).
-    Clips pass all their frames, as stage 1 saw them."""
+    Clips pass all their frames, as stage 1 saw them. ``show_progress`` draws a bar over the
+    tasks."""
     scores: dict[str, Any] = {}
-    for name in tasks or list(TASKS):
+    names = tasks or list(TASKS)
+    for name in tqdm(names, desc="Generation", unit="task", disable=not show_progress):
         task = TASKS[name]
         samples = dataset(name, "test", n)
         outputs = encoder.generate(
@@ -99,15 +104,17 @@ def generation_retained(encoder: Any, n: int = 100, tasks: list[str] | None = No
 
 def format_retained(result: dict) -> str:
     """The table of :func:`generation_retained`: per task, base → adapter and the ratio."""
-    lines = [f"{'task':<10}{'metric':<22}{'base':>8}{'adapter':>9}{'retained':>10}"]
+    w = max([len("task"), *map(len, result["tasks"])]) + 2
+    m = max([len("metric"), *(len(row["metric"]) for row in result["tasks"].values())]) + 2
+    lines = [f"{'task':<{w}}{'metric':<{m}}{'base':>8}{'adapter':>9}{'retained':>10}"]
     for name, row in result["tasks"].items():
-        kept = "-" if row["retained"] is None else f"{row['retained']:.0%}"
+        kept = "-" if row["retained"] is None else f"{row['retained']:.1%}"
         lines.append(
-            f"{name:<10}{row['metric']:<22}{row['base']:>8.3f}{row['adapter']:>9.3f}{kept:>10}"
+            f"{name:<{w}}{row['metric']:<{m}}{row['base']:>8.3f}{row['adapter']:>9.3f}{kept:>10}"
         )
     if result["min_retained"] is not None:
         lines.append(
-            f"retained: min {result['min_retained']:.0%}, mean {result['mean_retained']:.0%} "
+            f"retained: min {result['min_retained']:.1%}, mean {result['mean_retained']:.1%} "
             "(quality = score, or 1 - WER)"
         )
     return "\n".join(lines)
