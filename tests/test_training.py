@@ -291,6 +291,13 @@ def test_lora_targets_train_only_those_linears_and_are_part_of_the_run(
     assert {name.rsplit(".", 1)[-1] for name in saved["target_modules"]} == {"q_proj", "o_proj"}
     with pytest.raises(ValueError, match="lora_targets"):
         train(_config(omni_path, triplets, out, max_steps=4, resume=True, overwrite=False))
+    # a run written before lora_targets existed used every Linear: it resumes with the default
+    plain = tmp_path / "older"
+    train(_config(omni_path, triplets, plain, max_steps=2))
+    run = json.loads((plain / "run.json").read_text())
+    del run["lora_targets"]
+    (plain / "run.json").write_text(json.dumps(run))
+    assert train(_config(omni_path, triplets, plain, max_steps=3, resume=True)).steps == 3
 
 
 def test_two_processes_train_like_one(omni_path, triplets, tmp_path):

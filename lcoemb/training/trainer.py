@@ -27,7 +27,7 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -93,6 +93,14 @@ IDENTITY_SETTINGS = (
     "precision",
     "deepspeed",
 )
+
+#: each identity setting's default, which a run written before the setting existed used
+_DEFAULTS = {
+    f.name: f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+    for f in fields(TrainConfig)
+    if f.name in IDENTITY_SETTINGS
+    and (f.default is not MISSING or f.default_factory is not MISSING)
+}
 
 
 @dataclass
@@ -490,10 +498,12 @@ class Trainer:
         changed = []
         if any(recorded.get(k) != identity[k] for k in ("data", "triplets")):
             changed.append(f"data ({_describe_data(recorded)} -> {_describe_data(identity)})")
+        # a setting added after the run was written is recorded as its default value
+        old = {key: recorded.get(key, _DEFAULTS.get(key)) for key in identity}
         changed += [
-            f"{key} ({recorded.get(key)!r} -> {value!r})"
+            f"{key} ({old[key]!r} -> {value!r})"
             for key, value in identity.items()
-            if key not in ("data", "triplets") and recorded.get(key) != value
+            if key not in ("data", "triplets") and old[key] != value
         ]
         if changed:
             raise ckpt.RunFolderError(
