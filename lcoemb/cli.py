@@ -241,6 +241,13 @@ def _add_grsl_command(sub: Any) -> None:
         help="one budget per model (e.g. its stage-1 steps): models sharing a budget are seeds "
         "of one configuration, which the fit bootstraps within",
     )
+    gm.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        help="train each model's text-only adapter once per seed (data order, LoRA init, "
+        "dropout), one row each; a model's seeds share its budget (default: one run, seed 0)",
+    )
     gm.add_argument("--train-steps", type=int, default=60)
     gm.add_argument("--n-generation", type=int, default=50, help="items per generation task")
     gm.add_argument("--offline-size", type=int, help="shrink the offline sets (quick check)")

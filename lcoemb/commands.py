@@ -222,13 +222,15 @@ def cmd_grsl_measure(args: argparse.Namespace) -> int:
         args.output,
         adapters=args.adapters,
         budgets=args.budgets,
+        seeds=args.seeds,
         train_steps=args.train_steps,
         n_generation=args.n_generation,
         offline_size=args.offline_size,
     )
     for row in report["models"]:
+        seed = "" if row.get("seed") is None else f" seed {row['seed']}"
         print(
-            f"{row['model']:<40} generation {row['generation']:.3f}  "
+            f"{row['model'] + seed:<40} generation {row['generation']:.3f}  "
             f"representation {row['representation']:.3f}"
         )
     print(f"wrote {Path(args.output) / 'scores.csv'}")

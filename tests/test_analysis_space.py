@@ -7,15 +7,19 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from lcoemb import InputError, OmniEncoder
 from lcoemb.analysis.metrics import anisotropy
 from lcoemb.analysis.space import analyze, offline_pairs, parse_layers, read_pairs
 from lcoemb.cli import main
+from lcoemb.recipes.grsl import measure
 
 pytestmark = pytest.mark.slow
 
@@ -139,3 +143,35 @@ def test_grsl_measure_with_given_adapters(omni_path, omni_adapter, tmp_path, mon
         report["models"][0]["generation_scores"]
     )
     assert np.isfinite(report["models"][0]["representation"])
+
+
+def test_grsl_measure_seeds(omni_path, tmp_path, monkeypatch, capsys):
+    """Seeds train one adapter each and share the model's generation, measured once; their rows
+    share the model as budget, carry their seed, and a rerun reuses them."""
+    monkeypatch.setenv("LCOEMB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "measure"
+    args = ["grsl", "measure", "--models", str(omni_path), "--output", str(out)]
+    args += ["--seeds", "0", "1", "--train-steps", "2", "--n-generation", "2"]
+    args += ["--offline-size", "6"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("] generation:") == 1
+    assert "seed 1" in printed
+    folder = out / f"00-{omni_path.name}"
+    assert sorted(p.name for p in folder.iterdir()) == ["seed-0", "seed-1"]
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert [r["seed"] for r in rows] == ["0", "1"]
+    assert {r["budget"] for r in rows} == {str(omni_path)}
+    assert rows[0]["generation"] == rows[1]["generation"]
+    report = json.loads((out / "measure.json").read_text())
+    adapters = [m["adapter"] for m in report["models"]]
+    assert len(set(adapters)) == 2 and all(str(folder) in a for a in adapters)
+    lora = [load_file(Path(a) / "adapter_model.safetensors") for a in adapters]
+    key = next(k for k in lora[0] if "lora_A" in k)
+    assert not torch.equal(lora[0][key], lora[1][key])  # the seed reached the LoRA init
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("measured before") == 2
+    with pytest.raises(ValueError, match="given adapters skip"):
+        measure([str(omni_path)], out, adapters=["a"], seeds=[0])
+    with pytest.raises(ValueError, match="seeds repeat"):
+        measure([str(omni_path)], out, seeds=[3, 3])

@@ -80,6 +80,7 @@ def measure(
     *,
     adapters: Sequence[str] | None = None,
     budgets: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
     train_steps: int = 60,
     n_generation: int = 50,
     offline_size: int | None = None,
@@ -91,11 +92,18 @@ def measure(
     stage-1 runs of one length: the fit then reports each budget's mean and spread and
     bootstraps seeds within budgets (:func:`lcoemb.grsl.fit.fit_file`).
 
+    ``seeds`` repeats each model's text-only LCO training once per seed (data order, LoRA
+    initialisation, dropout), one row each: the spread of the representation axis for one
+    backbone. Generation is the backbone's own (greedy, on fixed held-out items), so it is
+    measured once per model and shared by its seeds. A model's seeds share a budget: its
+    entry in ``budgets``, else the model itself.
+
     Each model works in its own folder ``output/<index>-<name>`` (checkpoints of different runs
-    often share a folder name, such as ``step-100``) and leaves its row there as
-    ``row.json``. A rerun into the same ``output`` reuses a model's row when it was measured
-    with the same model, adapter and settings, so an interrupted measurement of many
-    backbones continues where it stopped; any other row there is measured again."""
+    often share a folder name, such as ``step-100``), each seed in ``seed-<seed>`` below it,
+    and leaves its row there as ``row.json``. A rerun into the same ``output`` reuses a row
+    when it was measured with the same model, adapter, seed and settings, so an interrupted
+    measurement of many backbones continues where it stopped; any other row there is measured
+    again."""
     # mteb is an optional dependency (lcoemb[eval]): imported only when a measurement runs
     from lcoemb.evaluation import MTEBEncoder, evaluate, model_name, offline_tasks
 
@@ -103,56 +111,77 @@ def measure(
         raise ValueError(f"give one adapter per model: {len(models)} models, {len(adapters)}")
     if budgets is not None and len(budgets) != len(models):
         raise ValueError(f"give one budget per model: {len(models)} models, {len(budgets)}")
+    if seeds is not None and adapters is not None:
+        raise ValueError("seeds repeat the text-only training, which given adapters skip")
+    if seeds is not None and len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds repeat: {list(seeds)}")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for i, model in enumerate(models):
         name = model_name(model)
         folder = out / f"{i:02d}-{name.rsplit('/', 1)[-1]}"
-        settings = {
-            "model": os.fspath(model),
-            "adapter": os.fspath(adapters[i]) if adapters is not None else None,
-            "train_steps": train_steps,
-            "n_generation": n_generation,
-            "offline_size": offline_size,
-        }
-        done = _finished_row(folder, settings)
-        if done is not None:
-            print(f"[{name}] measured before: {folder / ROW_FILE}")
-            rows.append(done | {"budget": budgets[i] if budgets is not None else None})
-            continue
-        base = backbone_path(model)
-        encoder = OmniEncoder.from_pretrained(base)
-        tasks = grsl_tasks(encoder.modalities)
-        print(f"[{name}] generation: {', '.join(tasks)} on {n_generation} items each")
-        gen = generation_scores(encoder, n_generation, tasks)
-        if adapters is not None:
-            adapter = adapters[i]
-        else:
-            print(f"[{name}] text-only LCO training, {train_steps} steps")
-            config = QuickstartConfig(max_steps=train_steps)
-            adapter = str(train_text_adapter(base, folder, config).adapter)
-        trained = OmniEncoder.from_pretrained(base, adapter=adapter)
-        print(f"[{name}] representation: offline benchmark")
-        summary = evaluate(
-            MTEBEncoder(trained, name, adapter=adapter),
-            offline_tasks(size=offline_size),
-            folder / "eval",
-        )
-        rows.append(
-            {
-                "model": model,
-                "budget": budgets[i] if budgets is not None else None,
-                "generation": generation_score(gen),
-                "representation": summary["mean"],
-                "generation_scores": {k: v for k, v in gen.items() if not k.endswith("_examples")},
-                "representation_by_type": summary["by_type"],
-                "adapter": adapter,
-            }
-        )
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / ROW_FILE).write_text(json.dumps({"settings": settings, "row": rows[-1]}))
-    columns = ["model", "generation", "representation"] + (["budget"] if budgets else [])
+        budget = budgets[i] if budgets is not None else None
+        if seeds is not None and budget is None:
+            budget = os.fspath(model)
+        gen: dict[str, Any] | None = None  # measured once, shared by the model's seeds
+        for seed in seeds if seeds is not None else [None]:
+            run = folder if seed is None else folder / f"seed-{seed}"
+            settings = {
+                "model": os.fspath(model),
+                "adapter": os.fspath(adapters[i]) if adapters is not None else None,
+                "train_steps": train_steps,
+                "n_generation": n_generation,
+                "offline_size": offline_size,
+            } | ({} if seed is None else {"seed": seed})
+            done = _finished_row(run, settings)
+            if done is not None:
+                print(f"[{name}] measured before: {run / ROW_FILE}")
+                rows.append(done | {"budget": budget})
+                gen = gen or done["generation_scores"]
+                continue
+            base = backbone_path(model)
+            if gen is None:
+                encoder = OmniEncoder.from_pretrained(base)
+                tasks = grsl_tasks(encoder.modalities)
+                print(f"[{name}] generation: {', '.join(tasks)} on {n_generation} items each")
+                scores = generation_scores(encoder, n_generation, tasks)
+                gen = {k: v for k, v in scores.items() if not k.endswith("_examples")}
+                del encoder
+            if adapters is not None:
+                adapter = adapters[i]
+            else:
+                seeded = "" if seed is None else f", seed {seed}"
+                print(f"[{name}] text-only LCO training, {train_steps} steps{seeded}")
+                config = QuickstartConfig(
+                    max_steps=train_steps, **({} if seed is None else {"seed": seed})
+                )
+                adapter = str(train_text_adapter(base, run, config).adapter)
+            trained = OmniEncoder.from_pretrained(base, adapter=adapter)
+            print(f"[{name}] representation: offline benchmark")
+            summary = evaluate(
+                MTEBEncoder(trained, name, adapter=adapter),
+                offline_tasks(size=offline_size),
+                run / "eval",
+            )
+            rows.append(
+                {
+                    "model": model,
+                    "budget": budget,
+                    "seed": seed,
+                    "generation": generation_score(gen),
+                    "representation": summary["mean"],
+                    "generation_scores": gen,
+                    "representation_by_type": summary["by_type"],
+                    "adapter": adapter,
+                }
+            )
+            run.mkdir(parents=True, exist_ok=True)
+            (run / ROW_FILE).write_text(json.dumps({"settings": settings, "row": rows[-1]}))
+    columns = ["model", "generation", "representation"]
+    columns += (["budget"] if budgets is not None or seeds is not None else []) + (
+        ["seed"] if seeds is not None else []
+    )
     with (out / "scores.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
