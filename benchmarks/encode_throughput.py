@@ -39,6 +39,8 @@ Input sets (seeded, deterministic)
 ----------------------------------
 * text: 5-250 words, log-normal lengths (median 40 words), drawn from the words the checkpoint's
   tokenizer keeps whole, so a word costs ~1.3 tokens as with Qwen's real vocabulary;
+* long: retrieval-corpus passages of 85-360 words from the same words, uniform, so ~100-420
+  tokens before the recipe's 300-token cap, about a third of them cut to it;
 * image: RGB pictures with independent random sides in 64-400 px;
 * audio: 2-8 s clips (tones plus noise), 3 in 4 at 16 kHz and 1 in 4 at 44.1 kHz, so both
   paths resample. Clips go through ``datasets.Audio()`` (16-bit WAV); ours get the decoded
@@ -73,11 +75,27 @@ are padding: the wrapper batches in input order, ours in :meth:`OmniEncoder.plan
 For audio the script also reports the share of the mel spectrogram input that is zero padding
 (the wrapper pads every clip to 300 s, lcoemb to the batch's longest clip plus 1 s).
 
+LCO-Mini (``--lco-mini``)
+------------------------
+Instead of the comparison above: the embedded default ``lco-mini`` (real weights, bf16), loaded
+once, on its plain path against its fast path (:class:`MiniBench` says what each switches),
+interleaved and best-of like the sets above, per set of its own generators' test split: short
+scene captions (``text``, ~45 tokens templated), rendered words (``image-text``: the reading
+tower finds and reads them), shapes scenes (``image-plain``: nothing to read), espeak-ng speech
+(``audio``) and 8-frame clips (``video``). The table gives items/s of both paths and the minimum
+cosine between their vectors; ``--noise-floor`` adds the plain path encoding each item alone
+(batch 1): the fast path's vectors are those, bit for bit, while the plain path's own batched
+vectors differ from them (bf16 SmolLM2 turns last-bit differences into cosines of ~0.999).
+``--mini-detect-sizes 320,224`` and ``--mini-merged`` time the opt-in levers that change vectors
+(a smaller text-detector side, the LCO adapter merged into the bf16 LM) against the plain
+vectors.
+
 Run
 ---
     python benchmarks/encode_throughput.py              # full default run, ~5 min on 2 idle cores
     python benchmarks/encode_throughput.py --quick      # smoke run, < 1 min
     python benchmarks/encode_throughput.py --sets text --n-text 512 --batch-size 16
+    python benchmarks/encode_throughput.py --lco-mini --noise-floor --mini-detect-sizes 320,224
 
 Needs the ``eval`` extra (mteb, datasets, torchcodec) and no network access.
 """
@@ -85,6 +103,7 @@ Needs the ``eval`` extra (mteb, datasets, torchcodec) and no network access.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import platform
@@ -92,14 +111,20 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from common import OtherLoad
+from common import print_table as print_rows
 
-SETS = ("text", "image", "audio")
+SETS = ("text", "long", "image", "audio")
+#: what each set is made of (``long``: retrieval passages, text like ``text``)
+MODALITY = {"text": "text", "long": "text", "image": "image", "audio": "audio"}
+#: LCO-Mini's sets (``--lco-mini``): short captions, images with and without text, speech, clips
+MINI_SETS = ("text", "image-text", "image-plain", "audio", "video")
 #: A timing counts as quiet when other processes used at most this share of the CPU.
 QUIET = 0.05
 #: Qwen2.5-Omni's shipped image cap (preprocessor_config.json ``max_pixels``).
@@ -126,21 +151,30 @@ def vocabulary(tokenizer: Any) -> list[str]:
     return sorted(w for w in words if w.isalpha() and len(w) > 1)
 
 
+def _prose(rng: np.random.Generator, words: list[str], length: int) -> str:
+    """``length`` random words as sentences of 6-17 words."""
+    chosen = [str(w) for w in rng.choice(words, size=length)]
+    sentences, start = [], 0
+    while start < length:
+        stop = min(length, start + int(rng.integers(6, 18)))
+        sentence = " ".join(chosen[start:stop])
+        sentences.append(sentence[0].upper() + sentence[1:] + ".")
+        start = stop
+    return " ".join(sentences)
+
+
 def make_texts(n: int, seed: int, words: list[str]) -> list[str]:
     """``n`` texts of 5-250 words with a long-tailed (log-normal, median 40) length distribution."""
     rng = np.random.default_rng(seed)
     lengths = np.clip(np.round(np.exp(rng.normal(math.log(40), 0.8, n))), 5, 250).astype(int)
-    texts = []
-    for length in lengths:
-        chosen = [str(w) for w in rng.choice(words, size=length)]
-        sentences, start = [], 0
-        while start < length:
-            stop = min(length, start + int(rng.integers(6, 18)))
-            sentence = " ".join(chosen[start:stop])
-            sentences.append(sentence[0].upper() + sentence[1:] + ".")
-            start = stop
-        texts.append(" ".join(sentences))
-    return texts
+    return [_prose(rng, words, int(length)) for length in lengths]
+
+
+def make_passages(n: int, seed: int, words: list[str]) -> list[str]:
+    """``n`` retrieval-corpus passages of 85-360 words, uniform: ~100-420 tokens, about a third
+    of them over the 300-token cap (cut there, so many sit at it)."""
+    rng = np.random.default_rng(seed)
+    return [_prose(rng, words, int(length)) for length in rng.integers(85, 361, n)]
 
 
 def make_images(n: int, seed: int) -> list[Any]:
@@ -197,6 +231,40 @@ def matmul_roofline(reps: int = 20) -> float:
     return 2 * 2048**3 * reps / best / 1e9
 
 
+#: one timed run of a path: its vectors, its seconds, the CPU share other processes used
+Run = Callable[[], tuple[np.ndarray, float, float | None]]
+
+
+def best_of(
+    runs: dict[str, Run], repeats: int, retries: int
+) -> tuple[dict[str, tuple[float, float | None]], dict[str, np.ndarray]]:
+    """Each path's fastest run (seconds, other processes' CPU share) and its vectors: the paths
+    run interleaved ``repeats`` times, then a path whose best run was not quiet up to
+    ``retries`` more times."""
+    best: dict[str, tuple[float, float | None]] = {k: (math.inf, None) for k in runs}
+    vecs: dict[str, np.ndarray] = {}
+    for attempt in range(repeats + retries):
+        for path, run in runs.items():
+            seconds, share = best[path]
+            if attempt >= repeats and (share is None or share <= QUIET):
+                continue
+            vecs[path], elapsed, load = run()
+            if elapsed < seconds:
+                best[path] = (elapsed, load)
+    return best, vecs
+
+
+def load_note(loads: list[float | None], names: str) -> str:
+    """How busy the machine was during the kept runs, flagged when not quiet."""
+    if any(x is None for x in loads):
+        return "no /proc/stat: other processes' CPU share unknown"
+    shares = " / ".join(f"{x:.0%}" for x in loads)
+    noisy = max(loads) > QUIET  # type: ignore[type-var]
+    return f"other processes used {shares} of the CPU during the kept {names} runs" + (
+        "  (NOISY: rerun when idle)" if noisy else ""
+    )
+
+
 def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
     """Share of ``sum(len(batch) * longest)`` positions that are padding."""
     total = sum(len(b) * max(lengths[i] for i in b) for b in batches)
@@ -248,7 +316,7 @@ class Bench:
             attn_implementation="sdpa",
         )
         self.processor = self.wrapper.processor
-        self.metadata = {s: mteb.get_task(MTEB_TASKS[s]).metadata for s in SETS}
+        self.metadata = {m: mteb.get_task(task).metadata for m, task in MTEB_TASKS.items()}
         text_model = self.ours.backbone.model.model.language_model
         embed = text_model.embed_tokens.weight.numel()
         self.text_params = sum(p.numel() for p in text_model.parameters()) - embed
@@ -326,7 +394,8 @@ class Bench:
     def executed_text_flops(self, ids: list[list[int]], batches: list[list[int]]) -> float:
         """FLOPs of lcoemb's text path on real tokens: per batch, the shared prefix (found by
         the fast path's own rule) once, then each row's other tokens attending to the prefix and
-        themselves."""
+        themselves; the prefix's own attention runs again in every other row (each row's
+        attention is one call over all its tokens, for bit-identical vectors)."""
         import torch
 
         from lcoemb.backbones.fastpath import shared_prefix_length
@@ -340,6 +409,7 @@ class Bench:
             tokens = torch.tensor([r + [-1] * (n - len(r)) for r in rows])[..., None]
             p = shared_prefix_length(tokens, torch.arange(n).expand(3, len(rows), n), lengths)
             total += self.flops(p, p) + sum(self.flops(len(r) - p, len(r)) for r in rows)
+            total += (len(rows) - 1) * 4 * self.n_layers * self.width * p * p
         return total
 
     # one set --------------------------------------------------------------------------------
@@ -352,8 +422,13 @@ class Bench:
         a = self.args
         bs = a.batch_size
         extra: list[str] = []
-        if name == "text":
-            column: list[Any] = make_texts(a.n_text, a.seed, vocabulary(self.processor.tokenizer))
+        modality = MODALITY[name]
+        if modality == "text":
+            make = make_texts if name == "text" else make_passages
+            n = a.n_text if name == "text" else a.n_long
+            column: list[Any] = make(
+                n, a.seed + 3 * (name == "long"), vocabulary(self.processor.tokenizer)
+            )
             items: list[Any] = list(column)
             values: list[Any] = list(column)
         elif name == "image":
@@ -364,7 +439,7 @@ class Bench:
             clips = make_audio(a.n_audio, a.seed + 2)
             column = [{"array": x, "sampling_rate": sr} for x, sr in clips]
             # decode once through datasets.Audio (16-bit WAV), so ours gets identical samples
-            decoded = [row[name] for row in self.dataloader(name, column).dataset]
+            decoded = [row[name] for row in self.dataloader(modality, column).dataset]
             items = [Audio(np.asarray(d["array"]), int(d["sampling_rate"])) for d in decoded]
             values = [
                 AudioCollator.resample_audio({"audio": d}, target_sampling_rate=16_000)
@@ -375,7 +450,7 @@ class Bench:
                 f"{len(values)} clips, {sum(seconds):.0f} s of audio "
                 f"({sum(sr != 16_000 for _, sr in clips)} at 44.1 kHz)"
             )
-        ids = self.lm_ids(name, values)
+        ids = self.lm_ids(modality, values)
         lengths = [len(x) for x in ids]
         pad_wrapper = padding_fraction(lengths, input_order_batches(len(items), bs))
         plan = self.ours.plan_batches(items, bs)
@@ -395,33 +470,20 @@ class Bench:
 
         # warm-up: one batch through each path; then the best of `repeats` timings, interleaved,
         # with up to `retries` more runs of a path whose best run shared the CPU
-        self.run_wrapper(name, column[:bs])
+        self.run_wrapper(modality, column[:bs])
         self.run_ours(items[:bs])
         runs = {
-            "wrapper": lambda: self.run_wrapper(name, column),
+            "wrapper": lambda: self.run_wrapper(modality, column),
             "ours": lambda: self.run_ours(items),
         }
-        best: dict[str, tuple[float, float | None]] = {k: (math.inf, None) for k in runs}
-        vecs: dict[str, np.ndarray] = {}
-        for attempt in range(a.repeats + a.retries):
-            for path, run in runs.items():
-                seconds, share = best[path]
-                if attempt >= a.repeats and (share is None or share <= QUIET):
-                    continue
-                vecs[path], elapsed, load = run()
-                if elapsed < seconds:
-                    best[path] = (elapsed, load)
+        best, vecs = best_of(runs, a.repeats, a.retries)
         (wrapper_s, wrapper_load), (ours_s, ours_load) = best["wrapper"], best["ours"]
         wrapper_vecs, ours_vecs = vecs["wrapper"], vecs["ours"]
         if wrapper_load is not None and ours_load is not None:
-            extra.append(
-                f"other processes used {wrapper_load:.0%} / {ours_load:.0%} of the CPU during "
-                "the kept wrapper / lcoemb runs"
-                + ("" if max(wrapper_load, ours_load) <= QUIET else "  (NOISY: rerun when idle)")
-            )
+            extra.append(load_note([wrapper_load, ours_load], "wrapper / lcoemb"))
         if a.noise_floor:  # what re-batching alone does, to each path and between them
             single = self.ours.encode(items, batch_size=1)
-            wrapper_single = self.run_wrapper(name, column, batch_size=1)[0]
+            wrapper_single = self.run_wrapper(modality, column, batch_size=1)[0]
             extra.append(
                 f"noise floor (min cos): lcoemb batch {bs} vs 1 = "
                 f"{min_cosine(ours_vecs, single):.6f}; wrapper batch {bs} vs 1 = "
@@ -430,7 +492,7 @@ class Bench:
             )
 
         gflop = executed = None
-        if name == "text":
+        if modality == "text":
             gflop = self.text_flops(lengths) / 1e9
             executed = self.executed_text_flops(ids, plan) / 1e9
             extra.append(
@@ -439,6 +501,13 @@ class Bench:
                 f"{executed:.0f} GFLOP, as {1 - executed / gflop:.0%} are shared prefixes it "
                 "computes once per batch"
             )
+            if name == "long":
+                tokenizer = self.processor.tokenizer
+                raw = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in column]
+                extra.append(
+                    f"passages of {min(raw)}-{max(raw)} tokens (median {np.median(raw):.0f}) "
+                    f"before the 300-token cap, {np.mean(np.array(raw) > 300):.0%} cut to it"
+                )
         elif name == "image":
             sizes = [im.size[0] * im.size[1] for im in values]
             extra.append(
@@ -457,6 +526,163 @@ class Bench:
             executed,
             extra,
         )
+
+
+# --------------------------------------------------------------------------- LCO-Mini
+
+
+class MiniBench:
+    """LCO-Mini (``lco-mini``, the embedded default) on its plain path against its fast path,
+    one loaded model switched between them per timed run:
+
+    * plain: the path before the fast path: the language model's own forward
+      (``backbone.fast_text_path = False``), EfficientNet once per batch
+      (``backbone.batch_invariant = False``) and the reading tower as it was (the detector in
+      contiguous layout, 8 images per detector call);
+    * fast: the defaults: the last-token fast path (each batch's shared prefix computed once,
+      attention per row), EfficientNet once per item, the channels-last detector, one image per
+      detector call on CPU.
+    """
+
+    def __init__(self, args: argparse.Namespace):
+        import copy
+
+        import torch
+
+        from lcoemb import OmniEncoder
+        from lcoemb.mini.reader import TextReader, load_text_reader
+
+        self.args = args
+        self.torch = torch
+        self.encoder = OmniEncoder.from_pretrained("lco-mini", device="cpu")
+        self.backbone = self.encoder.backbone
+        fast = load_text_reader()
+        plain = copy.deepcopy(fast.detector).to(memory_format=torch.contiguous_format)
+        self.readers = {"plain": TextReader(plain, fast.recognizer, batch_size=8), "fast": fast}
+        #: each set's plain vectors, what the opt-in levers are compared with
+        self.reference: dict[str, np.ndarray] = {}
+
+    def use(self, path: str) -> None:
+        self.backbone.fast_text_path = self.backbone.batch_invariant = path == "fast"
+        self.backbone.text_reader = self.readers[path]
+
+    def timed(
+        self, items: list[Any], batch_size: int | None = None
+    ) -> tuple[np.ndarray, float, float | None]:
+        """One encode on the path as set now: vectors, seconds, other processes' CPU share."""
+        with OtherLoad() as load:
+            start = time.perf_counter()
+            out = self.encoder.encode(items, batch_size=batch_size or self.args.batch_size)
+            elapsed = time.perf_counter() - start
+        return out, elapsed, load.share
+
+    def run(self, path: str, items: list[Any], batch_size: int | None = None):
+        self.use(path)
+        return self.timed(items, batch_size)
+
+    def items(self, name: str) -> list[Any]:
+        """Seeded test-split items of LCO-Mini's own generators (the sets it was trained on)."""
+        from lcoemb import Audio, Video, synthetic
+
+        a = self.args
+        if name == "text":  # scene captions: ~45 tokens once templated
+            return [synthetic.scene(a.seed + i, "test").text for i in range(a.n_text)]
+        if name == "image-text":  # rendered words: the reader finds and reads them
+            return [synthetic.ocr(a.seed + i, "test").image for i in range(a.n_images)]
+        if name == "image-plain":  # shapes on a background: the detector finds nothing
+            return [synthetic.scene(a.seed + i, "test").image for i in range(a.n_images)]
+        if name == "audio":  # espeak-ng speech, 1-3 s
+            speech = (synthetic.speech(a.seed + i, "test") for i in range(a.n_audio))
+            return [Audio(x.wave, sampling_rate=x.sampling_rate) for x in speech]
+        clips = (synthetic.clip(a.seed + i, "test") for i in range(a.n_video))
+        return [Video(x.frames) for x in clips]  # 8 frames of moving shapes
+
+    def run_set(self, name: str) -> dict[str, str]:
+        a = self.args
+        items = self.items(name)
+        self.run("plain", items[: a.batch_size])  # warm-up: towers loaded, kernels chosen
+        self.run("fast", items[: a.batch_size])
+        runs = {path: functools.partial(self.run, path, items) for path in ("plain", "fast")}
+        best, vecs = best_of(runs, a.repeats, a.retries)
+        (plain_s, plain_load), (fast_s, fast_load) = best["plain"], best["fast"]
+        row = {
+            "set": name,
+            "n": str(len(items)),
+            "plain items/s": f"{len(items) / plain_s:.2f}",
+            "fast items/s": f"{len(items) / fast_s:.2f}",
+            "speed-up": f"{plain_s / fast_s:.2f}x",
+            "min cos fast vs plain": f"{min_cosine(vecs['fast'], vecs['plain']):.6f}",
+        }
+        if a.noise_floor:  # the plain path encoding each item alone
+            single = self.run("plain", items, batch_size=1)[0]
+            row["min cos fast vs plain batch 1"] = f"{min_cosine(vecs['fast'], single):.6f}"
+            row["min cos plain vs plain batch 1"] = f"{min_cosine(vecs['plain'], single):.6f}"
+        note = load_note([plain_load, fast_load], "plain / fast")
+        print(f"  {name}: {note}", file=sys.stderr)
+        row["other load plain / fast"] = (
+            "-" if None in (plain_load, fast_load) else f"{plain_load:.0%} / {fast_load:.0%}"
+        )
+        self.reference[name] = vecs["plain"]
+        return row
+
+    def opt_in_rows(self, sets: list[str]) -> list[dict[str, str]]:
+        """The levers that change vectors, each on the fast path against the plain vectors of
+        :meth:`run_set`: smaller detector sides for the image sets, and the LCO adapter merged
+        into the bf16 language model (what ``lcoemb merge`` writes) for text, merged last (in
+        bf16, unmerging would not give the weights back)."""
+        from lcoemb.mini.reader import TextReader
+
+        fast = self.readers["fast"]
+        rows = []
+        for name in [s for s in sets if s.startswith("image") and s in self.reference]:
+            for side in self.args.mini_detect_sizes:
+                self.use("fast")
+                self.backbone.text_reader = TextReader(
+                    fast.detector, fast.recognizer, detect_size=side
+                )
+                rows.append(self.opt_in_row(name, f"detector at {side} px"))
+        if self.args.mini_merged and "text" in self.reference:
+            self.use("fast")
+            self.encoder.peft_model.merge_adapter()
+            rows.append(self.opt_in_row("text", "LoRA merged into bf16"))
+        return rows
+
+    def opt_in_row(self, name: str, lever: str) -> dict[str, str]:
+        """``name``'s items on the path as set up now (the lever applied)."""
+        a = self.args
+        items = self.items(name)
+        self.timed(items[: a.batch_size])  # warm-up
+        run = functools.partial(self.timed, items)
+        best, vecs = best_of({"lever": run}, a.repeats, a.retries)
+        seconds, load = best["lever"]
+        return {
+            "set, lever": f"{name}, {lever}",
+            "n": str(len(items)),
+            "items/s": f"{len(items) / seconds:.2f}",
+            "min cos vs plain": f"{min_cosine(vecs['lever'], self.reference[name]):.6f}",
+            "other load": "-" if load is None else f"{load:.0%}",
+        }
+
+
+def run_mini(args: argparse.Namespace) -> None:
+    """The LCO-Mini comparison (``--lco-mini``): one table of both paths per set, then the
+    opt-in levers that change vectors."""
+    bench = MiniBench(args)
+    print(
+        f"model: lco-mini (SmolLM2-135M + EfficientNet-Lite0 + CRAFT/english_g2 reader + "
+        f"Whisper tiny.en), bf16; batch size {args.batch_size}, sets {', '.join(args.sets)}\n"
+    )
+    rows = []
+    for name in args.sets:
+        start = time.perf_counter()
+        rows.append(bench.run_set(name))
+        print(f"  [{name} done in {time.perf_counter() - start:.0f} s]", file=sys.stderr)
+    opt_in = bench.opt_in_rows(args.sets)
+    print(f"\nload average {os.getloadavg()[0]:.2f} (other processes skew every number)\n")
+    print_rows(rows)
+    if opt_in:
+        print("\nopt-in levers (change vectors), on the fast path:\n")
+        print_rows(opt_in)
 
 
 def print_table(results: list[SetResult], roofline: float) -> None:
@@ -517,10 +743,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vision-depth", type=int, default=2)
     p.add_argument("--audio-layers", type=int, default=2)
     p.add_argument("--n-text", type=int, default=512)
+    p.add_argument("--n-long", type=int, default=128, help="passages in the long set")
     p.add_argument("--n-images", type=int, default=96)
     p.add_argument("--n-audio", type=int, default=64)
+    p.add_argument("--n-video", type=int, default=32, help="clips (--lco-mini only)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--sets", default=",".join(SETS), help="comma-separated: text,image,audio")
+    p.add_argument(
+        "--sets",
+        default=None,
+        help=f"comma-separated: {','.join(SETS)} (with --lco-mini: {','.join(MINI_SETS)})",
+    )
+    p.add_argument(
+        "--lco-mini",
+        action="store_true",
+        help="benchmark LCO-Mini, the embedded default: its plain path against its fast path "
+        "(instead of lcoemb against mteb's wrapper on a random Qwen2.5-Omni)",
+    )
+    p.add_argument(
+        "--mini-detect-sizes",
+        default="",
+        help="with --lco-mini, also time the image sets with the detector at these sides "
+        "(comma-separated, e.g. 320,224; an opt-in lever that changes vectors)",
+    )
+    p.add_argument(
+        "--mini-merged",
+        action="store_true",
+        help="with --lco-mini, also time text with the LCO adapter merged into the bf16 LM "
+        "(an opt-in lever that changes vectors)",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=2, help="timed runs per path; the best counts")
@@ -548,10 +798,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.hidden_size, args.layers, args.intermediate_size = 256, 2, 704
         args.heads, args.kv_heads, args.vision_depth, args.audio_layers = 4, 2, 1, 1
         args.n_text, args.n_images, args.n_audio, args.repeats = 32, 8, 8, 1
-    args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
-    unknown = set(args.sets) - set(SETS)
+        args.n_long = 16
+        args.n_video = 8
+    known = MINI_SETS if args.lco_mini else SETS
+    args.sets = [s.strip() for s in (args.sets or ",".join(known)).split(",") if s.strip()]
+    unknown = set(args.sets) - set(known)
     if unknown:
-        p.error(f"unknown sets {sorted(unknown)}; choose from {', '.join(SETS)}")
+        p.error(f"unknown sets {sorted(unknown)}; choose from {', '.join(known)}")
+    args.mini_detect_sizes = [int(x) for x in args.mini_detect_sizes.split(",") if x.strip()]
+    if any(x % 32 or x < 32 for x in args.mini_detect_sizes):
+        p.error("--mini-detect-sizes: each side must be a positive multiple of 32")
     return args
 
 
@@ -586,6 +842,9 @@ def main(argv: list[str] | None = None) -> None:
         f"roofline: bf16 2048x2048 @ 2048x2048 matmul = {roofline:.0f} GFLOP/s; "
         f"load average {os.getloadavg()[0]:.2f}"
     )
+    if args.lco_mini:
+        run_mini(args)
+        return
 
     with tempfile.TemporaryDirectory(prefix="lcoemb-bench-") as tmp:
         model_dir = make_tiny_qwen2_5_omni_thinker(

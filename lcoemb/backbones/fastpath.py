@@ -1,21 +1,27 @@
-"""Inference fast paths for Qwen2.5 decoders and vision towers (same vectors, less work).
+"""Inference fast paths for Qwen2.5 and Llama decoders and vision towers (same vectors, less
+work).
 
-* :func:`last_token_states` runs a Qwen2.5 text model for last-token embeddings only:
+* :func:`last_token_states` runs a Qwen2.5 or Llama text model (LCO-Mini's SmolLM2 included)
+  for last-token embeddings only:
 
-  - It right-aligns the left-padded batch so that SDPA runs causal *without* a padding mask;
-    padding then sits after every real token and can never be attended to.
+  - It right-aligns the left-padded batch: padding then sits after every real token.
   - It computes a prefix that every row shares once per batch instead of once per row. Every
-    input starts with the chat template's system turn (~40 tokens with Qwen's tokenizer), and a
-    causal decoder's states for a shared prefix do not depend on what follows; the other tokens
-    attend to the prefix's keys and values.
-  - The final layer computes its query, attention output and MLP for the pooled token only
-    (each row's last real token, picked by :func:`lcoemb.pooling.last_token_positions` and
-    taken by :func:`lcoemb.pooling.at_positions`): the only row an embedding reads.
+    input starts with the chat template's system turn (~40 tokens with Qwen's tokenizer, 24
+    with SmolLM2's), and a causal decoder's states for a shared prefix do not depend on what
+    follows; the other tokens attend to the prefix's keys and values.
+  - The final layer computes its output projection and MLP for the pooled token only (each
+    row's last real token, taken by :func:`lcoemb.pooling.at_positions`): the only row an
+    embedding reads.
+  - Attention runs one causal SDPA call per row over exactly its own tokens, the call the model
+    makes for that row encoded alone (:func:`_row_attention`), so that in bf16 every row's
+    vector is bit-identical to its unbatched one, whatever the batch: a padded batched call
+    rounds differently, which LCO-Mini's SmolLM2 amplified to cosines of 0.9993.
 
   Each layer runs through the layer's own modules (norms, projections, MLP), so an unmerged peft
   LoRA adapter works unchanged, and training through this path (:meth:`OmniEncoder.embed`)
   keeps gradient checkpointing. The batch is packed, shared prefix first, then the rows' other
-  tokens, so each projection and MLP is one GEMM over all of them.
+  tokens, so each projection and MLP is one GEMM over all of them (a row's GEMM results do not
+  depend on the other rows).
 * :func:`patch_embed_as_grid` runs the ViT patch embedding, a ``Conv3d`` whose stride equals its
   kernel, over one image that tiles all patches in a grid instead of over N separate 14x14
   inputs. oneDNN then picks its spatial kernel, ~15x faster on CPU in bf16, and every output is
@@ -40,7 +46,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from lcoemb.backbones.attention import FLOAT32_SDPA, in_float32
-from lcoemb.pooling import at_positions, last_token_positions
+from lcoemb.pooling import at_positions
 
 #: Whether the current call wants last-token states only. A context variable, not a flag on the
 #: model: every thread (and asyncio task) has its own value, so concurrent encodes on one model
@@ -63,33 +69,45 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return x * cos + _rotate_half(x) * sin
 
 
-def _split(x: torch.Tensor, p: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Packed ``(p + b*m, heads, hd)`` -> the prefix ``(1, heads, p, hd)`` and the rows
-    ``(b, heads, m, hd)`` (views)."""
-    return x[:p].transpose(0, 1)[None], x[p:].view(b, -1, *x.shape[1:]).transpose(1, 2)
-
-
 def _keys_values(attn: Any, x: torch.Tensor, cos, sin) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed keys (rotated) and values ``(T, kv heads, hd)`` of the normed states ``x``."""
     k = _rope(attn.k_proj(x).view(len(x), -1, attn.head_dim), cos, sin)
     return k, attn.v_proj(x).view(len(x), -1, attn.head_dim)
 
 
-def _row_keys_values(k: torch.Tensor, v: torch.Tensor, p: int, b: int):
-    """Each row's keys and values ``(b, kv heads, p + m, hd)``: the prefix's, then its own."""
-    (kp, kr), (vp, vr) = _split(k, p, b), _split(v, p, b)
-    if not p:
-        return kr, vr
-    return tuple(torch.cat([x.expand(b, -1, -1, -1), y], dim=2) for x, y in ((kp, kr), (vp, vr)))
+def _row_attention(attn: Any, q, k, v, rows: torch.Tensor, lengths: list[int]):
+    """Each row's causal self-attention ``(b, heads, n, hd)``, prefix included, from the packed
+    ``(T, heads, hd)`` queries, keys and values; ``rows`` ``(b, n)`` indexes each row's tokens
+    in the packed order (the prefix, then its own), ``lengths`` its real ones.
+
+    One SDPA call per row, over exactly its own tokens: the call the model makes for the row
+    encoded alone. SDPA's CPU kernel sums each softmax row in an order that depends on the
+    number of keys, of queries and where padding sits, so a shared padded call rounds
+    differently in bf16, and LCO-Mini's SmolLM2 amplified those last bits to cosines of
+    0.9993 between a row's batched and unbatched vectors; this way every row's vector is
+    bit-identical to its unbatched one, in any batch. Positions past a row's length stay 0."""
+    qs, ks, vs = (x[rows].transpose(1, 2) for x in (q, k, v))  # (b, heads, n, hd)
+    n = rows.shape[1]
+    out = [
+        F.pad(_sdpa(attn, qs[i : i + 1, :, :L], ks[i : i + 1, :, :L], vs[i : i + 1, :, :L]),
+              (0, 0, 0, n - L))
+        for i, L in enumerate(lengths)
+    ]  # fmt: skip
+    return torch.cat(out)
 
 
-def _sdpa(attn: Any, q, k, v, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """SDPA as the layer's attention module would run it: its scale and dropout, causal when no
-    mask is given, and in float32 when the model is set to lcoemb's float32 SDPA (CPU bf16
-    training, :mod:`lcoemb.backbones.attention`)."""
+def _packed(x: torch.Tensor, p: int) -> torch.Tensor:
+    """``(b, n, c)`` with a shared ``p``-token prefix -> packed ``(p + b * (n - p), c)``: the
+    prefix once (row 0's), then every row's own tokens."""
+    return torch.cat([x[0, :p], x[:, p:].reshape(-1, x.shape[-1])])
+
+
+def _sdpa(attn: Any, q, k, v) -> torch.Tensor:
+    """Causal SDPA as the layer's attention module would run it: its scale and dropout, and in
+    float32 when the model is set to lcoemb's float32 SDPA (CPU bf16 training,
+    :mod:`lcoemb.backbones.attention`)."""
     kwargs = {
-        "attn_mask": mask,
-        "is_causal": mask is None,
+        "is_causal": True,
         "scale": attn.scaling,
         "dropout_p": getattr(attn, "attention_dropout", 0.0) if attn.training else 0.0,
         "enable_gqa": True,
@@ -100,46 +118,33 @@ def _sdpa(attn: Any, q, k, v, mask: torch.Tensor | None = None) -> torch.Tensor:
     return sdpa(q, k, v)
 
 
-def _attend(attn: Any, q, k, v, p: int, b: int) -> torch.Tensor:
-    """Causal self-attention of the packed tokens ``(T, heads, hd)``: the prefix among itself,
-    each row over the prefix and its own tokens up to itself. Returns ``(T, heads * hd)``."""
-    qp, qr = _split(q, p, b)
-    kr, vr = _row_keys_values(k, v, p, b)
-    m = qr.shape[2]
-    # with a prefix, causal is aligned to the bottom right: row token i sees p + i + 1 keys
-    mask = torch.ones(m, p + m, dtype=torch.bool, device=q.device).tril(p) if p else None
-    o = _sdpa(attn, qr, kr, vr, mask).transpose(1, 2).reshape(b * m, -1)
-    if not p:
-        return o
-    op = _sdpa(attn, qp, _split(k, p, b)[0], _split(v, p, b)[0])
-    return torch.cat([op[0].transpose(0, 1).reshape(p, -1), o])
+def _qkv(attn: Any, x: torch.Tensor, cos, sin):
+    """Packed rotated queries, keys and values ``(T, heads, hd)`` of the normed states."""
+    q = _rope(attn.q_proj(x).view(len(x), -1, attn.head_dim), cos, sin)
+    return (q, *_keys_values(attn, x, cos, sin))
 
 
-def _layer(layer: Any, h: torch.Tensor, cos, sin, p: int, b: int) -> torch.Tensor:
+def _layer(layer: Any, h: torch.Tensor, cos, sin, p: int, rows, lengths) -> torch.Tensor:
     """One decoder layer over the packed tokens ``h`` (T, d): a shared prefix of ``p`` tokens,
-    then ``b`` rows of equal length; ``cos``/``sin`` are ``(T, 1, head_dim)``."""
+    then the rows' own tokens, ``n - p`` each (see :func:`_row_attention` for ``rows`` and
+    ``lengths``); ``cos``/``sin`` are ``(T, 1, head_dim)``."""
     attn = layer.self_attn
     x = layer.input_layernorm(h)
-    q = _rope(attn.q_proj(x).view(len(x), -1, attn.head_dim), cos, sin)
-    h = h + attn.o_proj(_attend(attn, q, *_keys_values(attn, x, cos, sin), p, b))
+    o = _row_attention(attn, *_qkv(attn, x, cos, sin), rows, lengths)
+    o = _packed(o.transpose(1, 2).flatten(2), p)  # the prefix's outputs from row 0
+    h = h + attn.o_proj(o)
     return h + layer.mlp(layer.post_attention_layernorm(h))
 
 
-def _last_layer(layer: Any, h: torch.Tensor, cos, sin, p: int, b: int, last: torch.Tensor):
-    """The final decoder layer for the pooled token of each row (``last`` indexes a row's own
-    tokens): keys and values for all tokens; query, attention output and MLP for ``b``."""
+def _last_layer(layer: Any, h: torch.Tensor, cos, sin, p: int, rows, lengths) -> torch.Tensor:
+    """The final decoder layer for the pooled token of each row (its last real one): attention
+    as in :func:`_layer`; output projection, residual and MLP for those ``b`` tokens only."""
     attn = layer.self_attn
     x = layer.input_layernorm(h)
-    k, v = _row_keys_values(*_keys_values(attn, x, cos, sin), p, b)
-    m = (len(x) - p) // b
-
-    def pooled(t: torch.Tensor) -> torch.Tensor:  # packed (p + b*m, ...) -> each row's (b, ...)
-        return at_positions(t[p:].view(b, m, *t.shape[1:]), last)
-
-    q = _rope(attn.q_proj(pooled(x)).view(b, -1, attn.head_dim), pooled(cos), pooled(sin))
-    keep = torch.arange(p + m, device=h.device)[None] <= (p + last)[:, None]
-    o = _sdpa(attn, q[:, :, None], k, v, keep[:, None, None])
-    r = pooled(h) + attn.o_proj(o.reshape(b, -1))
+    o = _row_attention(attn, *_qkv(attn, x, cos, sin), rows, lengths)
+    last = torch.tensor(lengths, device=h.device) - 1
+    pooled = rows.gather(1, last[:, None])[:, 0]  # each pooled token's packed index
+    r = h[pooled] + attn.o_proj(at_positions(o.transpose(1, 2), last).flatten(1))
     return r + layer.mlp(layer.post_attention_layernorm(r))
 
 
@@ -180,9 +185,10 @@ def _is_mrope(text_model: Any) -> bool:
 
 
 def last_token_states(text_model: Any):
-    """A drop-in ``forward`` for a Qwen2.5 text model whose ``last_hidden_state`` is ``(B, 1, d)``:
-    the final-norm state of each row's pooled token (rows must be left-padded). Positions are
-    carried as M-RoPE's three rows (equal for text) and reach a 1-D RoPE as one."""
+    """A drop-in ``forward`` for a Qwen2.5 or Llama text model whose ``last_hidden_state`` is
+    ``(B, 1, d)``: the final-norm state of each row's pooled token (rows must be left-padded).
+    Positions are carried as M-RoPE's three rows (equal for text) and reach a 1-D RoPE as
+    one."""
     mrope = _is_mrope(text_model)
 
     def forward(
@@ -205,21 +211,21 @@ def last_token_states(text_model: Any):
         src = (torch.arange(n, device=lengths.device)[None] + (n - lengths)[:, None]) % n
         h = inputs_embeds.gather(1, src[..., None].expand(-1, -1, d))
         pos = position_ids.gather(2, src[None].expand(position_ids.shape[0], -1, -1))
-        last = last_token_positions(attention_mask.gather(1, src))  # right-aligned: length - 1
         cos, sin = text_model.rotary_emb(h, pos if mrope else pos[0])
         p = shared_prefix_length(h, pos, lengths)
-
-        def pack(x: torch.Tensor) -> torch.Tensor:  # (b, n, c) -> (p + b * (n - p), c)
-            return torch.cat([x[0, :p], x[:, p:].reshape(-1, x.shape[-1])])
-
-        h, cos, sin = pack(h), pack(cos)[:, None], pack(sin)[:, None]
+        # row i's tokens in the packed order: the prefix, then its own from p + i * (n - p)
+        column = torch.arange(n, device=h.device)
+        own = p + torch.arange(b, device=h.device)[:, None] * (n - p) + column - p
+        rows = torch.where(column < p, column, own)
+        lengths_ = lengths.tolist()
+        h, cos, sin = _packed(h, p), _packed(cos, p)[:, None], _packed(sin, p)[:, None]
         for layer in text_model.layers[:-1]:
             # transformers checkpoints a layer in its own __call__, which this path bypasses
             if layer.training and getattr(layer, "gradient_checkpointing", False):
-                h = checkpoint(_layer, layer, h, cos, sin, p, b, use_reentrant=False)
+                h = checkpoint(_layer, layer, h, cos, sin, p, rows, lengths_, use_reentrant=False)
             else:
-                h = _layer(layer, h, cos, sin, p, b)
-        h = _last_layer(text_model.layers[-1], h, cos, sin, p, b, last - p)
+                h = _layer(layer, h, cos, sin, p, rows, lengths_)
+        h = _last_layer(text_model.layers[-1], h, cos, sin, p, rows, lengths_)
         return BaseModelOutputWithPast(last_hidden_state=text_model.norm(h)[:, None])
 
     return forward

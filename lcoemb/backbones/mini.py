@@ -8,6 +8,7 @@ spliced into the prompt through ``inputs_embeds``.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from typing import Any
@@ -15,11 +16,12 @@ from typing import Any
 import PIL.Image
 import torch
 
+from lcoemb.backbones import fastpath
 from lcoemb.backbones.base import DEFAULT_MAX_TEXT_TOKENS, Backbone
 from lcoemb.devices import default_device
 from lcoemb.inputs import InputError, LoadedItem
 from lcoemb.mini.model import MARKERS, MODEL_TYPE, LCOMini, LCOMiniConfig, load_smollm2
-from lcoemb.mini.reader import load_text_reader
+from lcoemb.mini.reader import DETECT_SIZE, TextReader, load_text_reader
 from lcoemb.mini.towers import load_audio_tower, load_image_tower
 
 _SPLIT = re.compile("(" + "|".join(re.escape(m) for m in MARKERS.values()) + ")")
@@ -51,12 +53,26 @@ class MiniBackbone(Backbone):
     Prompts follow the LCO-EMB recipe with SmolLM2's own chat template; media embeddings replace
     the markers. Positions are computed from the attention mask, so left padding does not shift
     a sequence's positions.
+
+    Encoding runs SmolLM2 (a Llama) through :mod:`lcoemb.backbones.fastpath`: each batch's
+    shared chat-template prefix once, attention per row, the last layer's MLP for the pooled
+    token only; with the image tower run per item (:attr:`batch_invariant`), every vector is
+    bit-identical in bf16 to the one the model's own forward gives the item encoded alone,
+    whatever its batch. Training keeps the plain forward (:attr:`fast_path_with_grad`), on which
+    the shipped projectors and adapter were trained.
+
+    ``max_image_pixels`` sets the side the reading tower's text detector sees (by default
+    :data:`~lcoemb.mini.reader.DETECT_SIZE`, 448): the largest multiple of 32 whose square
+    fits, never above 448. Detection is most of an image's cost, so a smaller side is faster but
+    reads less and changes the vectors of images with text (``benchmarks/README.md``, "LCO-Mini
+    on 2 cores", has the measured trade-off). EfficientNet always sees 224×224.
     """
 
     family = "lco_mini"
     model_types = (MODEL_TYPE,)
     modalities = frozenset({"text", "image", "audio", "video"})
     language_model_prefix = "lm.model.layers."
+    fast_path_with_grad = False
 
     def __init__(
         self,
@@ -65,12 +81,28 @@ class MiniBackbone(Backbone):
         name_or_path: str,
         *,
         max_text_tokens: int | None = DEFAULT_MAX_TEXT_TOKENS,
+        max_image_pixels: int | None = None,
         **_: Any,
     ):
         self.model = model
         self.tokenizer = tokenizer
         self.name_or_path = name_or_path
         self.max_text_tokens = max_text_tokens
+        self.max_image_pixels = max_image_pixels
+        #: run the image tower per item rather than per batch: EfficientNet's float32
+        #: convolutions pick their algorithm by batch size, which moves its features by ~2e-6,
+        #: and SmolLM2 in bf16 turns that into cosines of 0.999 between an image's vectors in
+        #: two batches; per item (with the fast text path), every vector is bit-identical to the
+        #: item's own, encoded alone. Off, the tower sees the whole batch (the plain path)
+        self.batch_invariant = True
+        #: the reading tower this backbone uses; None until the first image needs it (a model
+        #: that does not read never loads one), then the process-wide reader at the detection
+        #: side ``max_image_pixels`` gives. A benchmark or test may set its own.
+        self.text_reader: TextReader | None = None
+        # installed once, on this model instance only (see fastpath.install_last_token_path)
+        self.fast_text_path = fastpath.supports_fast_path(model.lm.model)
+        if self.fast_text_path:
+            fastpath.install_last_token_path(model.lm.model)
 
     @classmethod
     def from_pretrained(
@@ -126,22 +158,28 @@ class MiniBackbone(Backbone):
     # ------------------------------------------------------------------ inputs
 
     def _media_embeddings(self, items: list[LoadedItem]) -> list[list[torch.Tensor]]:
-        """Per item, the embeddings of its media parts in order; towers run once per batch."""
-        frames: list[PIL.Image.Image] = []
+        """Per item, the embeddings of its media parts in order. The audio tower and the reader
+        run once per batch (their outputs do not depend on it); the image tower once per item
+        when :attr:`batch_invariant`, else once per batch."""
+        frames: list[list[PIL.Image.Image]] = []  # per item: its images and video frames
         waves = []
         for item in items:
+            frames.append([])
             for modality, value in item.parts:
                 if modality == "image":
-                    frames.append(value)
+                    frames[-1].append(value)
                 elif modality == "video":
-                    frames += [
+                    frames[-1] += [
                         PIL.Image.fromarray(value[i].permute(1, 2, 0).numpy())
                         for i in self.model.frame_indices(len(value))
                     ]
                 elif modality == "audio":
                     waves.append(value)
         device = self.device
-        image_features = load_image_tower()(frames).to(device) if frames else None
+        chunks = frames if self.batch_invariant else [[f for fs in frames for f in fs]]
+        tower = load_image_tower()
+        features = [tower(chunk) for chunk in chunks if chunk]
+        image_features = torch.cat(features).to(device) if features else None
         audio_feats = load_audio_tower()(waves) if waves else []
         images = [v for item in items for m, v in item.parts if m == "image"]
         reading = iter(self._reading(images))
@@ -164,12 +202,27 @@ class MiniBackbone(Backbone):
             out.append(embs)
         return out
 
+    @property
+    def detect_size(self) -> int:
+        """The side the text detector sees: :data:`~lcoemb.mini.reader.DETECT_SIZE`, or the
+        largest multiple of 32 whose square fits in ``max_image_pixels`` (at least 32)."""
+        if self.max_image_pixels is None:
+            return DETECT_SIZE
+        return min(DETECT_SIZE, max(1, math.isqrt(self.max_image_pixels) // 32) * 32)
+
     def _reading(self, images: list[Any]) -> list[torch.Tensor | None]:
         """Reading tokens per image (video frames get none); ``None`` for a model that does not
         read, so the reading tower is never loaded for it."""
         if not self.model.reads or not images:
             return [None] * len(images)
-        return [t.to(self.device) for t in load_text_reader()(images)]
+        if self.text_reader is None:
+            shared = load_text_reader()
+            if shared.detect_size != self.detect_size:  # the same networks, another side
+                shared = TextReader(
+                    shared.detector, shared.recognizer, shared.device, detect_size=self.detect_size
+                )
+            self.text_reader = shared
+        return [t.to(self.device) for t in self.text_reader(images)]
 
     def template(self, messages: list[dict[str, Any]]) -> str:
         """SmolLM2's chat template; it takes string content, so each medium is its marker."""

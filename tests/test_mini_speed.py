@@ -1,0 +1,158 @@
+"""LCO-Mini's encode fast paths against its plain path, on the real embedded weights (bf16).
+
+In bf16, SmolLM2 turns a last-bit difference anywhere into cosines of ~0.999, so these checks
+are close to bit-exactness: the fast text path must give every row what the plain forward gives
+that row encoded alone, and the reading tower's faster detector must find the same boxes.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from lcoemb import Audio, OmniEncoder, Video, synthetic
+from lcoemb.backbones import fastpath
+from lcoemb.inputs import Limits, load_item
+from lcoemb.mini.reader import DETECT_SIZE, TextReader, load_text_reader
+
+
+@pytest.fixture(scope="module")
+def lco_mini() -> OmniEncoder:
+    return OmniEncoder.from_pretrained("lco-mini", device="cpu")
+
+
+def _min_cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.float(), b.float()
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=-1).min())
+
+
+def test_fast_text_path_gives_each_row_its_unbatched_state(lco_mini, monkeypatch):
+    """One left-padded batch of every kind of item (texts of several lengths, images with and
+    without text, speech, a clip, an interleaved item): the fast path's pooled state of each row
+    against the plain forward of that row's own tokens, alone, without padding."""
+    backbone = lco_mini.backbone
+    assert backbone.fast_text_path  # SmolLM2 is a Llama: the fast path fits
+    speech = synthetic.speech(0, "test")
+    raw = [
+        "a red circle",
+        synthetic.general_triplet(0, "test").anchor,
+        synthetic.ocr(0, "test").image,
+        synthetic.scene(0, "test").image,
+        Audio(speech.wave, sampling_rate=speech.sampling_rate),
+        Video(synthetic.clip(0, "test").frames),
+        ["the caption", synthetic.ocr(1, "test").image],
+    ]
+    items = [load_item(x, i, Limits()) for i, x in enumerate(raw)]
+    shared = []
+    real = fastpath.shared_prefix_length
+    monkeypatch.setattr(
+        fastpath, "shared_prefix_length", lambda *a: shared.append(real(*a)) or shared[-1]
+    )
+    with torch.inference_mode():
+        inputs = backbone.prepare(items)
+        mask = inputs["attention_mask"]
+        assert len(set(mask.sum(1).tolist())) > 4  # rows of many lengths: real padding
+        fast = backbone.forward(inputs).states[:, 0]
+        assert shared == [24]  # SmolLM2's system turn and "<|im_start|>user\n", computed once
+        monkeypatch.setattr(backbone, "fast_text_path", False)
+        alone = []
+        for row, keep in zip(inputs["inputs_embeds"], mask.bool()):
+            embeds = row[keep][None]
+            n = embeds.shape[1]
+            one = {
+                "inputs_embeds": embeds,
+                "attention_mask": torch.ones(1, n, dtype=torch.long),
+                "position_ids": torch.arange(n)[None],
+            }
+            alone.append(backbone.forward(one).states[0, -1])
+    assert fast.shape == (len(raw), 576)
+    assert _min_cos(fast, torch.stack(alone)) >= 0.99999
+    assert _min_cos(fast[:1], fast[1:2]) < 0.99  # rows differ: the check has teeth
+
+
+def test_encode_keeps_its_vectors(lco_mini, monkeypatch):
+    """Through ``encode``: the fast path (shared prefixes, the channels-last detector, one image
+    per detector call) against the plain path as it was, each item encoded alone, per
+    modality."""
+    reader = load_text_reader()
+    plain_reader = TextReader(
+        copy.deepcopy(reader.detector).to(memory_format=torch.contiguous_format),
+        reader.recognizer,
+        batch_size=8,
+    )
+    speech = [synthetic.speech(i, "test") for i in range(2)]
+    items = [
+        "a red circle",
+        "three blue squares at the top of a very long caption that pads the others",
+        synthetic.ocr(2, "test").image,
+        synthetic.ocr(3, "test").image,
+        synthetic.scene(2, "test").image,
+        *(Audio(s.wave, sampling_rate=s.sampling_rate) for s in speech),
+        Video(synthetic.clip(1, "test").frames),
+    ]
+    fast = lco_mini.encode(items, batch_size=8)
+    monkeypatch.setattr(lco_mini.backbone, "fast_text_path", False)
+    monkeypatch.setattr(lco_mini.backbone, "text_reader", plain_reader)
+    plain = np.concatenate([lco_mini.encode([x]) for x in items])
+    cos = (fast * plain).sum(1)
+    assert cos.min() >= 0.9999, cos
+
+
+@pytest.mark.parametrize("kind", ["ocr", "scene", "page"])
+def test_channels_last_detector_finds_the_same_boxes_and_tokens(kind):
+    """The detector's channels-last layout and one image per call (the defaults on CPU) against
+    the contiguous detector in batches of 8: the same lines and the same reading tokens."""
+    if kind == "page":
+        images = [synthetic.page(language, 0).image for language in synthetic.LANGUAGES]
+    else:
+        sample = synthetic.ocr if kind == "ocr" else synthetic.scene
+        images = [sample(i, "test").image for i in range(6)]
+    fast = load_text_reader()
+    assert fast.batch_size == 1
+    assert fast.detector.basenet.slice1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    plain = TextReader(
+        copy.deepcopy(fast.detector).to(memory_format=torch.contiguous_format),
+        fast.recognizer,
+        batch_size=8,
+    )
+    lines = fast.detect(images)
+    assert lines == plain.detect(images)
+    if kind != "scene":
+        assert all(lines)  # there is text to find
+    for a, b in zip(fast(images), plain(images)):
+        assert torch.equal(a, b)
+
+
+def test_max_image_pixels_sets_the_detector_side(lco_mini, monkeypatch):
+    """``max_image_pixels`` is LCO-Mini's opt-in speed knob: the largest multiple of 32 whose
+    square fits, never above 448, for the reading tower's detector (EfficientNet keeps 224)."""
+    backbone = lco_mini.backbone
+    assert backbone.detect_size == DETECT_SIZE == 448
+    for pixels, side in ((None, 448), (10**8, 448), (320 * 320 + 5, 320), (224 * 224 - 1, 192)):
+        monkeypatch.setattr(backbone, "max_image_pixels", pixels)
+        assert backbone.detect_size == side
+    monkeypatch.setattr(backbone, "max_image_pixels", 10)
+    assert backbone.detect_size == 32
+    monkeypatch.setattr(backbone, "max_image_pixels", 224 * 224)
+    monkeypatch.setattr(backbone, "text_reader", None)
+    image = synthetic.ocr(0, "test").image
+    small = lco_mini.encode([image])
+    assert backbone.text_reader.detect_size == 224
+    assert backbone.text_reader.detector is load_text_reader().detector  # the same networks
+    monkeypatch.setattr(backbone, "text_reader", load_text_reader())
+    assert (small * lco_mini.encode([image])).sum() < 0.9999  # it reads less: a real change
+
+
+def test_training_keeps_the_plain_forward(lco_mini):
+    """LCO-Mini's shipped projectors and adapter were trained on the plain forward; with
+    autograd on, the forward gives every position (the plain path), without it the pooled one."""
+    backbone = lco_mini.backbone
+    items = [load_item(x, 0, Limits()) for x in ("a red circle", "two green stars on the left")]
+    inputs = backbone.prepare(items)
+    with torch.enable_grad():
+        assert backbone.forward(inputs).states.shape[1] == inputs["attention_mask"].shape[1]
+    with torch.inference_mode():
+        assert backbone.forward(inputs).states.shape[1] == 1
