@@ -49,14 +49,22 @@ def _common_prefix(inputs) -> int:
     return n
 
 
+@pytest.mark.parametrize("attention", ["per-row", "batched"])
 @pytest.mark.parametrize("model", ["omni", "vl", "omni+lora"])
 def test_fast_text_path_with_a_shared_prefix_equals_the_full_forward(
-    model, omni_path, vl_path, omni_adapter, monkeypatch
+    model, attention, omni_path, vl_path, omni_adapter, monkeypatch
 ):
     """float32, so any difference is a bug rather than rounding: the fast path (right-aligned,
-    shared prefix computed once, last layer for one token) against transformers' own forward."""
+    shared prefix computed once, last layer for one token) against transformers' own forward,
+    with attention per row (CPU) and batched (what other devices run)."""
     from lcoemb import OmniEncoder
     from lcoemb.backbones import fastpath
+
+    if attention == "batched":
+        monkeypatch.setattr(fastpath, "PER_ROW_ATTENTION_DEVICES", frozenset())
+        calls = []
+        real_sdpa = fastpath._sdpa
+        monkeypatch.setattr(fastpath, "_sdpa", lambda *a: calls.append(a[1].shape) or real_sdpa(*a))
 
     path = vl_path if model == "vl" else omni_path
     adapter = omni_adapter if model.endswith("lora") else None
@@ -79,6 +87,9 @@ def test_fast_text_path_with_a_shared_prefix_equals_the_full_forward(
         assert shared[0] >= fastpath.MIN_SHARED_PREFIX
     torch.testing.assert_close(fast, full, atol=2e-5, rtol=1e-4)
     assert not torch.allclose(fast[0], fast[1], atol=1e-2)  # rows differ: the check has teeth
+    if attention == "batched":  # one call per layer over all rows
+        layers = len(enc.backbone.language_model.layers)
+        assert [q[0] for q in calls] == [len(TEXTS)] * layers
 
 
 def test_no_shared_prefix_for_one_row_or_a_short_one():

@@ -12,10 +12,12 @@ work).
   - The final layer computes its output projection and MLP for the pooled token only (each
     row's last real token, taken by :func:`lcoemb.pooling.at_positions`): the only row an
     embedding reads.
-  - Attention runs one causal SDPA call per row over exactly its own tokens, the call the model
-    makes for that row encoded alone (:func:`_row_attention`), so that in bf16 every row's
-    vector is bit-identical to its unbatched one, whatever the batch: a padded batched call
-    rounds differently, which LCO-Mini's SmolLM2 amplified to cosines of 0.9993.
+  - On a CPU, attention runs one causal SDPA call per row over exactly its own tokens, the call
+    the model makes for that row encoded alone (:func:`_row_attention`), so that in bf16 every
+    row's vector is bit-identical to its unbatched one, whatever the batch: a padded batched
+    call rounds differently, which LCO-Mini's SmolLM2 amplified to cosines of 0.9993. On other
+    devices it is one batched causal call, since a loop of per-row calls there is a loop of
+    small kernels.
 
   Each layer runs through the layer's own modules (norms, projections, MLP), so an unmerged peft
   LoRA adapter works unchanged, and training through this path (:meth:`OmniEncoder.embed`)
@@ -75,6 +77,10 @@ def _keys_values(attn: Any, x: torch.Tensor, cos, sin) -> tuple[torch.Tensor, to
     return k, attn.v_proj(x).view(len(x), -1, attn.head_dim)
 
 
+#: device types whose attention runs per row (:func:`_row_attention`); elsewhere batched
+PER_ROW_ATTENTION_DEVICES = frozenset({"cpu"})
+
+
 def _row_attention(attn: Any, q, k, v, rows: torch.Tensor, lengths: list[int]):
     """Each row's causal self-attention ``(b, heads, n, hd)``, prefix included, from the packed
     ``(T, heads, hd)`` queries, keys and values; ``rows`` ``(b, n)`` indexes each row's tokens
@@ -85,8 +91,14 @@ def _row_attention(attn: Any, q, k, v, rows: torch.Tensor, lengths: list[int]):
     number of keys, of queries and where padding sits, so a shared padded call rounds
     differently in bf16, and LCO-Mini's SmolLM2 amplified those last bits to cosines of
     0.9993 between a row's batched and unbatched vectors; this way every row's vector is
-    bit-identical to its unbatched one, in any batch. Positions past a row's length stay 0."""
+    bit-identical to its unbatched one, in any batch. Positions past a row's length stay 0.
+
+    On other devices, one causal call over the whole batch: the batch is right-aligned, so each
+    row's padding comes after its real tokens, which never attend to it (the padding positions'
+    own outputs are never read)."""
     qs, ks, vs = (x[rows].transpose(1, 2) for x in (q, k, v))  # (b, heads, n, hd)
+    if q.device.type not in PER_ROW_ATTENTION_DEVICES:
+        return _sdpa(attn, qs, ks, vs)
     n = rows.shape[1]
     out = [
         F.pad(_sdpa(attn, qs[i : i + 1, :, :L], ks[i : i + 1, :, :L], vs[i : i + 1, :, :L]),
