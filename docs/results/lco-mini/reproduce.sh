@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces docs/results/lco-mini/ on a 2-core CPU (about 4.5 hours; stage 1 is most of it).
+# Reproduces docs/results/lco-mini/ on a 2-core CPU (about 8 hours; stage 1 is a third of it).
 # Run from the repository root after `make install`; every number in README.md comes from here.
 set -euo pipefail
 export PATH="$PWD/.venv/bin:$PATH"
@@ -31,3 +31,19 @@ lcoemb quickstart --base "$RUNS/base" --output "$RUNS/quickstart"
 #    bf16 copy: `lcoemb grsl generation --model lco-mini --n 100`)
 lcoemb grsl generation --model "$RUNS/base" --adapter "$RUNS/quickstart/lco/adapter" \
     --n 100 --output "$RUNS/generation"
+
+# 5. the calibration ablation: text-only, 80/20 text with multimodal calibration, multimodal
+#    only, and no training, each on the quickstart's budget (docs/results/lco-mini/ablation/)
+lcoemb mini ablation --base "$RUNS/base" --output "$RUNS/ablation" --n-generation 20
+
+# 6. GRSL across stage-1 budgets: the checkpoints of step 1 at 100, 200, 400, 1000 and 2000
+#    steps, each trained text-only with three seeds (docs/results/lco-mini/grsl/)
+variants=()
+budgets=(100 200 400 1000 2000)
+for step in "${budgets[@]}"; do
+    lcoemb mini export --checkpoint "$RUNS/base/checkpoints/step-$step" \
+        --output "$RUNS/variants/step-$step"
+    variants+=("$RUNS/variants/step-$step")
+done
+lcoemb grsl measure --models "${variants[@]}" --budgets "${budgets[@]}" --seeds 0 1 2 \
+    --n-generation 50 --offline-size 100 --output "$RUNS/grsl"
