@@ -227,8 +227,9 @@ def last_token_states(text_model: Any):
         p = shared_prefix_length(h, pos, lengths)
         # row i's tokens in the packed order: the prefix, then its own from p + i * (n - p)
         column = torch.arange(n, device=h.device)
-        own = p + torch.arange(b, device=h.device)[:, None] * (n - p) + column - p
-        rows = torch.where(column < p, column, own)
+        rows = torch.where(
+            column < p, column, torch.arange(b, device=h.device)[:, None] * (n - p) + column
+        )
         lengths_ = lengths.tolist()
         h, cos, sin = _packed(h, p), _packed(cos, p)[:, None], _packed(sin, p)[:, None]
         for layer in text_model.layers[:-1]:
