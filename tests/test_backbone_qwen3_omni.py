@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import write_video
+from conftest import assert_within_one_bf16_step, write_video
 from family_checks import (
     SR,
     TEXTS,
@@ -96,13 +96,15 @@ def test_fast_paths_and_lora_targets(encoder):
     assert encoder.modalities == {"text", "image", "audio", "video"}
     assert not backbone.fast_text_path  # see test_qwen2_5_text_fast_path_does_not_fit
 
-    # the grid patch embedding is installed and bit-identical to the class's forward in bf16
+    # the grid patch embedding is installed and gives the class's forward in bf16 (bit-identical
+    # on the AMD EPYC; on an Intel Xeon one value in ~10,000 moved by one bf16 step)
     patch_embed = backbone.model.model.visual.patch_embed
     assert "patch_embed" in patch_embed.forward.__qualname__
     pixels = backbone.prepare([load_item(im, i) for i, im in enumerate(_images(0))])
     pixels = pixels["pixel_values"].to(torch.bfloat16)
     with torch.no_grad():
-        assert torch.equal(patch_embed(pixels), type(patch_embed).forward(patch_embed, pixels))
+        grid = patch_embed(pixels)
+        assert_within_one_bf16_step(grid, type(patch_embed).forward(patch_embed, pixels))
 
     # q, k, v, o per layer: the experts are stacked 3-D weights and the router a bare weight
     targets, towers = assert_lora_targets(

@@ -1,8 +1,11 @@
 """LCO-Mini's encode fast paths against its plain path, on the real embedded weights (bf16).
 
 In bf16, SmolLM2 turns a last-bit difference anywhere into cosines of ~0.999, so these checks
-are close to bit-exactness: the fast text path must give every row what the plain forward gives
-that row encoded alone, and the reading tower's faster detector must find the same boxes.
+are close to bit-exactness: the fast text path must give every item encoded alone what the plain
+forward gives it, and the reading tower's faster detector must find the same boxes. In a batch,
+every row gets its unbatched vector bit for bit where the CPU's GEMMs do not depend on the
+number of rows (:func:`conftest.gemm_rows_independent`); elsewhere a batched row moves by
+last bits, as the plain forward's own rows do, and the checks allow that noise floor.
 """
 
 from __future__ import annotations
@@ -12,11 +15,16 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import gemm_rows_independent
 
 from lcoemb import Audio, OmniEncoder, Video, synthetic
 from lcoemb.backbones import fastpath
 from lcoemb.inputs import Limits, load_item
 from lcoemb.mini.reader import DETECT_SIZE, TextReader, load_text_reader
+
+#: min cosine between an item's batched and unbatched vectors where the CPU's GEMMs depend on
+#: the number of rows: the bf16 noise floor of batching (the plain path's own: 0.9989-0.9997)
+BATCH_NOISE_FLOOR = 0.998
 
 
 @pytest.fixture(scope="module")
@@ -57,19 +65,24 @@ def test_fast_text_path_gives_each_row_its_unbatched_state(lco_mini, monkeypatch
         assert len(set(mask.sum(1).tolist())) > 4  # rows of many lengths: real padding
         fast = backbone.forward(inputs).states[:, 0]
         assert shared == [24]  # SmolLM2's system turn and "<|im_start|>user\n", computed once
-        monkeypatch.setattr(backbone, "fast_text_path", False)
-        alone = []
+        rows = []
         for row, keep in zip(inputs["inputs_embeds"], mask.bool()):
             embeds = row[keep][None]
             n = embeds.shape[1]
-            one = {
-                "inputs_embeds": embeds,
-                "attention_mask": torch.ones(1, n, dtype=torch.long),
-                "position_ids": torch.arange(n)[None],
-            }
-            alone.append(backbone.forward(one).states[0, -1])
+            rows.append(
+                {
+                    "inputs_embeds": embeds,
+                    "attention_mask": torch.ones(1, n, dtype=torch.long),
+                    "position_ids": torch.arange(n)[None],
+                }
+            )
+        fast_alone = torch.stack([backbone.forward(one).states[0, 0] for one in rows])
+        monkeypatch.setattr(backbone, "fast_text_path", False)
+        alone = torch.stack([backbone.forward(one).states[0, -1] for one in rows])
     assert fast.shape == (len(raw), 576)
-    assert _min_cos(fast, torch.stack(alone)) >= 0.99999
+    assert _min_cos(fast_alone, alone) >= 0.99999  # each item alone: what the forward gives it
+    floor = 0.99999 if gemm_rows_independent() else BATCH_NOISE_FLOOR
+    assert _min_cos(fast, alone) >= floor
     assert _min_cos(fast[:1], fast[1:2]) < 0.99  # rows differ: the check has teeth
 
 
@@ -94,11 +107,14 @@ def test_encode_keeps_its_vectors(lco_mini, monkeypatch):
         Video(synthetic.clip(1, "test").frames),
     ]
     fast = lco_mini.encode(items, batch_size=8)
+    fast_alone = np.concatenate([lco_mini.encode([x]) for x in items])
     monkeypatch.setattr(lco_mini.backbone, "fast_text_path", False)
     monkeypatch.setattr(lco_mini.backbone, "text_reader", plain_reader)
     plain = np.concatenate([lco_mini.encode([x]) for x in items])
-    cos = (fast * plain).sum(1)
-    assert cos.min() >= 0.9999, cos
+    alone = (fast_alone * plain).sum(1)
+    assert alone.min() >= 0.9999, alone
+    batched = (fast * plain).sum(1)
+    assert batched.min() >= (0.9999 if gemm_rows_independent() else BATCH_NOISE_FLOOR), batched
 
 
 @pytest.mark.parametrize("kind", ["ocr", "scene", "page"])

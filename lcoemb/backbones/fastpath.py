@@ -10,14 +10,16 @@ work).
     with SmolLM2's), and a causal decoder's states for a shared prefix do not depend on what
     follows; the other tokens attend to the prefix's keys and values.
   - The final layer computes its output projection and MLP for the pooled token only (each
-    row's last real token, taken by :func:`lcoemb.pooling.at_positions`): the only row an
-    embedding reads.
+    row's last real token): the only row an embedding reads.
   - On a CPU, attention runs one causal SDPA call per row over exactly its own tokens, the call
-    the model makes for that row encoded alone (:func:`_row_attention`), so that in bf16 every
-    row's vector is bit-identical to its unbatched one, whatever the batch: a padded batched
-    call rounds differently, which LCO-Mini's SmolLM2 amplified to cosines of 0.9993. On other
-    devices it is one batched causal call, since a loop of per-row calls there is a loop of
-    small kernels.
+    the model makes for that row encoded alone (:func:`_attention`): a padded batched call
+    rounds differently, which LCO-Mini's SmolLM2 amplified to cosines of 0.9993. Where the
+    CPU's GEMMs also give a row the same bits whatever the number of rows (the AMD EPYC we
+    measured on), every row's vector is then bit-identical in bf16 to its unbatched one,
+    whatever the batch; where oneDNN picks GEMM kernels by row count (an Intel Xeon we
+    measured on), batched rows differ from unbatched ones by about as much as the plain
+    forward's own batching does (cosine ~0.9994 on LCO-Mini). On other devices attention is
+    one batched causal call, since a loop of per-row calls there is a loop of small kernels.
 
   Each layer runs through the layer's own modules (norms, projections, MLP), so an unmerged peft
   LoRA adapter works unchanged, and training through this path (:meth:`OmniEncoder.embed`)
@@ -48,7 +50,6 @@ from torch.utils.checkpoint import checkpoint
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from lcoemb.backbones.attention import FLOAT32_SDPA, in_float32
-from lcoemb.pooling import at_positions
 
 #: Whether the current call wants last-token states only. A context variable, not a flag on the
 #: model: every thread (and asyncio task) has its own value, so concurrent encodes on one model
@@ -77,41 +78,50 @@ def _keys_values(attn: Any, x: torch.Tensor, cos, sin) -> tuple[torch.Tensor, to
     return k, attn.v_proj(x).view(len(x), -1, attn.head_dim)
 
 
-#: device types whose attention runs per row (:func:`_row_attention`); elsewhere batched
+#: device types whose attention runs per row (:func:`_attention`); elsewhere batched
 PER_ROW_ATTENTION_DEVICES = frozenset({"cpu"})
 
 
-def _row_attention(attn: Any, q, k, v, rows: torch.Tensor, lengths: list[int]):
-    """Each row's causal self-attention ``(b, heads, n, hd)``, prefix included, from the packed
-    ``(T, heads, hd)`` queries, keys and values; ``rows`` ``(b, n)`` indexes each row's tokens
-    in the packed order (the prefix, then its own), ``lengths`` its real ones.
+def _attention(attn: Any, q, k, v, p: int, rows: torch.Tensor, lengths: list[int]):
+    """Each row's causal self-attention, prefix included, as packed outputs ``(T, heads, hd)``
+    from the packed ``(T, heads, hd)`` queries, keys and values: a shared prefix of ``p``
+    tokens (its outputs are row 0's), then every row's own ``n - p`` slots, of which the first
+    ``lengths[i] - p`` are real. ``rows`` ``(b, n)`` indexes each row's tokens in that order.
 
-    One SDPA call per row, over exactly its own tokens: the call the model makes for the row
-    encoded alone. SDPA's CPU kernel sums each softmax row in an order that depends on the
-    number of keys, of queries and where padding sits, so a shared padded call rounds
+    On a CPU, one SDPA call per row over exactly its own tokens: the call the model makes for
+    the row encoded alone. SDPA's CPU kernel sums each softmax row in an order that depends on
+    the number of keys, of queries and where padding sits, so a shared padded call rounds
     differently in bf16, and LCO-Mini's SmolLM2 amplified those last bits to cosines of
-    0.9993 between a row's batched and unbatched vectors; this way every row's vector is
-    bit-identical to its unbatched one, in any batch. Positions past a row's length stay 0.
+    0.9993 between a row's batched and unbatched vectors; this way a row's attention is
+    bit-identical to its unbatched one, in any batch. Each row is gathered from the packed
+    tensors (the prefix, then its own real tokens) and its outputs are written straight back,
+    so no padded ``(b, n)`` copy is made; padding slots' outputs stay 0.
 
-    On other devices, one causal call over the whole batch: the batch is right-aligned, so each
-    row's padding comes after its real tokens, which never attend to it (the padding positions'
-    own outputs are never read)."""
-    qs, ks, vs = (x[rows].transpose(1, 2) for x in (q, k, v))  # (b, heads, n, hd)
+    On other devices, one causal call over the padded, right-aligned batch: each row's padding
+    comes after its real tokens, which never attend to it (the padding's outputs are never
+    read). A loop of per-row calls there would be a loop of small kernels."""
     if q.device.type not in PER_ROW_ATTENTION_DEVICES:
-        return _sdpa(attn, qs, ks, vs)
-    n = rows.shape[1]
-    out = [
-        F.pad(_sdpa(attn, qs[i : i + 1, :, :L], ks[i : i + 1, :, :L], vs[i : i + 1, :, :L]),
-              (0, 0, 0, n - L))
-        for i, L in enumerate(lengths)
-    ]  # fmt: skip
-    return torch.cat(out)
+        qs, ks, vs = (x[rows].transpose(1, 2) for x in (q, k, v))  # (b, heads, n, hd)
+        return _packed(_sdpa(attn, qs, ks, vs).transpose(1, 2), p)
+    out = q.new_zeros(q.shape)
+    seg = rows.shape[1] - p
+    for i, length in enumerate(lengths):
+        own = slice(p + i * seg, p + i * seg + length - p)
+        if p:
+            qi, ki, vi = (torch.cat([x[:p], x[own]]) for x in (q, k, v))
+        else:
+            qi, ki, vi = q[own], k[own], v[own]
+        o = _sdpa(attn, *(x.transpose(0, 1)[None] for x in (qi, ki, vi)))[0].transpose(0, 1)
+        out[own] = o[p:]
+        if i == 0 and p:
+            out[:p] = o[:p]
+    return out
 
 
 def _packed(x: torch.Tensor, p: int) -> torch.Tensor:
-    """``(b, n, c)`` with a shared ``p``-token prefix -> packed ``(p + b * (n - p), c)``: the
-    prefix once (row 0's), then every row's own tokens."""
-    return torch.cat([x[0, :p], x[:, p:].reshape(-1, x.shape[-1])])
+    """``(b, n, ...)`` with a shared ``p``-token prefix -> packed ``(p + b * (n - p), ...)``:
+    the prefix once (row 0's), then every row's own tokens."""
+    return torch.cat([x[0, :p], x[:, p:].flatten(0, 1)])
 
 
 def _sdpa(attn: Any, q, k, v) -> torch.Tensor:
@@ -138,13 +148,12 @@ def _qkv(attn: Any, x: torch.Tensor, cos, sin):
 
 def _layer(layer: Any, h: torch.Tensor, cos, sin, p: int, rows, lengths) -> torch.Tensor:
     """One decoder layer over the packed tokens ``h`` (T, d): a shared prefix of ``p`` tokens,
-    then the rows' own tokens, ``n - p`` each (see :func:`_row_attention` for ``rows`` and
+    then the rows' own tokens, ``n - p`` each (see :func:`_attention` for ``rows`` and
     ``lengths``); ``cos``/``sin`` are ``(T, 1, head_dim)``."""
     attn = layer.self_attn
     x = layer.input_layernorm(h)
-    o = _row_attention(attn, *_qkv(attn, x, cos, sin), rows, lengths)
-    o = _packed(o.transpose(1, 2).flatten(2), p)  # the prefix's outputs from row 0
-    h = h + attn.o_proj(o)
+    o = _attention(attn, *_qkv(attn, x, cos, sin), p, rows, lengths)
+    h = h + attn.o_proj(o.flatten(1))
     return h + layer.mlp(layer.post_attention_layernorm(h))
 
 
@@ -153,10 +162,10 @@ def _last_layer(layer: Any, h: torch.Tensor, cos, sin, p: int, rows, lengths) ->
     as in :func:`_layer`; output projection, residual and MLP for those ``b`` tokens only."""
     attn = layer.self_attn
     x = layer.input_layernorm(h)
-    o = _row_attention(attn, *_qkv(attn, x, cos, sin), rows, lengths)
+    o = _attention(attn, *_qkv(attn, x, cos, sin), p, rows, lengths)
     last = torch.tensor(lengths, device=h.device) - 1
     pooled = rows.gather(1, last[:, None])[:, 0]  # each pooled token's packed index
-    r = h[pooled] + attn.o_proj(at_positions(o.transpose(1, 2), last).flatten(1))
+    r = h[pooled] + attn.o_proj(o[pooled].flatten(1))
     return r + layer.mlp(layer.post_attention_layernorm(r))
 
 

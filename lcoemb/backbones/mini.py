@@ -57,8 +57,9 @@ class MiniBackbone(Backbone):
     Encoding runs SmolLM2 (a Llama) through :mod:`lcoemb.backbones.fastpath`: each batch's
     shared chat-template prefix once, attention per row, the last layer's MLP for the pooled
     token only; with the image tower run per item (:attr:`batch_invariant`), every vector is
-    bit-identical in bf16 to the one the model's own forward gives the item encoded alone,
-    whatever its batch. Training keeps the plain forward (:attr:`fast_path_with_grad`), on which
+    bit-identical in bf16 to the one the model's own forward gives the item encoded alone, on
+    CPUs whose GEMMs give a row the same bits whatever the number of rows (elsewhere batched
+    vectors differ at the plain forward's own batch noise, cosine ~0.9994). Training keeps the plain forward (:attr:`fast_path_with_grad`), on which
     the shipped projectors and adapter were trained.
 
     ``max_image_pixels`` sets the side the reading tower's text detector sees (by default
@@ -92,8 +93,9 @@ class MiniBackbone(Backbone):
         #: run the image tower per item rather than per batch: EfficientNet's float32
         #: convolutions pick their algorithm by batch size, which moves its features by ~2e-6,
         #: and SmolLM2 in bf16 turns that into cosines of 0.999 between an image's vectors in
-        #: two batches; per item (with the fast text path), every vector is bit-identical to the
-        #: item's own, encoded alone. Off, the tower sees the whole batch (the plain path)
+        #: two batches; per item (with the fast text path), every vector is the item's own,
+        #: encoded alone (bit-identical where the CPU's GEMMs are, see the class docstring).
+        #: Off, the tower sees the whole batch (the plain path)
         self.batch_invariant = True
         #: the reading tower this backbone uses; None until the first image needs it (a model
         #: that does not read never loads one), then the process-wide reader at the detection
