@@ -249,6 +249,12 @@ def _add_grsl_command(sub: Any) -> None:
         "dropout), one row each; a model's seeds share its budget (default: one run, seed 0)",
     )
     gm.add_argument("--train-steps", type=int, default=60)
+    gm.add_argument(
+        "--lora-targets",
+        nargs="+",
+        help="the text-only training's LoRA targets, Linear names such as q_proj v_proj "
+        "(default: the quickstart's, q_proj k_proj v_proj o_proj)",
+    )
     gm.add_argument("--n-generation", type=int, default=50, help="items per generation task")
     gm.add_argument("--offline-size", type=int, help="shrink the offline sets (quick check)")
     gm.set_defaults(run="grsl measure")
@@ -274,11 +280,11 @@ def _add_quickstart_command(sub: Any) -> None:
         "quickstart",
         help="train LCO-Mini on text only and show cross-modal retrieval before and after",
         description="Train the LCO adapter on lco-mini-base with text-only triplets (60 steps "
-        "of 16, LoRA r=16, lr 1e-4), then evaluate base and trained models on held-out image, "
-        "OCR, audio and video retrieval (R@1, nDCG@10) and measure anisotropy and mutual-kNN "
-        "alignment per layer. Prints the tables; writes report.json, table.txt, retrieval.png, "
-        "anisotropy.png, mutual_knn.png and analysis.json to OUTPUT. About 9 minutes on 2 CPU "
-        "cores.",
+        "of 16, LoRA r=16 on the attention projections, lr 1e-4), then evaluate base and "
+        "trained models on held-out image, OCR, audio and video retrieval (R@1, nDCG@10) and "
+        "measure anisotropy and mutual-kNN alignment per layer. Prints the tables; writes "
+        "report.json, table.txt, retrieval.png, anisotropy.png, mutual_knn.png and "
+        "analysis.json to OUTPUT. About 9 minutes on 2 CPU cores.",
     )
     add_config_arguments(
         qs,

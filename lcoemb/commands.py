@@ -224,6 +224,7 @@ def cmd_grsl_measure(args: argparse.Namespace) -> int:
         budgets=args.budgets,
         seeds=args.seeds,
         train_steps=args.train_steps,
+        lora_targets=args.lora_targets,
         n_generation=args.n_generation,
         offline_size=args.offline_size,
     )

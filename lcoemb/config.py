@@ -384,7 +384,13 @@ def _redefault(name: str, default: Any, **metadata: Any) -> Any:
     for the old default is dropped)."""
     kept = dict(TrainConfig.__dataclass_fields__[name].metadata)
     kept.pop("default_text", None)
+    if isinstance(default, tuple):  # a list field: a fresh list per instance
+        return field(default_factory=lambda: list(default), metadata={**kept, **metadata})
     return field(default=default, metadata={**kept, **metadata})
+
+
+#: The Linears the quickstart's (and the shipped ``lco-mini``'s) adapter trains: attention only.
+QUICKSTART_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 @dataclass
@@ -419,6 +425,10 @@ class QuickstartConfig(TrainConfig):
     temperature: float = _redefault("temperature", 0.05)
     lora_r: int = _redefault("lora_r", 16)
     lora_alpha: int = field(init=False)
+    #: the attention projections only: at lr 1e-4 they keep >= 92 % of every stage-1 task's
+    #: generation (100 items per task) where every Linear kept 89.7 % of wide-scene captions,
+    #: and they retrieve better in distribution (docs/results/lco-mini/sweep)
+    lora_targets: list[str] = _redefault("lora_targets", QUICKSTART_LORA_TARGETS)  # noqa: RUF009
     #: no LoRA dropout: on CPU its random masks cost as much as the model's matmuls, and a
     #: 60-step run has nothing to regularise
     lora_dropout: float = _redefault("lora_dropout", 0.0)

@@ -171,6 +171,20 @@ def test_grsl_measure_seeds(omni_path, tmp_path, monkeypatch, capsys):
     assert not torch.equal(lora[0][key], lora[1][key])  # the seed reached the LoRA init
     assert main(args) == 0
     assert capsys.readouterr().out.count("measured before") == 2
+    targets = json.loads((Path(adapters[0]) / "adapter_config.json").read_text())
+    assert {t.rsplit(".", 1)[-1] for t in targets["target_modules"]} == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+    }  # the quickstart's default: attention only
+    narrow = tmp_path / "narrow"
+    args = ["grsl", "measure", "--models", str(omni_path), "--output", str(narrow)]
+    args += ["--train-steps", "1", "--n-generation", "1", "--offline-size", "6"]
+    assert main([*args, "--lora-targets", "v_proj"]) == 0
+    row = json.loads((narrow / "measure.json").read_text())["models"][0]
+    targets = json.loads((Path(row["adapter"]) / "adapter_config.json").read_text())
+    assert {t.rsplit(".", 1)[-1] for t in targets["target_modules"]} == {"v_proj"}
     with pytest.raises(ValueError, match="given adapters skip"):
         measure([str(omni_path)], out, adapters=["a"], seeds=[0])
     with pytest.raises(ValueError, match="seeds repeat"):

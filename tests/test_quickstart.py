@@ -93,3 +93,19 @@ def test_unknown_corpus_is_refused():
 
     with pytest.raises(ValueError, match="corpus must be general or in-domain"):
         QuickstartConfig(corpus="nli")
+
+
+def test_shipped_adapter_is_the_quickstarts_recipe():
+    """``lco-mini``'s adapter is what ``lcoemb quickstart`` trains with its defaults: LoRA on
+    the attention projections only, rank 16, alpha 32; each config gets its own target list."""
+    from lcoemb.config import QUICKSTART_LORA_TARGETS, QuickstartConfig
+    from lcoemb.mini.registry import WEIGHTS_DIR
+
+    config, other = QuickstartConfig(), QuickstartConfig()
+    assert config.lora_targets == list(QUICKSTART_LORA_TARGETS)
+    assert QUICKSTART_LORA_TARGETS == ("q_proj", "k_proj", "v_proj", "o_proj")
+    config.lora_targets.append("gate_proj")
+    assert other.lora_targets == list(QUICKSTART_LORA_TARGETS)  # not a shared default list
+    shipped = json.loads((WEIGHTS_DIR / "lco" / "adapter_config.json").read_text())
+    assert sorted(shipped["target_modules"]) == sorted(QUICKSTART_LORA_TARGETS)
+    assert (shipped["r"], shipped["lora_alpha"]) == (other.lora_r, other.lora_alpha) == (16, 32)

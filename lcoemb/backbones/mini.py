@@ -59,8 +59,9 @@ class MiniBackbone(Backbone):
     token only; with the image tower run per item (:attr:`batch_invariant`), every vector is
     bit-identical in bf16 to the one the model's own forward gives the item encoded alone, on
     CPUs whose GEMMs give a row the same bits whatever the number of rows (elsewhere batched
-    vectors differ at the plain forward's own batch noise, cosine ~0.9994). Training keeps the plain forward (:attr:`fast_path_with_grad`), on which
-    the shipped projectors and adapter were trained.
+    vectors differ at the plain forward's own batch noise, cosine ~0.9994). Training keeps the
+    plain forward (:attr:`fast_path_with_grad`), on which the shipped projectors and adapter
+    were trained.
 
     ``max_image_pixels`` sets the side the reading tower's text detector sees (by default
     :data:`~lcoemb.mini.reader.DETECT_SIZE`, 448): the largest multiple of 32 whose square

@@ -82,6 +82,7 @@ def measure(
     budgets: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
     train_steps: int = 60,
+    lora_targets: Sequence[str] | None = None,
     n_generation: int = 50,
     offline_size: int | None = None,
 ) -> dict[str, Any]:
@@ -96,7 +97,8 @@ def measure(
     initialisation, dropout), one row each: the spread of the representation axis for one
     backbone. Generation is the backbone's own (greedy, on fixed held-out items), so it is
     measured once per model and shared by its seeds. A model's seeds share a budget: its
-    entry in ``budgets``, else the model itself.
+    entry in ``budgets``, else the model itself. ``lora_targets`` overrides the text-only
+    training's LoRA targets (:class:`~lcoemb.config.QuickstartConfig`'s by default).
 
     Each model works in its own folder ``output/<index>-<name>`` (checkpoints of different runs
     often share a folder name, such as ``step-100``), each seed in ``seed-<seed>`` below it,
@@ -131,6 +133,8 @@ def measure(
                 "model": os.fspath(model),
                 "adapter": os.fspath(adapters[i]) if adapters is not None else None,
                 "train_steps": train_steps,
+                # only when given, so rows measured before the option existed stay reusable
+                **({"lora_targets": list(lora_targets)} if lora_targets is not None else {}),
                 "n_generation": n_generation,
                 "offline_size": offline_size,
             } | ({} if seed is None else {"seed": seed})
@@ -154,7 +158,9 @@ def measure(
                 seeded = "" if seed is None else f", seed {seed}"
                 print(f"[{name}] text-only LCO training, {train_steps} steps{seeded}")
                 config = QuickstartConfig(
-                    max_steps=train_steps, **({} if seed is None else {"seed": seed})
+                    max_steps=train_steps,
+                    **({} if seed is None else {"seed": seed}),
+                    **({} if lora_targets is None else {"lora_targets": list(lora_targets)}),
                 )
                 adapter = str(train_text_adapter(base, run, config).adapter)
             trained = OmniEncoder.from_pretrained(base, adapter=adapter)

@@ -14,17 +14,19 @@ RUNS=${RUNS:-runs}
 lcoemb mini pretrain --output "$RUNS/base" --cache-dir "$RUNS/features" --steps 2000 \
     --save-steps 100 --keep-checkpoints 0 --lm-lora-r 8 --resume
 
-# 2. the adapter sweep: learning rate and corpus against generation kept and retrieval
-#    (docs/results/lco-mini/sweep/; its general lr 1e-4 run is lcoemb/mini/weights/lco, stored
-#    in bf16)
-for run in "1e-4 60 16 general" "2e-4 60 16 general" "1e-4 60 16 in-domain"; do
+# 2. the adapter sweep: learning rate, corpus and LoRA targets against generation kept and
+#    retrieval (docs/results/lco-mini/sweep/; its general lr 1e-4 attention-only run is
+#    lcoemb/mini/weights/lco, stored in bf16)
+attention=q_proj,k_proj,v_proj,o_proj
+for run in "1e-4 60 16 general" "2e-4 60 16 general" "1e-4 60 16 in-domain" \
+    "1e-4 60 16 general 0 $attention" "2e-4 60 16 general 0 $attention"; do
     # shellcheck disable=SC2086
     python docs/results/lco-mini/sweep/run.py "$RUNS/base" "$RUNS/sweep" $run
 done
 python docs/results/lco-mini/sweep/table.py "$RUNS/sweep"
 
-# 3. the quickstart on the new base (its retrieval rows equal the sweep's general lr 1e-4 run;
-#    it adds the anisotropy and alignment per layer, and the wall time)
+# 3. the quickstart on the new base (its retrieval rows equal the sweep's general lr 1e-4
+#    attention-only run; it adds the anisotropy and alignment per layer, and the wall time)
 lcoemb quickstart --base "$RUNS/base" --output "$RUNS/quickstart"
 
 # 4. generation kept by the adapter, 100 items per task (README's numbers are the shipped
@@ -34,7 +36,11 @@ lcoemb grsl generation --model "$RUNS/base" --adapter "$RUNS/quickstart/lco/adap
 
 # 5. the calibration ablation: text-only, 80/20 text with multimodal calibration, multimodal
 #    only, and no training, each on the quickstart's budget (docs/results/lco-mini/ablation/)
-lcoemb mini ablation --base "$RUNS/base" --output "$RUNS/ablation" --n-generation 20
+#    (measured with LoRA on every LM Linear, the quickstart's default until the shipped adapter
+#    became attention-only; drop --lora-targets for today's default)
+every_linear=(q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)
+lcoemb mini ablation --base "$RUNS/base" --output "$RUNS/ablation" --n-generation 20 \
+    --lora-targets "${every_linear[@]}"
 
 # 6. GRSL across stage-1 budgets: the checkpoints of step 1 at 100, 200, 400, 1000 and 2000
 #    steps, each trained text-only with three seeds (docs/results/lco-mini/grsl/)
@@ -45,5 +51,7 @@ for step in "${budgets[@]}"; do
         --output "$RUNS/variants/step-$step"
     variants+=("$RUNS/variants/step-$step")
 done
+#    (every LM Linear, as step 5)
 lcoemb grsl measure --models "${variants[@]}" --budgets "${budgets[@]}" --seeds 0 1 2 \
-    --n-generation 50 --offline-size 100 --output "$RUNS/grsl"
+    --lora-targets "${every_linear[@]}" --n-generation 50 --offline-size 100 \
+    --output "$RUNS/grsl"
