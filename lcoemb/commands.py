@@ -273,7 +273,7 @@ def cmd_mini_export(args: argparse.Namespace) -> int:
 
 def cmd_mini_demo_folder(args: argparse.Namespace) -> int:
     files = write_demo_folder(args.output, args.n)
-    print(f"wrote {sum(map(len, files.values()))} files to {args.output}; queries that find them:")
+    print(f"wrote {sum(map(len, files.values()))} files to {args.output}; a query for each:")
     for modality, pairs in files.items():
         for path, query in pairs:
             print(f"  {modality:<6} {Path(path).relative_to(args.output)!s:<22} {query!r}")
