@@ -117,6 +117,9 @@ def measure(
         raise ValueError("seeds repeat the text-only training, which given adapters skip")
     if seeds is not None and len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds repeat: {list(seeds)}")
+    # the training's overrides of QuickstartConfig, recorded in each row's settings only when
+    # given, so rows measured before an option existed stay reusable
+    training = {} if lora_targets is None else {"lora_targets": list(lora_targets)}
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -133,8 +136,7 @@ def measure(
                 "model": os.fspath(model),
                 "adapter": os.fspath(adapters[i]) if adapters is not None else None,
                 "train_steps": train_steps,
-                # only when given, so rows measured before the option existed stay reusable
-                **({"lora_targets": list(lora_targets)} if lora_targets is not None else {}),
+                **training,
                 "n_generation": n_generation,
                 "offline_size": offline_size,
             } | ({} if seed is None else {"seed": seed})
@@ -158,9 +160,7 @@ def measure(
                 seeded = "" if seed is None else f", seed {seed}"
                 print(f"[{name}] text-only LCO training, {train_steps} steps{seeded}")
                 config = QuickstartConfig(
-                    max_steps=train_steps,
-                    **({} if seed is None else {"seed": seed}),
-                    **({} if lora_targets is None else {"lora_targets": list(lora_targets)}),
+                    max_steps=train_steps, **({} if seed is None else {"seed": seed}), **training
                 )
                 adapter = str(train_text_adapter(base, run, config).adapter)
             trained = OmniEncoder.from_pretrained(base, adapter=adapter)
