@@ -564,6 +564,8 @@ PRETRAIN_TASKS = (
     "words",
     "scene_wide",
     "clip_wide",
+    "scene_styled",
+    "clip_styled",
 )
 
 #: The projectors stage 1 can train.
@@ -626,6 +628,8 @@ class PretrainConfig:
             "words": 3000,
             "scene_wide": 2500,
             "clip_wide": 1500,
+            "scene_styled": 2500,
+            "clip_styled": 1500,
         },
         metadata={"help": "TASK=N,... training examples per task", "type": task_values(int)},
     )
@@ -640,6 +644,8 @@ class PretrainConfig:
             "words": 0.17,
             "scene_wide": 0.14,
             "clip_wide": 0.08,
+            "scene_styled": 0.14,
+            "clip_styled": 0.08,
         },
         metadata={
             "help": "TASK=W,... sampling weights over "

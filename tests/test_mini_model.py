@@ -138,6 +138,7 @@ def test_pretrain_writes_weights_log_and_report(tmp_path):
     saved = json.loads((out / "pretrain_report.json").read_text())
     keys = {"scene_exact_match", "ocr_char_accuracy", "digit_exact_match", "speech_wer"}
     assert keys <= saved["scores"].keys() and report["seconds"]["training"] > 0
+    assert saved["base"] is None  # from scratch; a continuation names what it continued
     OmniEncoder.from_pretrained(out, device="cpu")  # loads as a backbone
 
 

@@ -271,7 +271,8 @@ def test_task_table_covers_every_generator_once():
     from lcoemb.config import PRETRAIN_TASKS
 
     closed = ["scene", "ocr", "digit", "speech", "clip"]
-    assert list(data.TASKS) == [*closed, "utterance", "words", "scene_wide", "clip_wide"]
+    wide = ["scene_wide", "clip_wide", "scene_styled", "clip_styled"]
+    assert list(data.TASKS) == [*closed, "utterance", "words", *wide]
     assert list(data.TASKS) == list(PRETRAIN_TASKS)  # the command line checks against these
     assert {t.modality for t in data.TASKS.values()} == {"image", "audio", "video"}
     rows = [row for t in data.TASKS.values() for row in t.retrieval]

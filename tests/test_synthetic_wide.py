@@ -15,12 +15,14 @@ import pytest
 from scipy import ndimage
 
 from lcoemb import synthetic as data
-from lcoemb.synthetic import ood, wide
+from lcoemb.synthetic import ood, styles, wide
 from lcoemb.synthetic.scenes import draw_shape
 
 GENERATORS = {
     "scene_wide": wide.scene_wide,
     "clip_wide": wide.clip_wide,
+    "scene_styled": wide.scene_styled,
+    "clip_styled": wide.clip_styled,
     "ood_scene": ood.ood_scene,
     "ood_clip": ood.ood_clip,
 }
@@ -63,6 +65,8 @@ def test_wide_caption_is_the_sample_text_without_rendering():
     for i in range(20):
         assert wide.wide_caption("scene_wide", i, "test") == wide.scene_wide(i, "test").text
         assert wide.wide_caption("clip_wide", i) == wide.clip_wide(i).text
+        assert wide.wide_caption("scene_styled", i) == wide.scene_styled(i).text
+        assert wide.wide_caption("clip_styled", i, "test") == wide.clip_styled(i, "test").text
     with pytest.raises(ValueError, match="kind"):
         wide.wide_caption("scene", 0)
 
@@ -228,7 +232,8 @@ def _closed_grammar_captions() -> set[str]:
 
 def test_ood_captions_are_worded_unlike_any_training_caption():
     training = _closed_grammar_captions()
-    for kind, split in itertools.product(("scene_wide", "clip_wide"), data.SPLITS):
+    kinds = ("scene_wide", "clip_wide", "scene_styled", "clip_styled")
+    for kind, split in itertools.product(kinds, data.SPLITS):
         training |= {wide.wide_caption(kind, i, split) for i in range(3000)}
     vocabulary = {w for text in training for w in re.findall(r"[a-z]+", text)} | set(data.WORDS)
     for kind in ("ood_scene", "ood_clip"):
@@ -289,6 +294,38 @@ def test_ood_scenes_are_drawn_unlike_training_scenes():
     assert styles == set(ood.OOD_STYLES)
     radii = [o[5] / data.IMAGE_SIZE for s in evaluation for o in s.meta["objects"]]
     assert not [r for r in radii if 0.045 <= r <= 0.094]  # outside the wide grammar's sizes
+
+
+def test_styled_scenes_paint_the_captioned_colour_in_every_training_style():
+    """Domain randomisation: every training style and background occurs, none is an OOD one,
+    and whatever the style, most of each object's area is nearest to its caption's colour."""
+    assert not set(styles.TRAIN_STYLES) & set(styles.OOD_STYLES)
+    assert not set(styles.TRAIN_BACKGROUNDS) & set(styles.OOD_BACKGROUNDS)
+    samples = [wide.scene_styled(i) for i in range(60)]
+    assert {s.meta["style"] for s in samples} == set(styles.TRAIN_STYLES)
+    assert {s.meta["background"] for s in samples} == set(styles.TRAIN_BACKGROUNDS)
+    palette = np.array(list(wide.WIDE_COLOURS.values()), float)
+    names = list(wide.WIDE_COLOURS)
+    for sample in samples:
+        image = np.asarray(sample.image).astype(float)
+        for _, shape, colour, cx, cy, r, angle in sample.meta["objects"]:
+            canvas = PIL.Image.new("L", sample.image.size, 0)
+            draw_shape(PIL.ImageDraw.Draw(canvas), shape, cx, cy, r, angle, 255)
+            pixels = image[np.asarray(canvas) > 0]
+            nearest = np.argmin(((pixels[:, None] - palette[None]) ** 2).sum(-1), axis=1)
+            share = (nearest == names.index(colour)).mean()
+            # a ring leaves its middle to the background; every other style covers the area
+            assert share > (0.45 if sample.meta["style"] == "ring" else 0.9), sample.meta
+
+
+def test_styled_clips_keep_one_style_and_background_per_clip():
+    clips = [wide.clip_styled(i) for i in range(20)]
+    assert {c.meta["style"] for c in clips} <= set(styles.TRAIN_STYLES)
+    assert len({c.meta["background"] for c in clips}) >= 3
+    for c in clips:
+        assert len(c.frames) == data.CLIP_FRAMES and c.frames[0].dtype == np.uint8
+        corners = [f[:3, :3] for f in c.frames]  # the still background shows in a corner
+        assert sum(np.array_equal(corners[0], k) for k in corners) >= len(corners) - 2
 
 
 def test_ood_clips_are_textured_and_noise_changes_every_frame():

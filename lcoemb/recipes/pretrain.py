@@ -409,6 +409,7 @@ def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
     scores = generation_scores(encoder, config.eval_size)
     report = {
         "config": asdict(config),
+        "base": base,  # None: from scratch; else the model this run continued
         "seconds": {
             "features": feature_seconds,
             "training": train_seconds,

@@ -28,7 +28,9 @@ The rooms
                               (``wamerican``), in disjoint partitions
 :mod:`~.general`              general text-only training triplets over those sentences
 :mod:`~.pages`                document pages in five languages (offline document retrieval)
-:mod:`~.wide`                 a wider scene and clip grammar (stage 1)
+:mod:`~.wide`                 a wider scene and clip grammar (stage 1), solid or styled
+:mod:`~.styles`               shape styles and backgrounds: training ones (domain
+                              randomisation) and the disjoint OOD ones
 :mod:`~.ood`, :mod:`~.ood_text`  out-of-distribution image, video, OCR and speech sets
 :mod:`~.tasks`                :data:`TASKS`, the one table over the generators; :func:`dataset`;
                               :data:`OOD_SETS`

@@ -6,14 +6,14 @@ the *concepts* of the wide grammar (:mod:`~lcoemb.synthetic.wide`: its colours, 
 positions, relations and motions, so the model can know them) and change everything else:
 
 * **rendering**: shapes are never solid: outlined, striped, dotted along the edge or
-  checker-filled (:data:`OOD_STYLES`; training shapes are always solid fills); scene objects
-  have a circumradius of 0.028-0.04 of the side (three or four in a group) or 0.099-0.143 (the
-  others), never the wide grammar's 0.045-0.094 (a layout that does not fit shrinks its objects
-  by 10 %, which no sample among the first thousand needs); a clip object's starting
-  circumradius is 0.14-0.17 of the side alone or 0.085-0.1 beside another (training: 0.09-0.13
-  and 0.06-0.08); backgrounds are grey noise, a checkerboard or stripes
-  (:data:`OOD_BACKGROUNDS`), never the smooth gradient of
-  :func:`~lcoemb.synthetic.scenes.gradient`; clip noise is drawn afresh every frame;
+  checker-filled (:data:`~lcoemb.synthetic.styles.OOD_STYLES`, none of them a training style:
+  see :mod:`~lcoemb.synthetic.styles`); scene objects have a circumradius of 0.028-0.04 of the
+  side (three or four in a group) or 0.099-0.143 (the others), never the wide grammar's
+  0.045-0.094 (a layout that does not fit shrinks its objects by 10 %, which no sample among
+  the first thousand needs); a clip object's starting circumradius is 0.14-0.17 of the side
+  alone or 0.085-0.1 beside another (training: 0.09-0.13 and 0.06-0.08); backgrounds are grey
+  noise, a checkerboard or stripes (:data:`~lcoemb.synthetic.styles.OOD_BACKGROUNDS`), never a
+  training background; clip noise is drawn afresh every frame;
 * **wording**: templates and phrases that no training generator uses (compass directions,
   ``"-coloured"``, ``"three-sided shapes"``, ``"drifts westward"``, ``"swells in size"``...).
   Every caption has five or more words and contains at least one word that no training caption
@@ -29,20 +29,17 @@ so retrieval over the set has one right answer per query.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import PIL.Image
-import PIL.ImageDraw
-from scipy import ndimage
 
 from lcoemb.synthetic.clips import CLIP_FPS, CLIP_FRAMES, CLIP_SIZE
 from lcoemb.synthetic.samples import IMAGE_SIZE, AnySample, ClipSample, Sample
-from lcoemb.synthetic.scenes import draw_shape
 from lcoemb.synthetic.seeds import choice, sample_rng, uniform
+from lcoemb.synthetic.styles import OOD_BACKGROUNDS, OOD_STYLES, background, paint_shape
 from lcoemb.synthetic.wide import (
     MOTION_VECTORS,
     WIDE_COLOURS,
@@ -54,13 +51,6 @@ from lcoemb.synthetic.wide import (
     scene_attrs,
     scene_layout,
 )
-
-#: How a shape is drawn: never the solid fill of every training generator.
-OOD_STYLES = ("outline", "striped", "dotted", "checked")
-#: Textured grey backgrounds, unlike the training gradient.
-OOD_BACKGROUNDS = ("noise", "checker", "stripes")
-#: Grey levels of the backgrounds stay inside this range, away from black and white.
-_GREY_RANGE = (30, 225)
 
 # --- words: none of these phrasings occurs in a training generator -------------------------
 
@@ -188,63 +178,7 @@ def _clip_words(rng: np.random.Generator) -> tuple[dict[str, Any], str]:
     return attrs, choice(rng, templates).format(**slots)
 
 
-# --- rendering -----------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4)
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.mgrid[0:size, 0:size]
-
-
-def _background(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
-    """A ``size x size x 3`` uint8 textured grey: noise, checkerboard or stripes."""
-    level = uniform(rng, 85, 165)
-    tint = rng.integers(-8, 9, size=3).astype(np.float32)
-    if kind == "noise":
-        grey = rng.normal(0.0, uniform(rng, 10, 16), (size, size)).astype(np.float32)
-    else:
-        ys, xs = _grid(size)
-        period = int(rng.integers(8, 17))
-        if kind == "checker":
-            pattern = (xs // period + ys // period) % 2
-        else:
-            slope = choice(rng, ((1, 0), (0, 1), (1, 1), (1, -1)))
-            pattern = ((slope[0] * xs + slope[1] * ys) // (period // 2 + 2)) % 2
-        grey = (pattern.astype(np.float32) - 0.5) * uniform(rng, 30, 50)
-    image = level + grey[..., None] + tint
-    return np.clip(np.rint(image), *_GREY_RANGE).astype(np.uint8)
-
-
-def _stamp(
-    canvas: np.ndarray,
-    shape: str,
-    cx: float,
-    cy: float,
-    r: float,
-    angle: float,
-    colour: tuple[int, int, int],
-    style: str,
-) -> None:
-    """Paint ``shape`` onto ``canvas`` in ``style``: only part of its area gets ``colour``."""
-    size = canvas.shape[0]
-    mask_image = PIL.Image.new("L", (size, size), 0)
-    draw_shape(PIL.ImageDraw.Draw(mask_image), shape, cx, cy, r, angle, 255)
-    area = np.asarray(mask_image) > 0
-    small = r < 10  # a thinner edge and a finer pattern, or nothing but edge would be left
-    stroke = 1 if small else 2 if r < 16 else 3
-    edge = area & ~ndimage.binary_erosion(area, iterations=stroke)
-    ys, xs = _grid(size)
-    if style == "outline":
-        paint = edge
-    elif style == "striped":
-        paint = edge | (area & ((xs + ys) // (2 if small else 3) % 2 == 0))
-    elif style == "dotted":
-        dot = 2 if small else 3
-        paint = edge & ((xs // dot + ys // dot) % 2 == 0)
-    else:  # checked
-        cell = 2 if small else 4
-        paint = edge | (area & ((xs // cell + ys // cell) % 2 == 0))
-    canvas[paint] = colour
+# --- rendering ---------------------------------------------------------------------------
 
 
 def ood_scene(index: int, split: str = "test") -> Sample:
@@ -255,7 +189,7 @@ def ood_scene(index: int, split: str = "test") -> Sample:
     size = IMAGE_SIZE
     style = choice(rng, OOD_STYLES)
     backdrop = choice(rng, OOD_BACKGROUNDS)
-    canvas = _background(rng, backdrop, size)
+    canvas = background(rng, backdrop, size)
     if "relation" in attrs or attrs["count"] <= 2:
         radius = uniform(rng, 0.11, 0.13) * size
     else:
@@ -265,7 +199,7 @@ def ood_scene(index: int, split: str = "test") -> Sample:
         shape = attrs["shape_2" if group else "shape"]
         colour = attrs["colour_2" if group else "colour"]
         angle = math.radians(uniform(rng, -15, 15))
-        _stamp(canvas, shape, cx, cy, r, angle, WIDE_COLOURS[colour], style)
+        paint_shape(canvas, shape, cx, cy, r, angle, WIDE_COLOURS[colour], style)
         objects.append((group, shape, colour, cx, cy, r, angle))
     meta = {
         "kind": "ood_scene",
@@ -298,13 +232,13 @@ def ood_clip(
         motion_track(rng, motion, box, uniform(rng, *fraction) * size, frames)
         for (_, _, motion), box in zip(objects, clip_boxes(rng, len(objects), size), strict=True)
     ]
-    still = _background(rng, backdrop, size)
+    still = background(rng, backdrop, size)
     out = []
     for k in range(frames):
-        canvas = _background(rng, backdrop, size) if backdrop == "noise" else still.copy()
+        canvas = background(rng, backdrop, size) if backdrop == "noise" else still.copy()
         for (colour, shape, _), track in zip(objects, tracks, strict=True):
             cx, cy, r, angle = track[k]
-            _stamp(canvas, shape, cx, cy, r, angle, WIDE_COLOURS[colour], style)
+            paint_shape(canvas, shape, cx, cy, r, angle, WIDE_COLOURS[colour], style)
         out.append(canvas)
     meta = {
         "kind": "ood_clip",

@@ -37,6 +37,9 @@ KIND_IDS = {
     "ood_speech": 13,
     "ood_clip": 14,
     "general": 15,
+    # the wide grammar in other renderings (domain randomisation)
+    "scene_styled": 16,
+    "clip_styled": 17,
 }
 SPLIT_IDS = {"train": 0, "test": 1}
 #: streams of one sample: its own draws, the shuffled order of a balanced pass, source images

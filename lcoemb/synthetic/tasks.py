@@ -29,7 +29,7 @@ from lcoemb.synthetic.samples import AnySample
 from lcoemb.synthetic.scenes import scene
 from lcoemb.synthetic.seeds import SPLIT_IDS, SPLITS
 from lcoemb.synthetic.speech import speech, utterance
-from lcoemb.synthetic.wide import clip_wide, scene_wide
+from lcoemb.synthetic.wide import clip_styled, clip_wide, scene_styled, scene_wide
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,13 @@ TASKS: dict[str, Task] = {
     ),
     "clip_wide": Task(
         "clip_wide", clip_wide, "video", "Describe the video in a few words.", metric="wer"
+    ),
+    # the wide grammar in many renderings (domain randomisation; none is an OOD rendering)
+    "scene_styled": Task(
+        "scene_styled", scene_styled, "image", "Describe the image in a few words.", metric="wer"
+    ),
+    "clip_styled": Task(
+        "clip_styled", clip_styled, "video", "Describe the video in a few words.", metric="wer"
     ),
 }
 #: The names of the multimodal generators (text triplets are not among them).

@@ -44,8 +44,9 @@ from lcoemb.synthetic.clips import CLIP_FPS, CLIP_FRAMES, CLIP_SIZE
 from lcoemb.synthetic.descriptions import COLOURS, SHAPES, WORDS
 from lcoemb.synthetic.fonts import font
 from lcoemb.synthetic.samples import IMAGE_SIZE, ClipSample, Sample
-from lcoemb.synthetic.scenes import draw_shape, gradient
+from lcoemb.synthetic.scenes import gradient
 from lcoemb.synthetic.seeds import choice, sample_rng, uniform
+from lcoemb.synthetic.styles import TRAIN_BACKGROUNDS, TRAIN_STYLES, background, paint_shape
 
 #: The closed grammar's eight colours and six more, each at least 75 apart in RGB from every
 #: other and at least 60 from any grey of :func:`~lcoemb.synthetic.scenes.gradient`.
@@ -239,10 +240,12 @@ def scene_attrs(
     return attrs
 
 
-def _scene_words(index: int, split: str) -> tuple[np.random.Generator, dict[str, Any], str]:
-    rng = sample_rng("scene_wide", split, index)
+def _scene_words(
+    index: int, split: str, kind: str = "scene_wide"
+) -> tuple[np.random.Generator, dict[str, Any], str]:
+    rng = sample_rng(kind, split, index)
     attrs = scene_attrs(
-        rng, "scene_wide", relation_share=0.35, pair_counts=(1, 2, 3), group_counts=WIDE_COUNTS
+        rng, kind, relation_share=0.35, pair_counts=(1, 2, 3), group_counts=WIDE_COUNTS
     )
     be = "is" if attrs["count"] == 1 else "are"
     if "relation" in attrs:
@@ -297,9 +300,11 @@ def clip_attrs(
     return attrs, objects
 
 
-def _clip_words(index: int, split: str) -> tuple[np.random.Generator, dict[str, Any], str]:
-    rng = sample_rng("clip_wide", split, index)
-    attrs, objects = clip_attrs(rng, "clip_wide")
+def _clip_words(
+    index: int, split: str, kind: str = "clip_wide"
+) -> tuple[np.random.Generator, dict[str, Any], str]:
+    rng = sample_rng(kind, split, index)
+    attrs, objects = clip_attrs(rng, kind)
     slots = {}
     for name, (c, s, m) in zip("ab", objects, strict=False):
         slots[name] = f"a {c} {choice(rng, _SHAPE_WORDS[s])[0]}"
@@ -309,13 +314,18 @@ def _clip_words(index: int, split: str) -> tuple[np.random.Generator, dict[str, 
 
 
 def wide_caption(kind: str, index: int, split: str = "train") -> str:
-    """The text of sample ``index`` of ``kind`` (``scene_wide`` or ``clip_wide``) without
-    rendering it: cheap enough to scan thousands of training captions, e.g. to prove that an
-    evaluation caption is none of them."""
-    words = {"scene_wide": _scene_words, "clip_wide": _clip_words}
+    """The text of sample ``index`` of ``kind`` (``scene_wide``, ``clip_wide``,
+    ``scene_styled`` or ``clip_styled``) without rendering it: cheap enough to scan thousands of
+    training captions, e.g. to prove that an evaluation caption is none of them."""
+    words = {
+        "scene_wide": _scene_words,
+        "scene_styled": _scene_words,
+        "clip_wide": _clip_words,
+        "clip_styled": _clip_words,
+    }
     if kind not in words:
         raise ValueError(f"kind must be one of {tuple(words)}, got {kind!r}")
-    return words[kind](index, split)[2]
+    return words[kind](index, split, kind)[2]
 
 
 # --- layout --------------------------------------------------------------------------------
@@ -444,12 +454,37 @@ def _place_word(
 
 def scene_wide(index: int, split: str = "train") -> Sample:
     """Wide scene ``index`` of ``split``: one group at one of nine positions or two groups in a
-    relation, sometimes with a written word, captioned with varied templates."""
-    rng, attrs, text = _scene_words(index, split)
+    relation, sometimes with a written word, captioned with varied templates; solid shapes on a
+    grey gradient."""
+    return _scene(index, split, "scene_wide")
+
+
+def scene_styled(index: int, split: str = "train") -> Sample:
+    """Styled scene ``index`` of ``split``: a wide scene (its own captions, from the same
+    grammar) whose shapes are painted in one of :data:`~lcoemb.synthetic.styles.TRAIN_STYLES`
+    on one of :data:`~lcoemb.synthetic.styles.TRAIN_BACKGROUNDS` (``meta``: ``style``,
+    ``background``), so that stage 1 learns colour and shape apart from one rendering."""
+    return _scene(index, split, "scene_styled")
+
+
+def _rendering(
+    rng: np.random.Generator, styled: bool, size: int, meta: dict[str, Any]
+) -> tuple[str, np.ndarray]:
+    """The shape style and the background of a sample: solid on a grey gradient, or (styled)
+    a training style on a training background, both recorded in ``meta``."""
+    if not styled:
+        return "solid", gradient(rng, size)
+    meta["style"] = style = choice(rng, TRAIN_STYLES)
+    meta["background"] = backdrop = choice(rng, TRAIN_BACKGROUNDS)
+    return style, background(rng, backdrop, size)
+
+
+def _scene(index: int, split: str, kind: str) -> Sample:
+    rng, attrs, text = _scene_words(index, split, kind)
     size = IMAGE_SIZE
-    background = gradient(rng, size)
-    image = PIL.Image.fromarray(background)
-    draw = PIL.ImageDraw.Draw(image)
+    meta: dict[str, Any] = {"kind": kind, "split": split, "index": int(index)}
+    style, canvas = _rendering(rng, kind == "scene_styled", size, meta)
+    backdrop_pixels = canvas.copy()
     if "relation" in attrs:
         radius = uniform(rng, 0.05, 0.065) * size
     else:
@@ -459,13 +494,14 @@ def scene_wide(index: int, split: str = "train") -> Sample:
         shape = attrs["shape_2" if group else "shape"]
         colour = attrs["colour_2" if group else "colour"]
         angle = math.radians(uniform(rng, -15, 15))
-        draw_shape(draw, shape, cx, cy, r, angle, WIDE_COLOURS[colour])
+        paint_shape(canvas, shape, cx, cy, r, angle, WIDE_COLOURS[colour], style, rng)
         objects.append((group, shape, colour, cx, cy, r, angle))
-    meta: dict[str, Any] = {"kind": "scene_wide", "split": split, "index": int(index)}
+    image = PIL.Image.fromarray(canvas)
     meta["objects"] = objects
     if "word" in attrs:
         boxes = [(o[0], o[3], o[4], o[5]) for o in objects]
-        meta.update(_place_word(rng, attrs["word"], boxes, background, draw))
+        draw = PIL.ImageDraw.Draw(image)
+        meta.update(_place_word(rng, attrs["word"], boxes, backdrop_pixels, draw))
     return Sample(image, text, attrs, meta)
 
 
@@ -541,9 +577,22 @@ def clip_wide(
     fps: float = CLIP_FPS,
 ) -> ClipSample:
     """Wide clip ``index`` of ``split``: one or two shapes, each moving, growing, shrinking or
-    spinning, described with varied templates."""
-    rng, attrs, text = _clip_words(index, split)
-    background = gradient(rng, size)
+    spinning, described with varied templates; solid shapes on a grey gradient."""
+    return _clip(index, split, "clip_wide", size, frames, fps)
+
+
+def clip_styled(index: int, split: str = "train") -> ClipSample:
+    """Styled clip ``index`` of ``split``: a wide clip (its own captions; 8 frames of 112x112
+    at 4 fps) painted in one of :data:`~lcoemb.synthetic.styles.TRAIN_STYLES` on one of
+    :data:`~lcoemb.synthetic.styles.TRAIN_BACKGROUNDS`, as :func:`scene_styled` is a styled
+    scene."""
+    return _clip(index, split, "clip_styled", CLIP_SIZE, CLIP_FRAMES, CLIP_FPS)
+
+
+def _clip(index: int, split: str, kind: str, size: int, frames: int, fps: float) -> ClipSample:
+    rng, attrs, text = _clip_words(index, split, kind)
+    meta: dict[str, Any] = {"kind": kind, "split": split, "index": int(index)}
+    style, still = _rendering(rng, kind == "clip_styled", size, meta)
     objects = clip_objects(attrs)
     fraction = (0.09, 0.13) if len(objects) == 1 else (0.06, 0.08)
     tracks = [
@@ -552,11 +601,10 @@ def clip_wide(
     ]
     out = []
     for k in range(frames):
-        image = PIL.Image.fromarray(background)
-        draw = PIL.ImageDraw.Draw(image)
+        canvas = still.copy()
         for (colour, shape, _), track in zip(objects, tracks, strict=True):
             cx, cy, r, angle = track[k]
-            draw_shape(draw, shape, cx, cy, r, angle, WIDE_COLOURS[colour])
-        out.append(np.asarray(image))
-    meta = {"kind": "clip_wide", "split": split, "index": int(index), "tracks": tracks}
+            paint_shape(canvas, shape, cx, cy, r, angle, WIDE_COLOURS[colour], style, rng)
+        out.append(canvas)
+    meta["tracks"] = tracks
     return ClipSample(out, float(fps), text, attrs, meta)
