@@ -178,7 +178,7 @@ def _clip_words(rng: np.random.Generator) -> tuple[dict[str, Any], str]:
     return attrs, choice(rng, templates).format(**slots)
 
 
-# --- rendering ---------------------------------------------------------------------------
+# --- rendering (styles and backgrounds: lcoemb.synthetic.styles) --------------------------
 
 
 def ood_scene(index: int, split: str = "test") -> Sample:

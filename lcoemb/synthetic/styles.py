@@ -122,14 +122,14 @@ def paint_shape(
     if style in ("shaded", "speckled"):
         if rng is None:
             raise ValueError(f"style {style!r} needs an rng")
-        n = int(area.sum())
         if style == "shaded":
             ys, xs = _grid(size)
             theta = uniform(rng, 0.0, 2 * np.pi)
             t = (np.cos(theta) * (xs - cx) + np.sin(theta) * (ys - cy)) / max(r, 1.0)
             shift = t[area][:, None] * uniform(rng, 30, 45)
         else:
-            shift = rng.normal(0.0, uniform(rng, 14, 22), (n, 3)).astype(np.float32)
+            noise = uniform(rng, 14, 22)
+            shift = rng.normal(0.0, noise, (int(area.sum()), 3)).astype(np.float32)
         canvas[area] = np.clip(np.rint(rgb + shift), 0, 255).astype(np.uint8)
         return
     if style == "translucent":

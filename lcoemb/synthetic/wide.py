@@ -241,7 +241,7 @@ def scene_attrs(
 
 
 def _scene_words(
-    index: int, split: str, kind: str = "scene_wide"
+    index: int, split: str, kind: str
 ) -> tuple[np.random.Generator, dict[str, Any], str]:
     rng = sample_rng(kind, split, index)
     attrs = scene_attrs(
@@ -301,7 +301,7 @@ def clip_attrs(
 
 
 def _clip_words(
-    index: int, split: str, kind: str = "clip_wide"
+    index: int, split: str, kind: str
 ) -> tuple[np.random.Generator, dict[str, Any], str]:
     rng = sample_rng(kind, split, index)
     attrs, objects = clip_attrs(rng, kind)
