@@ -698,6 +698,16 @@ class PretrainConfig:
             "lcoemb.mini.reader); --no-reading as in the shipped base's first stage-1 run"
         },
     )
+    transcript_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "embed a clip in which Whisper tiny.en hears speech as its transcript, at most "
+            "N LM tokens, instead of its audio tokens (lcoemb.mini.model.LCOMini.embed_audio); "
+            "0 = audio tokens only. The audio projector learns nothing from a clip embedded as "
+            "its transcript, so stage 1 leaves this off and the shipped base turns it on after",
+            "default_text": "the base's own; 0 from scratch",
+        },
+    )
     train: list[str] = field(
         default_factory=lambda: list(PROJECTOR_NAMES),
         metadata={

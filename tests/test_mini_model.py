@@ -61,6 +61,54 @@ def test_every_modality_encodes_and_padding_does_not_move_positions(mini):
     assert cos.min() > 0.9999
 
 
+def test_a_clip_with_speech_is_its_transcript(tmp_path):
+    """In a transcribing model, a clip with a transcript is the LM's own embeddings of its first
+    ``transcript_tokens`` ids, and a clip without one is its audio tokens; a model that does not
+    transcribe ignores transcripts, and a config written before the field existed loads as one
+    that does not."""
+    lm, _ = load_smollm2()
+    features, ids = torch.randn(40, 384), torch.tensor([5, 6, 7, 8])
+    plain = LCOMini(LCOMiniConfig(), lm)
+    audio = plain.embed_audio_features(features)
+    assert audio.shape == (10, 576)  # 40 frames stacked 4 at a time
+    assert not plain.transcribes and torch.equal(plain.embed_audio(features, ids), audio)
+    config = LCOMiniConfig(transcript_tokens=3)
+    config.save(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    del raw["transcript_tokens"]
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    assert LCOMiniConfig.load(tmp_path).transcript_tokens == 0
+    heard = LCOMini(config, lm)
+    heard.load_state_dict(plain.state_dict())
+    assert torch.equal(heard.embed_audio(features, ids), heard.input_embeddings(ids[:3]))
+    assert torch.equal(heard.embed_audio(features, ids[:0]), audio)  # no speech heard
+    assert torch.equal(heard.embed_audio(features, None), audio)
+
+
+def test_a_transcribing_model_encodes_what_it_heard(mini, mini_dir, tmp_path):
+    folder = tmp_path / "heard"
+    shutil.copytree(mini_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "transcript_tokens": 300}))
+    heard = OmniEncoder.from_pretrained(folder, device="cpu", dtype="float32")
+    speech = [synthetic.speech(i) for i in range(2)]
+    clips = [Audio(s.wave, sampling_rate=s.sampling_rate) for s in speech]
+    waves = [s.wave for s in speech]
+    ids = heard.backbone._listen(waves)[1]
+    assert mini.backbone._listen(waves)[1] == [None, None]  # never transcribes
+    words = heard.backbone.tokenizer.decode(ids[0]).lower()
+    assert sum(w in words for w in speech[0].text.lower().split()) >= 2, (words, speech[0].text)
+    together = heard.encode([*clips, "a red circle"], batch_size=3)
+    alone = np.concatenate([heard.encode([c]) for c in clips])
+    np.testing.assert_allclose(together[:2], alone, atol=1e-4)
+    cos = (together[:2] * mini.encode(clips)).sum(1)
+    assert cos.max() < 0.999  # the transcript changes the vector
+    # silence has no transcript, so it stays its audio tokens: the same vector in both models
+    silence = Audio(np.zeros(16_000, np.float32), sampling_rate=16_000)
+    assert heard.backbone._listen([silence.source])[1][0].numel() == 0
+    np.testing.assert_allclose(heard.encode([silence]), mini.encode([silence]), atol=1e-6)
+
+
 def test_lora_targets_and_generation(mini):
     targets = mini.backbone.lora_target_modules()
     assert len(targets) == 7 * mini.backbone.num_layers
@@ -115,23 +163,28 @@ def test_pretrain_writes_weights_log_and_report(tmp_path):
         eval_size=2,
         train_size={"scene": 8, "ocr": 8, "digit": 4, "speech": 4, "clip": 4},
         cache_dir=str(tmp_path / "features"),
+        transcript_tokens=300,
     )
     report = pretrain(config)
     cached = sorted(p.name for p in (tmp_path / "features").iterdir())
-    kinds = [*config.train_size, "scene-read", "ocr-read", "digit-read"]  # images get reading
+    # images get reading tokens, clips transcripts
+    kinds = [*config.train_size, "scene-read", "ocr-read", "digit-read", "speech-transcript"]
     sizes = {**config.train_size, "scene-read": 8, "ocr-read": 8, "digit-read": 4}
+    sizes["speech-transcript"] = 4
     assert cached == sorted(f"{k}-v1-n{sizes[k]}.safetensors" for k in kinds)
     # a second run reads the features back instead of recomputing them (no towers run)
     from lcoemb.recipes.pretrain import build_examples
 
-    class Reads:  # stands in for the backbone: only its model's `reads` is asked
-        model = type("M", (), {"reads": True})
+    class Reads:  # stands in for the backbone: only its model's `reads`, `transcribes` asked
+        model = type("M", (), {"reads": True, "transcribes": True})
 
     again = build_examples(Reads, config)
     assert len(again) == 28 and again[0].features.dtype == torch.bfloat16
     ocr = [ex for ex in again if ex.task == "ocr"]
     assert all(ex.reading is not None and ex.reading.shape[1] == 256 for ex in ocr)
     assert sum(len(ex.reading) for ex in ocr) > 0  # rendered words are read
+    speech = [ex for ex in again if ex.task == "speech"]
+    assert all(ex.transcript.dtype == torch.long and len(ex.transcript) for ex in speech)
     out = tmp_path / "stage1"
     assert (out / "projectors.safetensors").is_file() and (out / "config.json").is_file()
     assert len((out / "pretrain_log.jsonl").read_text().splitlines()) == 3
@@ -139,6 +192,7 @@ def test_pretrain_writes_weights_log_and_report(tmp_path):
     keys = {"scene_exact_match", "ocr_char_accuracy", "digit_exact_match", "speech_wer"}
     assert keys <= saved["scores"].keys() and report["seconds"]["training"] > 0
     assert saved["base"] is None  # from scratch; a continuation names what it continued
+    assert json.loads((out / "config.json").read_text())["transcript_tokens"] == 300
     OmniEncoder.from_pretrained(out, device="cpu")  # loads as a backbone
 
 

@@ -7,6 +7,7 @@ that installs it (CI installs them all).
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,6 +30,7 @@ from lcoemb.mini.towers import (
     TowerUnavailableError,
     audio_token_count,
 )
+from lcoemb.synthetic.speech import synthesize
 
 SR = 16_000
 
@@ -181,6 +183,41 @@ def test_long_clips_are_chunked(audio_tower: towers.AudioTower, speech: np.ndarr
     assert tokens.shape == (1525, AUDIO_HIDDEN)
     head = audio_tower([wave[: 30 * SR]])[0]
     torch.testing.assert_close(tokens[:1500], head, atol=1e-4, rtol=1e-4)
+
+
+SENTENCE = "please open the window and let the fresh air in"
+
+
+@pytest.fixture(scope="session")
+def sentence() -> np.ndarray:
+    """A ten-word sentence spoken by espeak-ng's en-us voice (16 kHz mono)."""
+    return synthesize(SENTENCE, "en-us", 150)
+
+
+def test_listen_transcribes_speech_and_not_silence(
+    audio_tower: towers.AudioTower, sentence: np.ndarray
+) -> None:
+    """Whisper's transcript of the clip, from the same encoder pass as its features; silence and
+    noise give no words (Whisper says "you" for them unless the no-speech rule drops it)."""
+    silence = np.zeros(SR, np.float32)
+    noise = np.random.default_rng(0).normal(0, 0.01, 2 * SR).astype(np.float32)
+    features, texts = audio_tower.listen([sentence, silence, noise])
+    heard = re.sub(r"[^a-z ]", "", texts[0].lower()).split()
+    assert sum(w in heard for w in SENTENCE.split()) >= 8, texts[0]
+    assert texts[1:] == ["", ""]
+    for listened, plain in zip(features, audio_tower([sentence, silence, noise])):
+        assert torch.equal(listened, plain)
+    assert audio_tower.listen([]) == ([], [])
+
+
+def test_listen_joins_the_windows_of_a_long_clip(
+    audio_tower: towers.AudioTower, sentence: np.ndarray
+) -> None:
+    wave = np.zeros(35 * SR, np.float32)  # the sentence in each of two windows, silence between
+    wave[SR : SR + len(sentence)] = sentence
+    wave[30 * SR : 30 * SR + len(sentence)] = sentence
+    (text,) = audio_tower.listen([wave])[1]
+    assert text.lower().count("window") == 2, text
 
 
 def test_audio_rejects_bad_input(audio_tower: towers.AudioTower) -> None:

@@ -183,7 +183,7 @@ class MiniBackbone(Backbone):
         tower = load_image_tower()
         features = [tower(chunk) for chunk in chunks if chunk]
         image_features = torch.cat(features).to(device) if features else None
-        audio_feats = load_audio_tower()(waves) if waves else []
+        audio_feats, transcripts = self._listen(waves)
         images = [v for item in items for m, v in item.parts if m == "image"]
         reading = iter(self._reading(images))
         out: list[list[torch.Tensor]] = []
@@ -200,10 +200,27 @@ class MiniBackbone(Backbone):
                     embs.append(frame_tokens.flatten(0, 1))
                     f += n
                 elif modality == "audio":
-                    embs.append(self.model.embed_audio_features(audio_feats[a].to(device)))
+                    embs.append(self.model.embed_audio(audio_feats[a].to(device), transcripts[a]))
                     a += 1
             out.append(embs)
         return out
+
+    def _listen(self, waves: list[Any]) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """The audio tower's features per clip, and the token ids of Whisper's transcript per
+        clip for a model that transcribes (``None`` for one that does not: Whisper's decoder
+        never runs for it)."""
+        if not waves:
+            return [], []
+        if not self.model.transcribes:
+            return load_audio_tower()(waves), [None] * len(waves)
+        features, texts = load_audio_tower().listen(waves)
+        return features, self.transcript_ids(texts)
+
+    def transcript_ids(self, texts: list[str]) -> list[torch.Tensor]:
+        """Transcripts as the LM's token ids, at most the config's ``transcript_tokens`` each."""
+        cap = self.model.mini_config.transcript_tokens
+        ids = self.tokenizer(texts, add_special_tokens=False).input_ids if texts else []
+        return [torch.tensor(i[:cap], dtype=torch.long) for i in ids]
 
     @property
     def detect_size(self) -> int:

@@ -67,13 +67,15 @@ class Example:
     features: torch.Tensor  # frozen tower output: (9, 1280), (frames, 9, 1280) or (T, 384)
     target: str
     reading: torch.Tensor | None = None  # an image's reading tokens (n, 256)
+    transcript: torch.Tensor | None = None  # a clip's transcript as LM token ids (n,)
 
 
 def tower_features(
     backbone: Any, modality: str, samples: list[Any], batch: int = 32, desc: str = "features"
 ) -> list[Any]:
     """Frozen tower outputs for samples, computed once (towers never change in stage 1).
-    ``modality`` ``"read"`` gives images' reading tokens."""
+    ``modality`` ``"read"`` gives images' reading tokens, ``"transcript"`` clips' transcripts
+    as LM token ids."""
     out: list[torch.Tensor] = []
     for s in tqdm(range(0, len(samples), batch), desc=desc, unit="batch"):
         chunk = samples[s : s + batch]
@@ -83,6 +85,9 @@ def tower_features(
             out += list(load_image_tower()([x.image for x in chunk]).to(torch.bfloat16))
         elif modality == "audio":
             out += [f.to(torch.bfloat16) for f in load_audio_tower()([x.wave for x in chunk])]
+        elif modality == "transcript":
+            texts = load_audio_tower().listen([x.wave for x in chunk])[1]
+            out += backbone.transcript_ids(texts)
         else:
             for x in chunk:
                 frames = [_pil(x.frames[i]) for i in backbone.model.frame_indices(len(x.frames))]
@@ -95,23 +100,24 @@ def _pil(frame: Any) -> Any:
 
 
 def cached_features(
-    backbone: Any, task: str, samples: list[Any], cache_dir: Path | None, reading: bool = False
+    backbone: Any, task: str, samples: list[Any], cache_dir: Path | None, part: str = "features"
 ) -> list[torch.Tensor]:
-    """Tower features of ``samples`` (their reading tokens with ``reading``), read from
-    ``cache_dir`` when an earlier run computed them (the key names the data version, task and
-    count, and for corpus tasks the corpus fingerprint, so a changed generator or corpus is never
-    reused)."""
-    modality = "read" if reading else TASKS[task].modality
+    """Tower outputs of ``samples``: their ``part``, ``"features"``, ``"read"`` (images' reading
+    tokens) or ``"transcript"`` (clips' transcripts as LM token ids), read from ``cache_dir``
+    when an earlier run computed them (the key names the data version, task, part and count, and
+    for corpus tasks the corpus fingerprint, so a changed generator or corpus is never reused).
+    A transcript is cached as the ids of the LM's tokenizer, uncapped: the cap applies when the
+    model embeds it."""
+    modality = TASKS[task].modality if part == "features" else part
     path = None
     if cache_dir is not None:
-        kind = f"{task}-read" if reading else task
+        kind = task if part == "features" else f"{task}-{part}"
         version = DATA_VERSION + (f"-{corpus_fingerprint()}" if TASKS[task].corpus else "")
         path = cache_dir / f"{kind}-v{version}-n{len(samples)}.safetensors"
         if path.is_file():
             stored = load_file(str(path))
             return [stored[str(i)] for i in range(len(samples))]
-    desc = f"{task} {'reading tokens' if reading else 'features'}"
-    feats = tower_features(backbone, modality, samples, desc=desc)
+    feats = tower_features(backbone, modality, samples, desc=f"{task} {part}")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -123,7 +129,7 @@ def cached_features(
 def build_examples(backbone: Any, config: PretrainConfig) -> list[Example]:
     """The training examples of every task ``config`` draws from (``task_weights`` > 0):
     ``train_size`` generated samples each, as cached tower features (and reading tokens for
-    images when the model reads)."""
+    images when the model reads, transcripts for clips when it transcribes)."""
     cache_dir = Path(config.cache_dir) if config.cache_dir else None
     examples: list[Example] = []
     for task, n in config.train_size.items():
@@ -132,9 +138,15 @@ def build_examples(backbone: Any, config: PretrainConfig) -> list[Example]:
         samples = dataset(task, "train", n)
         feats = cached_features(backbone, task, samples, cache_dir)
         reads: list[Any] = [None] * len(samples)
-        if TASKS[task].modality == "image" and backbone.model.reads:
-            reads = cached_features(backbone, task, samples, cache_dir, reading=True)
-        examples += [Example(task, f, s.text, r) for f, s, r in zip(feats, samples, reads)]
+        transcripts: list[Any] = [None] * len(samples)
+        modality = TASKS[task].modality
+        if modality == "image" and backbone.model.reads:
+            reads = cached_features(backbone, task, samples, cache_dir, "read")
+        if modality == "audio" and backbone.model.transcribes:
+            transcripts = cached_features(backbone, task, samples, cache_dir, "transcript")
+        examples += [
+            Example(task, f, s.text, r, t) for f, s, r, t in zip(feats, samples, reads, transcripts)
+        ]
     return examples
 
 
@@ -142,7 +154,7 @@ def media_embedding(model: Any, modality: str, example: Example) -> torch.Tensor
     """The LM input embeddings of an example's media (its projected tower features)."""
     features = example.features.float()
     if modality == "audio":
-        return model.embed_audio_features(features)
+        return model.embed_audio(features, example.transcript)
     if modality == "video":
         return model.embed_image_features(features).flatten(0, 1)
     reading = example.reading.float() if example.reading is not None else None
@@ -287,7 +299,8 @@ def _stage1_backbone(
     config: PretrainConfig, base: str | None, out: Path
 ) -> tuple[MiniBackbone, list[torch.nn.Parameter]]:
     """A fresh LCO-Mini (or ``base``) with only ``config.train``'s projectors trainable, and the
-    parameters of the LM LoRA ``config.lm_lora_r`` asks for (empty for none)."""
+    parameters of the LM LoRA ``config.lm_lora_r`` asks for (empty for none); with
+    ``config.transcript_tokens`` set, the model transcribes clips as it says."""
     lm_dtype = torch.bfloat16 if config.bf16 else torch.float32
     if base is None:
         lm, tok = load_smollm2(lm_dtype)
@@ -298,6 +311,8 @@ def _stage1_backbone(
         if config.reading:
             backbone.model.add_reading(READ_HIDDEN)
     model = backbone.model
+    if config.transcript_tokens is not None:
+        model.mini_config.transcript_tokens = config.transcript_tokens
     unknown = sorted(set(config.train) - set(PROJECTOR_NAMES))
     if unknown:
         raise ValueError(f"unknown projectors to train: {unknown}; choose from {PROJECTOR_NAMES}")
