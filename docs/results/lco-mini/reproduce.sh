@@ -29,15 +29,18 @@ lcoemb mini pretrain --base "$RUNS/base" --output "$RUNS/base-styled" \
 #     what each base names on the OOD scenes and clips
 python docs/results/lco-mini/styled/naming.py "$RUNS/base" "$RUNS/base-styled"
 
-# 1c. the audio tower transcribes: a clip in which Whisper tiny.en hears speech is embedded as
-#     Whisper's transcript (lcoemb.mini.model.LCOMini.embed_audio); nothing is trained, the
-#     folder is step 1b's with transcript_tokens set (-> lcoemb/mini/weights/base;
-#     docs/results/lco-mini/heard/: replace/ is the quickstart of step 3 on it)
+# 1c. the transcribing variant, not shipped: a clip in which Whisper tiny.en hears speech is
+#     embedded as Whisper's transcript (lcoemb.mini.model.LCOMini.embed_audio); nothing is
+#     trained, the folder is step 1b's with transcript_tokens set; then the quickstart and
+#     generation kept on it (docs/results/lco-mini/heard/replace/). heard/append-1c/ put the
+#     transcript after the audio tokens, which the code no longer does; its
+#     pretrain_report.json holds that run's settings
 rm -rf "$RUNS/base-heard" && cp -r "$RUNS/base-styled" "$RUNS/base-heard"
 python -c 'import sys; from lcoemb.mini.model import LCOMiniConfig as C
 c = C.load(sys.argv[1]); c.transcript_tokens = 300; c.save(sys.argv[1])' "$RUNS/base-heard"
-#     (heard/append-1c/, the alternative not shipped, put the transcript after the audio tokens,
-#     which the code no longer does; its pretrain_report.json holds the run's settings)
+lcoemb quickstart --base "$RUNS/base-heard" --output "$RUNS/quickstart-heard"
+lcoemb grsl generation --model "$RUNS/base-heard" --adapter lcoemb/mini/weights/lco --n 100 \
+    --output "$RUNS/generation-heard"
 
 # 2. the adapter sweep on the step-1 base: learning rate, corpus and LoRA targets against
 #    generation kept and retrieval (docs/results/lco-mini/sweep/)
@@ -53,13 +56,13 @@ python docs/results/lco-mini/sweep/table.py "$RUNS/sweep"
 python docs/results/lco-mini/sweep/run.py "$RUNS/base-styled" "$RUNS/sweep-styled" \
     1e-4 60 16 general 0 "$attention"
 
-# 3. the quickstart on the shipped base (it adds the anisotropy and alignment per layer, and the
+# 3. the quickstart on the styled base (it adds the anisotropy and alignment per layer, and the
 #    wall time)
-lcoemb quickstart --base "$RUNS/base-heard" --output "$RUNS/quickstart"
+lcoemb quickstart --base "$RUNS/base-styled" --output "$RUNS/quickstart"
 
 # 4. generation kept by the adapter, 100 items per task (README's numbers are the shipped
 #    bf16 copy: `lcoemb grsl generation --model lco-mini --n 100`)
-lcoemb grsl generation --model "$RUNS/base-heard" --adapter "$RUNS/quickstart/lco/adapter" \
+lcoemb grsl generation --model "$RUNS/base-styled" --adapter "$RUNS/quickstart/lco/adapter" \
     --n 100 --output "$RUNS/generation"
 
 # 5. the calibration ablation on the step-1 base (measured before step 1b): text-only, 80/20
