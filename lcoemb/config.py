@@ -704,7 +704,7 @@ class PretrainConfig:
             "help": "embed a clip in which Whisper tiny.en hears speech as its transcript, at most "
             "N LM tokens, instead of its audio tokens (lcoemb.mini.model.LCOMini.embed_audio); "
             "0 = audio tokens only. The audio projector learns nothing from a clip embedded as "
-            "its transcript, so stage 1 leaves this off and the shipped base turns it on after",
+            "its transcript, so stage 1 leaves this off (the shipped base does not transcribe)",
             "default_text": "the base's own; 0 from scratch",
         },
     )
