@@ -425,6 +425,10 @@ class AudioTower:
             feature_size=_N_MELS, sampling_rate=AUDIO_SAMPLING_RATE
         )
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        #: English transcription without timestamps (tiny.en has no language or task tokens)
+        self._transcribe_prompt = [
+            self.tokenizer.token_to_id(t) for t in ("<|startoftranscript|>", "<|notimestamps|>")
+        ]
 
     def features(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         """Log-mel features ``(N, 80, 3000)`` float32 of windows of at most 30 s each.
@@ -463,12 +467,9 @@ class AudioTower:
         or tones ("you"; measured: silence 0.95, noise 0.88, a 440 Hz tone 0.68, and at most 0.47
         on the held-out speech set). Whisper also keeps such a window when its mean
         log-probability is above -1; that keeps "you" for silence, so it is not used here."""
-        prompt = [
-            self.tokenizer.token_to_id(t) for t in ("<|startoftranscript|>", "<|notimestamps|>")
-        ]
         results = self.model.generate(
             states,
-            [prompt] * states.shape[0],
+            [self._transcribe_prompt] * states.shape[0],
             beam_size=1,
             max_length=TRANSCRIPT_MAX_LENGTH,
             return_no_speech_prob=True,

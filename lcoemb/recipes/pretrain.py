@@ -71,27 +71,35 @@ class Example:
 
 
 def tower_features(
-    backbone: Any, modality: str, samples: list[Any], batch: int = 32, desc: str = "features"
-) -> list[Any]:
-    """Frozen tower outputs for samples, computed once (towers never change in stage 1).
-    ``modality`` ``"read"`` gives images' reading tokens, ``"transcript"`` clips' transcripts
-    as LM token ids."""
-    out: list[torch.Tensor] = []
+    backbone: Any, modality: str, samples: list[Any], parts: tuple[str, ...], desc: str
+) -> dict[str, list[torch.Tensor]]:
+    """Frozen tower outputs for samples, computed once (towers never change in stage 1), by
+    part: ``"features"`` (the modality's tower), ``"read"`` (images' reading tokens) and
+    ``"transcript"`` (clips' transcripts as LM token ids; Whisper's decoder reads the encoder
+    states the features come from, so asking for both runs the encoder once)."""
+    out: dict[str, list[torch.Tensor]] = {part: [] for part in parts}
+    batch = 32
     for s in tqdm(range(0, len(samples), batch), desc=desc, unit="batch"):
         chunk = samples[s : s + batch]
-        if modality == "read":
-            out += [t.to(torch.bfloat16) for t in load_text_reader()([x.image for x in chunk])]
+        if modality == "audio":
+            waves = [x.wave for x in chunk]
+            if "transcript" in parts:
+                feats, texts = load_audio_tower().listen(waves)
+                out["transcript"] += backbone.transcript_ids(texts)
+            else:
+                feats = load_audio_tower()(waves)
+            if "features" in parts:
+                out["features"] += [f.to(torch.bfloat16) for f in feats]
         elif modality == "image":
-            out += list(load_image_tower()([x.image for x in chunk]).to(torch.bfloat16))
-        elif modality == "audio":
-            out += [f.to(torch.bfloat16) for f in load_audio_tower()([x.wave for x in chunk])]
-        elif modality == "transcript":
-            texts = load_audio_tower().listen([x.wave for x in chunk])[1]
-            out += backbone.transcript_ids(texts)
+            images = [x.image for x in chunk]
+            if "features" in parts:
+                out["features"] += list(load_image_tower()(images).to(torch.bfloat16))
+            if "read" in parts:
+                out["read"] += [t.to(torch.bfloat16) for t in load_text_reader()(images)]
         else:
             for x in chunk:
                 frames = [_pil(x.frames[i]) for i in backbone.model.frame_indices(len(x.frames))]
-                out.append(load_image_tower()(frames).to(torch.bfloat16))
+                out["features"].append(load_image_tower()(frames).to(torch.bfloat16))
     return out
 
 
@@ -99,31 +107,43 @@ def _pil(frame: Any) -> Any:
     return frame if isinstance(frame, PIL.Image.Image) else PIL.Image.fromarray(frame)
 
 
+def _cache_path(cache_dir: Path, task: str, part: str, n: int) -> Path:
+    version = DATA_VERSION + (f"-{corpus_fingerprint()}" if TASKS[task].corpus else "")
+    kind = task if part == "features" else f"{task}-{part}"
+    return cache_dir / f"{kind}-v{version}-n{n}.safetensors"
+
+
 def cached_features(
-    backbone: Any, task: str, samples: list[Any], cache_dir: Path | None, part: str = "features"
-) -> list[torch.Tensor]:
-    """Tower outputs of ``samples``: their ``part``, ``"features"``, ``"read"`` (images' reading
-    tokens) or ``"transcript"`` (clips' transcripts as LM token ids), read from ``cache_dir``
-    when an earlier run computed them (the key names the data version, task, part and count, and
-    for corpus tasks the corpus fingerprint, so a changed generator or corpus is never reused).
-    A transcript is cached as the ids of the LM's tokenizer, uncapped: the cap applies when the
-    model embeds it."""
-    modality = TASKS[task].modality if part == "features" else part
-    path = None
-    if cache_dir is not None:
-        kind = task if part == "features" else f"{task}-{part}"
-        version = DATA_VERSION + (f"-{corpus_fingerprint()}" if TASKS[task].corpus else "")
-        path = cache_dir / f"{kind}-v{version}-n{len(samples)}.safetensors"
+    backbone: Any, task: str, samples: list[Any], cache_dir: Path | None, parts: tuple[str, ...]
+) -> dict[str, list[torch.Tensor]]:
+    """Tower outputs of ``samples`` by part (see :func:`tower_features`), each read from
+    ``cache_dir`` when an earlier run computed it (the key names the data version, task, part and
+    count, and for corpus tasks the corpus fingerprint, so a changed generator or corpus is never
+    reused); the parts not cached are computed together. A transcript is cached as the ids of
+    the LM's tokenizer, uncapped: the cap applies when the model embeds it."""
+    paths = (
+        {}
+        if cache_dir is None
+        else {p: _cache_path(cache_dir, task, p, len(samples)) for p in parts}
+    )
+    found: dict[str, list[torch.Tensor]] = {}
+    for part, path in paths.items():
         if path.is_file():
             stored = load_file(str(path))
-            return [stored[str(i)] for i in range(len(samples))]
-    feats = tower_features(backbone, modality, samples, desc=f"{task} {part}")
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({str(i): f.contiguous() for i, f in enumerate(feats)}, str(tmp))
-        tmp.replace(path)
-    return feats
+            found[part] = [stored[str(i)] for i in range(len(samples))]
+    missing = tuple(part for part in parts if part not in found)
+    if not missing:
+        return found
+    computed = tower_features(
+        backbone, TASKS[task].modality, samples, missing, desc=f"{task} {', '.join(missing)}"
+    )
+    for part, outputs in computed.items():
+        if part in paths:
+            paths[part].parent.mkdir(parents=True, exist_ok=True)
+            tmp = paths[part].with_suffix(".tmp")
+            save_file({str(i): f.contiguous() for i, f in enumerate(outputs)}, str(tmp))
+            tmp.replace(paths[part])
+    return found | computed
 
 
 def build_examples(backbone: Any, config: PretrainConfig) -> list[Example]:
@@ -136,16 +156,19 @@ def build_examples(backbone: Any, config: PretrainConfig) -> list[Example]:
         if not config.task_weights.get(task):
             continue  # never drawn: no features to compute
         samples = dataset(task, "train", n)
-        feats = cached_features(backbone, task, samples, cache_dir)
-        reads: list[Any] = [None] * len(samples)
-        transcripts: list[Any] = [None] * len(samples)
         modality = TASKS[task].modality
+        parts = ("features",)
         if modality == "image" and backbone.model.reads:
-            reads = cached_features(backbone, task, samples, cache_dir, "read")
+            parts += ("read",)
         if modality == "audio" and backbone.model.transcribes:
-            transcripts = cached_features(backbone, task, samples, cache_dir, "transcript")
+            parts += ("transcript",)
+        got = cached_features(backbone, task, samples, cache_dir, parts)
+        none: list[Any] = [None] * len(samples)
         examples += [
-            Example(task, f, s.text, r, t) for f, s, r, t in zip(feats, samples, reads, transcripts)
+            Example(task, f, s.text, r, t)
+            for f, s, r, t in zip(
+                got["features"], samples, got.get("read", none), got.get("transcript", none)
+            )
         ]
     return examples
 

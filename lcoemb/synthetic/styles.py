@@ -1,5 +1,5 @@
 """How shapes are painted and what they are painted on: the rendering styles of the styled
-training scenes (:mod:`~lcoemb.synthetic.styled`) and of the out-of-distribution sets
+training scenes and clips (:mod:`~lcoemb.synthetic.wide`) and of the out-of-distribution sets
 (:mod:`~lcoemb.synthetic.ood`), in one place so that the two stay disjoint.
 
 Stage 1 used to see every shape as a solid fill on a smooth grey gradient, and its image
