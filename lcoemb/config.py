@@ -569,7 +569,7 @@ PRETRAIN_TASKS = (
 )
 
 #: The projectors stage 1 can train.
-PROJECTOR_NAMES = ("image", "audio", "read")
+PROJECTOR_NAMES = ("image", "audio", "read", "colour")
 
 
 def task_values(kind: type) -> Callable[[str], dict[str, Any]]:
@@ -708,11 +708,20 @@ class PretrainConfig:
             "default_text": "the base's own; 0 from scratch",
         },
     )
+    colour_bins: int = field(
+        default=0,
+        metadata={
+            "help": "add to each image token the projection of its grid cell's RGB colour "
+            "histogram, N bins per channel (lcoemb.mini.towers.ImageTower.colours); on a --base "
+            "without one the colour projector starts at zero, so train it with --train "
+            "image,colour; 0 = none (a base that has one keeps it)"
+        },
+    )
     train: list[str] = field(
         default_factory=lambda: list(PROJECTOR_NAMES),
         metadata={
-            "help": "projectors that learn, comma-separated from image,audio,read; the others "
-            "stay as loaded; e.g. --base OLD --train read adds reading to a model trained "
+            "help": "projectors that learn, comma-separated from image,audio,read,colour; the "
+            "others stay as loaded; e.g. --base OLD --train read adds reading to a model trained "
             "without it",
             "type": comma_list,
             "default_text": "all",

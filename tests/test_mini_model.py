@@ -109,6 +109,34 @@ def test_a_transcribing_model_encodes_what_it_heard(mini, mini_dir, tmp_path):
     np.testing.assert_allclose(heard.encode([silence]), mini.encode([silence]), atol=1e-6)
 
 
+def test_colour_starts_silent_and_then_moves_image_and_video_vectors(mini, mini_dir, tmp_path):
+    """A colour projector added to a model starts at zero (the same vectors), is refused no
+    colours, saves and reloads with the folder, and once trained moves images and videos alone,
+    batch-invariantly; a config written before the field existed loads without colour."""
+    assert LCOMiniConfig.load(mini_dir).image_colour_bins == 0
+    scene, clip = synthetic.scene(0), synthetic.clip(0)
+    items = [scene.image, Video(clip.frames), "a red circle"]
+    before = mini.encode(items, batch_size=3)
+    backbone = MiniBackbone.from_pretrained(mini_dir, device="cpu", dtype="float32")
+    model = backbone.model
+    model.add_colour(4)
+    assert model.sees_colour and model.mini_config.image_colour_bins == 4
+    with pytest.raises(ValueError, match="image_colour_bins=4"):
+        model.embed_image(torch.randn(9, 1280), None)
+    silent = OmniEncoder(backbone)
+    np.testing.assert_allclose(silent.encode(items, batch_size=3), before, atol=1e-6)
+    torch.manual_seed(1)
+    torch.nn.init.normal_(model.colour_projector[3].weight, std=0.05)
+    silent.save_pretrained(tmp_path / "colour")
+    seen = OmniEncoder.from_pretrained(tmp_path / "colour", device="cpu", dtype="float32")
+    assert seen.backbone.model.mini_config.image_colour_bins == 4
+    together = seen.encode(items, batch_size=3)
+    alone = np.concatenate([seen.encode([x]) for x in items])
+    np.testing.assert_allclose(together, alone, atol=1e-4)
+    cos = (together * before).sum(1)
+    assert cos[:2].max() < 0.999 and cos[2] > 0.99999  # media move, text does not
+
+
 def test_lora_targets_and_generation(mini):
     targets = mini.backbone.lora_target_modules()
     assert len(targets) == 7 * mini.backbone.num_layers
@@ -164,22 +192,35 @@ def test_pretrain_writes_weights_log_and_report(tmp_path):
         train_size={"scene": 8, "ocr": 8, "digit": 4, "speech": 4, "clip": 4},
         cache_dir=str(tmp_path / "features"),
         transcript_tokens=300,
+        colour_bins=4,
     )
     report = pretrain(config)
     cached = sorted(p.name for p in (tmp_path / "features").iterdir())
-    # images get reading tokens, clips transcripts
-    kinds = [*config.train_size, "scene-read", "ocr-read", "digit-read", "speech-transcript"]
-    sizes = {**config.train_size, "scene-read": 8, "ocr-read": 8, "digit-read": 4}
+    # images get reading tokens and colours, video frames colours, clips transcripts
+    colours = {"scene-colour4": 8, "ocr-colour4": 8, "digit-colour4": 4, "clip-colour4": 4}
+    sizes = {**config.train_size, "scene-read": 8, "ocr-read": 8, "digit-read": 4, **colours}
     sizes["speech-transcript"] = 4
+    kinds = list(sizes)
     assert cached == sorted(f"{k}-v1-n{sizes[k]}.safetensors" for k in kinds)
     # a second run reads the features back instead of recomputing them (no towers run)
     from lcoemb.recipes.pretrain import build_examples
 
-    class Reads:  # stands in for the backbone: only its model's `reads`, `transcribes` asked
-        model = type("M", (), {"reads": True, "transcribes": True})
+    class Reads:  # stands in for the backbone: only what its model says it needs is asked
+        model = type(
+            "M",
+            (),
+            {
+                "reads": True,
+                "transcribes": True,
+                "sees_colour": True,
+                "mini_config": LCOMiniConfig(image_colour_bins=4),
+            },
+        )
 
     again = build_examples(Reads, config)
     assert len(again) == 28 and again[0].features.dtype == torch.bfloat16
+    clips = [ex for ex in again if ex.task == "clip"]
+    assert all(ex.colours.shape == (len(ex.features), 9, 64) for ex in clips)
     ocr = [ex for ex in again if ex.task == "ocr"]
     assert all(ex.reading is not None and ex.reading.shape[1] == 256 for ex in ocr)
     assert sum(len(ex.reading) for ex in ocr) > 0  # rendered words are read
@@ -192,7 +233,8 @@ def test_pretrain_writes_weights_log_and_report(tmp_path):
     keys = {"scene_exact_match", "ocr_char_accuracy", "digit_exact_match", "speech_wer"}
     assert keys <= saved["scores"].keys() and report["seconds"]["training"] > 0
     assert saved["base"] is None  # from scratch; a continuation names what it continued
-    assert json.loads((out / "config.json").read_text())["transcript_tokens"] == 300
+    saved_config = json.loads((out / "config.json").read_text())
+    assert saved_config["transcript_tokens"] == 300 and saved_config["image_colour_bins"] == 4
     OmniEncoder.from_pretrained(out, device="cpu")  # loads as a backbone
 
 

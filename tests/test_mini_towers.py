@@ -125,6 +125,25 @@ def test_image_tokens(image_tower: towers.ImageTower, pictures: dict[str, Image.
     assert projector.weight.grad is not None
 
 
+def test_colour_histograms_per_cell(image_tower: towers.ImageTower) -> None:
+    """Each cell's histogram holds the shares of its own pixels (squared, they sum to 1), in the
+    cells' row-major order, and a thin outline still shows."""
+    left_red = np.zeros((90, 90, 3), np.uint8)
+    left_red[:, :30] = (250, 0, 0)
+    left_red[:, 30:] = (0, 0, 250)
+    outline = np.full((224, 224, 3), 128, np.uint8)
+    outline[100:140, 100] = outline[100:140, 139] = (0, 250, 0)  # 2 % of the centre cell
+    colours = image_tower.colours([left_red, outline], bins=4)
+    assert colours.shape == (2, 9, 64) and colours.dtype == torch.float32
+    torch.testing.assert_close((colours**2).sum(-1), torch.ones(2, 9))
+    red, blue, green, grey = 3 * 16, 3, 3 * 4, 2 * 16 + 2 * 4 + 2  # (r * 4 + g) * 4 + b
+    assert colours[0, 0::3, red].min() > 0.99 and colours[0, 2::3, blue].min() > 0.99
+    assert colours[1, 4, green] ** 2 == pytest.approx(80 / 75**2, rel=0.02)
+    assert colours[1, [0, 1, 2, 3, 5, 6, 7, 8], green].max() == 0
+    assert colours[1, :, grey].min() > 0.98
+    torch.testing.assert_close(image_tower.colours([outline], bins=4)[0], colours[1])
+
+
 def test_video_frames_are_images(image_tower: towers.ImageTower) -> None:
     frames = [np.full((48, 64, 3), (30 * i, 60, 90), np.uint8) for i in range(4)]
     tokens = image_tower(frames)

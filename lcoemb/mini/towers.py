@@ -310,6 +310,32 @@ class ImageTower:
         return self._tokens(images).clone()
 
     @torch.inference_mode()
+    def colours(self, images: Sequence[Any], bins: int, grid: int = IMAGE_GRID) -> torch.Tensor:
+        """Each grid cell's RGB colour histogram, ``(B, grid², bins³)`` float32 on the tower's
+        device, cells row-major as the tokens are: the square root of the share of the cell's
+        pixels in each of ``bins`` × ``bins`` × ``bins`` equal RGB boxes (a root, so that the few
+        pixels of a thin outline still count).
+
+        EfficientNet's ImageNet features name colour poorly: a linear probe on its max-pooled
+        head map, trained on stage 1's styled scenes, names the colour of a held-out
+        training-style scene 57 % of the time and of an out-of-distribution one (outlined,
+        striped, dotted, checked, on other backgrounds) 29 %; on these 6-bin histograms, pooled
+        over the image, the same probe names 99 % and 97 % (``docs/results/lco-mini/colour/``).
+        The histogram is computed on the same 224×224 resize the tower sees."""
+        pixels = self.preprocess(images).long()  # (B, 3, S, S), 0..255
+        n, _, side, _ = pixels.shape
+        boxes = pixels * bins // 256
+        colour = (boxes[:, 0] * bins + boxes[:, 1]) * bins + boxes[:, 2]  # (B, S, S)
+        band = torch.arange(side) * grid // side
+        cell = band[:, None] * grid + band[None, :]  # (S, S)
+        per_image = grid * grid * bins**3
+        index = torch.arange(n)[:, None, None] * per_image + cell * bins**3 + colour
+        counts = torch.bincount(index.flatten(), minlength=n * per_image).float()
+        counts = counts.reshape(n, grid * grid, bins**3)
+        share = counts / torch.bincount(cell.flatten(), minlength=grid * grid)[:, None].float()
+        return share.sqrt().to(self.device).clone()
+
+    @torch.inference_mode()
     def _tokens(self, images: Sequence[Any]) -> torch.Tensor:
         pixels = self.preprocess(images)
         out: list[torch.Tensor] = []

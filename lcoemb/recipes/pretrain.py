@@ -68,15 +68,18 @@ class Example:
     target: str
     reading: torch.Tensor | None = None  # an image's reading tokens (n, 256)
     transcript: torch.Tensor | None = None  # a clip's transcript as LM token ids (n,)
+    colours: torch.Tensor | None = None  # colour histograms: (9, bins³) or (frames, 9, bins³)
 
 
 def tower_features(
     backbone: Any, modality: str, samples: list[Any], parts: tuple[str, ...], desc: str
 ) -> dict[str, list[torch.Tensor]]:
     """Frozen tower outputs for samples, computed once (towers never change in stage 1), by
-    part: ``"features"`` (the modality's tower), ``"read"`` (images' reading tokens) and
+    part: ``"features"`` (the modality's tower), ``"read"`` (images' reading tokens),
+    ``"colour"`` (images' and frames' colour histograms, at the model's bins) and
     ``"transcript"`` (clips' transcripts as LM token ids; Whisper's decoder reads the encoder
     states the features come from, so asking for both runs the encoder once)."""
+    bins = backbone.model.mini_config.image_colour_bins if "colour" in parts else 0
     out: dict[str, list[torch.Tensor]] = {part: [] for part in parts}
     batch = 32
     for s in tqdm(range(0, len(samples), batch), desc=desc, unit="batch"):
@@ -96,10 +99,16 @@ def tower_features(
                 out["features"] += list(load_image_tower()(images).to(torch.bfloat16))
             if "read" in parts:
                 out["read"] += [t.to(torch.bfloat16) for t in load_text_reader()(images)]
+            if "colour" in parts:
+                out["colour"] += list(load_image_tower().colours(images, bins).to(torch.bfloat16))
         else:
             for x in chunk:
                 frames = [_pil(x.frames[i]) for i in backbone.model.frame_indices(len(x.frames))]
-                out["features"].append(load_image_tower()(frames).to(torch.bfloat16))
+                if "features" in parts:
+                    out["features"].append(load_image_tower()(frames).to(torch.bfloat16))
+                if "colour" in parts:
+                    colours = load_image_tower().colours(frames, bins)
+                    out["colour"].append(colours.to(torch.bfloat16))
     return out
 
 
@@ -107,9 +116,11 @@ def _pil(frame: Any) -> Any:
     return frame if isinstance(frame, PIL.Image.Image) else PIL.Image.fromarray(frame)
 
 
-def _cache_path(cache_dir: Path, task: str, part: str, n: int) -> Path:
+def _cache_path(cache_dir: Path, task: str, part: str, n: int, bins: int) -> Path:
     version = DATA_VERSION + (f"-{corpus_fingerprint()}" if TASKS[task].corpus else "")
     kind = task if part == "features" else f"{task}-{part}"
+    if part == "colour":
+        kind += str(bins)
     return cache_dir / f"{kind}-v{version}-n{n}.safetensors"
 
 
@@ -121,10 +132,11 @@ def cached_features(
     count, and for corpus tasks the corpus fingerprint, so a changed generator or corpus is never
     reused); the parts not cached are computed together. A transcript is cached as the ids of
     the LM's tokenizer, uncapped: the cap applies when the model embeds it."""
+    bins = backbone.model.mini_config.image_colour_bins if "colour" in parts else 0
     paths = (
         {}
         if cache_dir is None
-        else {p: _cache_path(cache_dir, task, p, len(samples)) for p in parts}
+        else {p: _cache_path(cache_dir, task, p, len(samples), bins) for p in parts}
     )
     found: dict[str, list[torch.Tensor]] = {}
     for part, path in paths.items():
@@ -162,12 +174,18 @@ def build_examples(backbone: Any, config: PretrainConfig) -> list[Example]:
             parts += ("read",)
         if modality == "audio" and backbone.model.transcribes:
             parts += ("transcript",)
+        if modality in ("image", "video") and backbone.model.sees_colour:
+            parts += ("colour",)
         got = cached_features(backbone, task, samples, cache_dir, parts)
         none: list[Any] = [None] * len(samples)
         examples += [
-            Example(task, f, s.text, r, t)
-            for f, s, r, t in zip(
-                got["features"], samples, got.get("read", none), got.get("transcript", none)
+            Example(task, f, s.text, r, t, c)
+            for f, s, r, t, c in zip(
+                got["features"],
+                samples,
+                got.get("read", none),
+                got.get("transcript", none),
+                got.get("colour", none),
             )
         ]
     return examples
@@ -179,9 +197,9 @@ def media_embedding(model: Any, modality: str, example: Example) -> torch.Tensor
     if modality == "audio":
         return model.embed_audio(features, example.transcript)
     if modality == "video":
-        return model.embed_image_features(features).flatten(0, 1)
+        return model.embed_image_features(features, example.colours).flatten(0, 1)
     reading = example.reading.float() if example.reading is not None else None
-    return model.embed_image(features, reading)
+    return model.embed_image(features, reading, example.colours)
 
 
 class PrefixCache:
@@ -334,6 +352,8 @@ def _stage1_backbone(
         if config.reading:
             backbone.model.add_reading(READ_HIDDEN)
     model = backbone.model
+    if config.colour_bins and not model.sees_colour:
+        model.add_colour(config.colour_bins)
     if config.transcript_tokens is not None:
         model.mini_config.transcript_tokens = config.transcript_tokens
     unknown = sorted(set(config.train) - set(PROJECTOR_NAMES))

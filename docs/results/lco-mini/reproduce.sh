@@ -19,15 +19,27 @@ lcoemb mini pretrain --output "$RUNS/base" --cache-dir "$RUNS/features" --steps 
 # 1b. domain randomisation: 600 more steps for the image projector alone (LM, reading and audio
 #     projectors frozen) on a mix where scenes and clips painted in five training styles on four
 #     kinds of background (lcoemb.synthetic.styles) are 44 % of the examples, replaying the
-#     other image and video tasks (-> lcoemb/mini/weights/base; docs/results/lco-mini/styled/,
+#     other image and video tasks (the base step 1d continues; docs/results/lco-mini/styled/,
 #     whose image-read/ run is the same with --train image,read)
-lcoemb mini pretrain --base "$RUNS/base" --output "$RUNS/base-styled" \
-    --cache-dir "$RUNS/features" --steps 600 --lr 5e-4 --train image --lm-lora-r 0 \
-    --save-steps 100 --resume --eval-size 30 \
-    --train-size scene=500,ocr=400,digit=300,clip=300,words=800,scene_wide=800,clip_wide=500,scene_styled=2500,clip_styled=1500 \
-    --task-weights scene=0.08,ocr=0.08,digit=0.03,speech=0,clip=0.05,utterance=0,words=0.12,scene_wide=0.12,clip_wide=0.08,scene_styled=0.28,clip_styled=0.16
+visual_mix=(--cache-dir "$RUNS/features" --steps 600 --lr 5e-4 --lm-lora-r 0 --save-steps 100
+    --resume --eval-size 30
+    --train-size scene=500,ocr=400,digit=300,clip=300,words=800,scene_wide=800,clip_wide=500,scene_styled=2500,clip_styled=1500
+    --task-weights scene=0.08,ocr=0.08,digit=0.03,speech=0,clip=0.05,utterance=0,words=0.12,scene_wide=0.12,clip_wide=0.08,scene_styled=0.28,clip_styled=0.16)
+lcoemb mini pretrain --base "$RUNS/base" --output "$RUNS/base-styled" --train image \
+    "${visual_mix[@]}"
+
+# 1d. colour: a colour projector (6-bin RGB histograms of each image token's cell, added to the
+#     token; it starts at zero) and the image projector learn 600 more steps on step 1b's mix
+#     (-> lcoemb/mini/weights/base; docs/results/lco-mini/colour/)
+lcoemb mini pretrain --base "$RUNS/base-styled" --output "$RUNS/base-colour" \
+    --train image,colour --colour-bins 6 "${visual_mix[@]}"
 #     what each base names on the OOD scenes and clips
-python docs/results/lco-mini/styled/naming.py "$RUNS/base" "$RUNS/base-styled"
+python docs/results/lco-mini/styled/naming.py "$RUNS/base" "$RUNS/base-styled" "$RUNS/base-colour"
+#     why colour: linear probes on the frozen tower's features and on the histograms, and the
+#     tower's last blocks fine-tuned on the training styles
+python docs/results/lco-mini/colour/probe.py
+python docs/results/lco-mini/colour/finetune.py 11 30
+python docs/results/lco-mini/colour/finetune.py 4 20
 
 # 1c. the transcribing variant, not shipped: a clip in which Whisper tiny.en hears speech is
 #     embedded as Whisper's transcript (lcoemb.mini.model.LCOMini.embed_audio); nothing is
@@ -51,10 +63,12 @@ for run in "1e-4 60 16 general" "2e-4 60 16 general" "1e-4 60 16 in-domain" \
     python docs/results/lco-mini/sweep/run.py "$RUNS/base" "$RUNS/sweep" $run
 done
 python docs/results/lco-mini/sweep/table.py "$RUNS/sweep"
-#    the chosen settings on the styled base: lcoemb/mini/weights/lco, stored in bf16
-#    (docs/results/lco-mini/styled/image/sweep/)
-python docs/results/lco-mini/sweep/run.py "$RUNS/base-styled" "$RUNS/sweep-styled" \
-    1e-4 60 16 general 0 "$attention"
+#    the chosen settings on the styled base (docs/results/lco-mini/styled/image/sweep/) and on
+#    the colour base (docs/results/lco-mini/colour/sweep/)
+for base in styled colour; do
+    python docs/results/lco-mini/sweep/run.py "$RUNS/base-$base" "$RUNS/sweep-$base" \
+        1e-4 60 16 general 0 "$attention"
+done
 
 # 3. the quickstart on the styled base (it adds the anisotropy and alignment per layer, and the
 #    wall time)
