@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces docs/results/lco-mini/ on a 2-core CPU (about 9 hours; stage 1 is a third of it).
+# Reproduces docs/results/lco-mini/ on a 2-core CPU (about 10 hours; stage 1 is a third of it).
 # Run from the repository root after `make install`; every number in README.md comes from here.
 set -euo pipefail
 export PATH="$PWD/.venv/bin:$PATH"
@@ -39,7 +39,6 @@ python docs/results/lco-mini/styled/naming.py "$RUNS/base" "$RUNS/base-styled" "
 #     tower's last blocks fine-tuned on the training styles
 python docs/results/lco-mini/colour/probe.py
 python docs/results/lco-mini/colour/finetune.py 11 30
-python docs/results/lco-mini/colour/finetune.py 4 20
 
 # 1c. the transcribing variant, not shipped: a clip in which Whisper tiny.en hears speech is
 #     embedded as Whisper's transcript (lcoemb.mini.model.LCOMini.embed_audio); nothing is
@@ -70,13 +69,21 @@ for base in styled colour; do
         1e-4 60 16 general 0 "$attention"
 done
 
-# 3. the quickstart on the styled base (it adds the anisotropy and alignment per layer, and the
-#    wall time)
-lcoemb quickstart --base "$RUNS/base-styled" --output "$RUNS/quickstart"
+# 3. the quickstart on the colour base (it adds the anisotropy and alignment per layer, and the
+#    wall time); its adapter, stored in bf16, is lcoemb/mini/weights/lco
+lcoemb quickstart --base "$RUNS/base-colour" --output "$RUNS/quickstart"
+#    perception or wording: the OOD sets against captions in the training grammar's words, on
+#    both bases with and without their adapters (docs/results/lco-mini/colour/wording.txt, which
+#    used the bf16 adapters shipped with each base)
+adapter="general-lr1e-4-s60-r16-seed0-q_proj+k_proj+v_proj+o_proj/lco/adapter"
+python docs/results/lco-mini/colour/wording.py "$RUNS/base-styled"
+python docs/results/lco-mini/colour/wording.py "$RUNS/base-styled" "$RUNS/sweep-styled/$adapter"
+python docs/results/lco-mini/colour/wording.py lco-mini-base
+python docs/results/lco-mini/colour/wording.py lco-mini
 
 # 4. generation kept by the adapter, 100 items per task (README's numbers are the shipped
 #    bf16 copy: `lcoemb grsl generation --model lco-mini --n 100`)
-lcoemb grsl generation --model "$RUNS/base-styled" --adapter "$RUNS/quickstart/lco/adapter" \
+lcoemb grsl generation --model "$RUNS/base-colour" --adapter "$RUNS/quickstart/lco/adapter" \
     --n 100 --output "$RUNS/generation"
 
 # 5. the calibration ablation on the step-1 base (measured before step 1b): text-only, 80/20
