@@ -68,6 +68,9 @@ for base in styled colour; do
     python docs/results/lco-mini/sweep/run.py "$RUNS/base-$base" "$RUNS/sweep-$base" \
         1e-4 60 16 general 0 "$attention"
 done
+#    twice the steps on the colour base (docs/results/lco-mini/colour/sweep/, "Stage 1d")
+python docs/results/lco-mini/sweep/run.py "$RUNS/base-colour" "$RUNS/sweep-colour" \
+    1e-4 120 16 general 0 "$attention"
 
 # 3. the quickstart on the colour base (it adds the anisotropy and alignment per layer, and the
 #    wall time); its adapter, stored in bf16, is lcoemb/mini/weights/lco
