@@ -181,13 +181,10 @@ class MiniBackbone(Backbone):
         device = self.device
         chunks = frames if self.batch_invariant else [[f for fs in frames for f in fs]]
         tower = load_image_tower()
-        features = [tower(chunk) for chunk in chunks if chunk]
-        image_features = torch.cat(features).to(device) if features else None
-        bins = self.model.mini_config.image_colour_bins
-        colours = None
-        if features and self.model.sees_colour:
-            colours = torch.cat([tower.colours(chunk, bins) for chunk in chunks if chunk])
-            colours = colours.to(device)
+        bins = self.model.mini_config.image_colour_bins if self.model.sees_colour else 0
+        seen = [tower.see(chunk, bins) for chunk in chunks if chunk]
+        image_features = torch.cat([t for t, _ in seen]).to(device) if seen else None
+        colours = torch.cat([c for _, c in seen]).to(device) if seen and bins else None
         audio_feats, transcripts = self._listen(waves)
         images = [v for item in items for m, v in item.parts if m == "image"]
         reading = iter(self._reading(images))

@@ -294,11 +294,16 @@ class LCOMini(nn.Module):
         if self.sees_colour:
             return
         self.mini_config.image_colour_bins = bins
-        config = self.mini_config
-        projector = _projector(bins**3, config.projector_hidden, config.lm_hidden_size)
+        projector = self._added_projector(bins**3)
         nn.init.zeros_(projector[3].weight)
         nn.init.zeros_(projector[3].bias)
-        self.colour_projector = projector.to(self.image_projector[1].weight.device)
+        self.colour_projector = projector
+
+    def _added_projector(self, in_features: int) -> nn.Sequential:
+        """A fresh projector into the LM for a part added to a loaded model, on its device."""
+        config = self.mini_config
+        projector = _projector(in_features, config.projector_hidden, config.lm_hidden_size)
+        return projector.to(self.image_projector[1].weight.device)
 
     @property
     def reads(self) -> bool:
@@ -311,9 +316,7 @@ class LCOMini(nn.Module):
         if self.reads:
             return
         self.mini_config.read_feature_size = read_feature_size
-        d = self.mini_config.lm_hidden_size
-        projector = _projector(read_feature_size, self.mini_config.projector_hidden, d)
-        self.read_projector = projector.to(self.image_projector[1].weight.device)
+        self.read_projector = self._added_projector(read_feature_size)
 
     def embed_image(
         self,

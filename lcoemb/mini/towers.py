@@ -307,9 +307,17 @@ class ImageTower:
         Computed under :func:`torch.inference_mode`, then cloned outside it: an inference tensor
         cannot be saved for backward, so feeding one straight into a trainable projector fails.
         """
-        return self._tokens(images).clone()
+        return self._tokens(self.preprocess(images)).clone()
 
-    @torch.inference_mode()
+    def see(
+        self, images: Sequence[Any], colour_bins: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`__call__`'s tokens and, for ``colour_bins`` > 0, :meth:`colours`' histograms
+        (else None), from one resize of each image (encoding needs both)."""
+        pixels = self.preprocess(images)
+        tokens = self._tokens(pixels).clone()
+        return tokens, self._colours(pixels, colour_bins).clone() if colour_bins else None
+
     def colours(self, images: Sequence[Any], bins: int, grid: int = IMAGE_GRID) -> torch.Tensor:
         """Each grid cell's RGB colour histogram, ``(B, grid², bins³)`` float32 on the tower's
         device, cells row-major as the tokens are: the square root of the share of the cell's
@@ -322,10 +330,14 @@ class ImageTower:
         striped, dotted, checked, on other backgrounds) 29 %; on these 6-bin histograms, pooled
         over the image, the same probe names 99 % and 97 % (``docs/results/lco-mini/colour/``).
         The histogram is computed on the same 224×224 resize the tower sees."""
-        n, per_image = len(images), grid * grid * bins**3
+        return self._colours(self.preprocess(images), bins, grid).clone()
+
+    @torch.inference_mode()
+    def _colours(self, pixels: torch.Tensor, bins: int, grid: int = IMAGE_GRID) -> torch.Tensor:
+        n, per_image = len(pixels), grid * grid * bins**3
         # int32 (half the time of int64) whenever the batch's bin index fits
         dtype = torch.int32 if n * per_image < 2**31 else torch.int64
-        pixels = self.preprocess(images).to(dtype)  # (B, 3, S, S), 0..255
+        pixels = pixels.to(dtype)  # (B, 3, S, S), 0..255
         side = pixels.shape[-1]
         boxes = pixels * bins // 256
         colour = (boxes[:, 0] * bins + boxes[:, 1]) * bins + boxes[:, 2]  # (B, S, S)
@@ -336,11 +348,10 @@ class ImageTower:
         counts = torch.bincount(index.flatten(), minlength=n * per_image).float()
         counts = counts.reshape(n, grid * grid, bins**3)
         share = counts / torch.bincount(cell.flatten(), minlength=grid * grid)[:, None].float()
-        return share.sqrt().to(self.device).clone()
+        return share.sqrt().to(self.device)
 
     @torch.inference_mode()
-    def _tokens(self, images: Sequence[Any]) -> torch.Tensor:
-        pixels = self.preprocess(images)
+    def _tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         out: list[torch.Tensor] = []
         for start in range(0, len(pixels), self.batch_size):
             x = normalize_images(pixels[start : start + self.batch_size]).to(self.device)
