@@ -73,10 +73,11 @@ def test_cli_default_model_is_lco_mini(tmp_path):
     np.testing.assert_allclose(vectors, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("corpus", ["general", "in-domain"])
-def test_both_text_corpora_write_triplets(tmp_path, corpus):
-    """The general corpus is open text (no closed-grammar caption parses), the in-domain one is
-    the evaluation's grammar; both write complete anchor/positive/negative lines."""
+@pytest.mark.parametrize("corpus", ["general", "wordnet", "in-domain"])
+def test_every_text_corpus_writes_triplets(tmp_path, corpus):
+    """The general and wordnet corpora are open text (no closed-grammar caption parses among
+    these anchors), the in-domain one is the evaluation's grammar; all write complete
+    anchor/positive/negative lines."""
     from lcoemb.recipes.quickstart import write_text_triplets
     from lcoemb.synthetic import parse_description
 
@@ -85,13 +86,13 @@ def test_both_text_corpora_write_triplets(tmp_path, corpus):
     assert len(rows) == 20
     assert all(r["anchor"] and r["positive"] and r["negative"] for r in rows)
     parsed = sum(bool(parse_description(r["anchor"])) for r in rows)
-    assert parsed == (0 if corpus == "general" else 20)
+    assert parsed == (20 if corpus == "in-domain" else 0)
 
 
 def test_unknown_corpus_is_refused():
     from lcoemb.config import QuickstartConfig
 
-    with pytest.raises(ValueError, match="corpus must be general or in-domain"):
+    with pytest.raises(ValueError, match="corpus must be general, wordnet or in-domain"):
         QuickstartConfig(corpus="nli")
 
 

@@ -30,18 +30,20 @@ from lcoemb.config import QuickstartConfig
 from lcoemb.encoder import OmniEncoder
 from lcoemb.evaluation.retrieval import evaluate_ood, evaluate_retrieval
 from lcoemb.mini.registry import backbone_path
-from lcoemb.synthetic import general_triplets, triplets
+from lcoemb.synthetic import general_triplets, triplets, wordnet_triplets
 from lcoemb.training.trainer import train
 
 #: the text-only corpora, by :attr:`QuickstartConfig.corpus`
-CORPORA = {"general": general_triplets, "in-domain": triplets}
+CORPORA = {"general": general_triplets, "wordnet": wordnet_triplets, "in-domain": triplets}
 
 
 def write_text_triplets(path: Path, n: int, corpus: str = "general") -> Path:
     """``n`` text-only triplets of ``corpus`` (``train`` split) as JSONL: ``general``
     (:func:`lcoemb.synthetic.general_triplets`: open sentences, a light-edit positive, a
-    lexically close negative) or ``in-domain`` (:func:`lcoemb.synthetic.triplets`: descriptions
-    in the evaluation's grammar, a paraphrase, a one-attribute-off negative)."""
+    lexically close negative), ``wordnet`` (:func:`lcoemb.synthetic.wordnet_triplets`: the same
+    with WordNet's synonyms, sibling concepts and dictionary entries) or ``in-domain``
+    (:func:`lcoemb.synthetic.triplets`: descriptions in the evaluation's grammar, a paraphrase,
+    a one-attribute-off negative)."""
     with path.open("w") as f:
         for t in CORPORA[corpus]("train", n):
             f.write(

@@ -26,7 +26,9 @@ The rooms
 :mod:`~.triplets`             text-only training triplets in the closed grammar (in-domain)
 :mod:`~.corpus`               open-vocabulary sentences (``fortunes``) and words
                               (``wamerican``), in disjoint partitions
-:mod:`~.general`              general text-only training triplets over those sentences
+:mod:`~.general`              general text-only training triplets over those sentences and
+                              WordNet's dictionary entries
+:mod:`~.thesaurus`            WordNet 3.0 (``wordnet-base``): synonyms, siblings, definitions
 :mod:`~.pages`                document pages in five languages (offline document retrieval)
 :mod:`~.wide`                 a wider scene and clip grammar (stage 1), solid or styled
 :mod:`~.styles`               shape styles and backgrounds: training ones (domain
@@ -76,7 +78,7 @@ from lcoemb.synthetic.descriptions import (
 )
 from lcoemb.synthetic.digits import DIGIT_TEST_SOURCES, digit, digit_sources
 from lcoemb.synthetic.fonts import DEFAULT_FONT, FONT_DIRS, FONT_FILES, FONTS, font, font_path
-from lcoemb.synthetic.general import general_triplet, general_triplets
+from lcoemb.synthetic.general import general_triplet, general_triplets, wordnet_triplets
 from lcoemb.synthetic.ocr import ocr
 from lcoemb.synthetic.pages import LANGUAGES, PAGES_VERSION, Page, page
 from lcoemb.synthetic.samples import (
@@ -155,5 +157,6 @@ __all__ = [
     "synthesize",
     "text_triplet",
     "triplets",
+    "wordnet_triplets",
     "write_demo_folder",
 ]

@@ -6,19 +6,33 @@ is that contrastive training on *general* text alone aligns the other modalities
 :mod:`~lcoemb.synthetic.triplets` describes the benchmark's own closed world, so it measures
 in-domain supervision instead. This module builds NLI-shaped triplets from real sentences that
 install offline (:mod:`~lcoemb.synthetic.corpus`, partition ``text`` only: never the
-sentences of stage-1 speech or of the out-of-distribution evaluation):
+sentences of stage-1 speech or of the out-of-distribution evaluation), and dictionary entries
+from WordNet (:mod:`~lcoemb.synthetic.thesaurus`, the Debian package ``wordnet-base``).
 
-**Anchor**: a sentence of the partition. Indices ``[k*N, (k+1)*N)`` of a split (N = the
-partition's size) visit every sentence once, in a fresh shuffled order per pass, so a few
-thousand triplets cover the partition instead of repeating a random subset. ``"test"`` draws
+Of every ten consecutive triplets, the first :data:`DEFINITIONS_PER_TEN` are **dictionary
+entries**: a word and its definition, either way round ("erupt" → "become active and spew forth
+lava and rocks", or "a three-sided polygon" → "triangle"), and as the hard negative the same part
+of a sibling concept's entry (another polygon's definition, or "hexagon"). They teach what NLI's
+entailments teach and light edits cannot: that different words say the same thing. The entries
+are WordNet's tagged senses (about 19,000), drawn in a balanced order like the sentences.
+
+The others are sentence triplets:
+
+**Anchor**: a sentence of the partition. Sentences and entries are numbered apart, so that
+each ``N`` consecutive sentence triplets of a split (N = the partition's size) visit every
+sentence once, in a fresh shuffled order per pass, and a few thousand triplets cover the
+partition instead of repeating a random subset. ``"test"`` draws
 from the same partition in another order and with other edits: it serves a validation loss, not
 a held-out evaluation.
 
-**Positive**: the anchor rewritten so that it says the same thing. Without a thesaurus we can
-check, a paraphrase may only touch what carries no content, so every content word of the anchor
-(:func:`content_words`) survives. One or two edit kinds (:data:`POSITIVE_EDITS`) apply, in this
-order:
+**Positive**: the anchor rewritten so that it says the same thing. One content word may change,
+for a WordNet synonym; every other content word of the anchor (:func:`content_words`) survives.
+One or two edit kinds (:data:`POSITIVE_EDITS`) apply, in this order:
 
+* ``synonym``: one content word replaced by a synonym of its main sense ("quickly" →
+  "rapidly"; :func:`~lcoemb.synthetic.thesaurus.synonyms`: only words one sense of which is most
+  of their uses in WordNet's tagged corpus, and no inflected verbs, so "telling" is not
+  "telltale"). Word-sense choice stays a guess, as in EDA's synonym replacement.
 * ``reorder``: a fronted subordinate clause moves behind its main clause ("If you can't be
   good, be careful." → "Be careful if you can't be good."). Only this one order change is made,
   because swapping two arbitrary comma-separated clauses often changes their meaning.
@@ -40,6 +54,9 @@ result entailed, not equivalent; the positive here is a paraphrase, as in SimCSE
 * ``neighbour``: one of the anchor's three nearest sentences in the partition by TF-IDF cosine
   that does not have the same content words (those would be paraphrases), like NLI's
   contradictions that reuse the premise's words.
+* ``sibling``: one content word replaced by a sibling concept of its main sense, one of the
+  five most used ("smoked my first cigarette" → "smoked my first cigar"): the same kind of thing,
+  not the same thing, as in NLI's contradictions that swap one entity.
 * ``swap``: one content word replaced by a word of the large word list (``corpus.words("train")``)
   of about the same length and the same last two letters, a crude but offline part-of-speech
   match ("Live a balanced life." → "Live a balanced knife."): the sentence reads alike and
@@ -47,7 +64,8 @@ result entailed, not equivalent; the positive here is a paraphrase, as in SimCSE
 * ``negation``: a negation inserted or removed ("is" → "is not", "don't" → "do", "never" ↔
   "always"), the most common contradiction in NLI.
 
-When the drawn kind does not apply to the anchor, ``negation`` falls back to ``swap`` and
+When the drawn kind does not apply to the anchor, ``negation`` and ``sibling`` fall back to
+``swap`` and
 ``swap`` to ``neighbour``, which always applies.
 """
 
@@ -61,7 +79,7 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from lcoemb.synthetic import corpus
+from lcoemb.synthetic import corpus, thesaurus
 from lcoemb.synthetic.seeds import balanced_index, choice, sample_rng
 from lcoemb.synthetic.triplets import Triplet
 
@@ -70,6 +88,13 @@ PARTITION = "text"
 
 #: How often each kind of hard negative is drawn (before falling back when it does not apply).
 NEGATIVE_MIX = {"neighbour": 0.5, "swap": 0.3, "negation": 0.2}
+#: the same for the ``wordnet`` corpus, which adds sibling concepts
+WORDNET_NEGATIVE_MIX = {"neighbour": 0.35, "sibling": 0.3, "swap": 0.15, "negation": 0.2}
+#: in the ``wordnet`` corpus, of every ten consecutive triplets, how many (the first ones) are
+#: dictionary entries
+DEFINITIONS_PER_TEN = 3
+#: the share of triplets that are dictionary entries rather than sentences
+DEFINITION_SHARE = DEFINITIONS_PER_TEN / 10
 
 #: contractions and what they stand for (an "I" stays upper case)
 EXPANSIONS = {
@@ -266,6 +291,36 @@ def _punctuation(text: str) -> list[str]:
     return variants
 
 
+def _content_sites(text: str) -> list[tuple[int, str, str, str]]:
+    """(token position, leading marks, word, trailing marks) of each lower-case content word of
+    ``text`` (a capital mid-sentence is likely a name), the places a word may be replaced."""
+    sites = []
+    for i, token in enumerate(text.split(" ")):
+        lead, core, trail = _parts(token)
+        low = core.lower()
+        if not (core.isalpha() and len(core) >= 3 and low not in STOP_WORDS):
+            continue
+        if core == low or (i == 0 and core == low.capitalize()):
+            sites.append((i, lead, core, trail))
+    return sites
+
+
+def _replacements(text: str, words: Callable[[str], tuple[str, ...]]) -> list[str]:
+    """``text`` with one content word replaced by one of ``words(word)``, for every choice."""
+    tokens = text.split(" ")
+    return [
+        " ".join([*tokens[:i], lead + _like(new, core) + trail, *tokens[i + 1 :]])
+        for i, lead, core, trail in _content_sites(text)
+        for new in words(core.lower())
+    ]
+
+
+def _synonym(text: str) -> list[str]:
+    """Replace one content word by a WordNet synonym of its main sense ("quickly" →
+    "rapidly"; :func:`~lcoemb.synthetic.thesaurus.synonyms`)."""
+    return _replacements(text, thesaurus.synonyms)
+
+
 def _case(text: str) -> list[str]:
     """Lower-case the sentence, or capitalise it when it already is lower case."""
     return [text.lower() if text != text.lower() else text[:1].upper() + text[1:]]
@@ -282,14 +337,18 @@ POSITIVE_EDITS: dict[str, tuple[Callable[[str], list[str]], float]] = {
 }
 
 
-def _positive(rng: np.random.Generator, anchor: str) -> str:
-    """One or two edit kinds that apply to ``anchor``, chosen by weight, applied in order."""
-    applicable = [name for name, (edit, _) in POSITIVE_EDITS.items() if edit(anchor)]
-    weights = np.array([POSITIVE_EDITS[name][1] for name in applicable])
+#: the ``wordnet`` corpus's edits: a synonym first, then the light edits
+WORDNET_POSITIVE_EDITS = {"synonym": (_synonym, 4.0), **POSITIVE_EDITS}
+
+
+def _positive(rng: np.random.Generator, anchor: str, edits: dict = POSITIVE_EDITS) -> str:
+    """One or two of ``edits`` that apply to ``anchor``, chosen by weight, applied in order."""
+    applicable = [name for name, (edit, _) in edits.items() if edit(anchor)]
+    weights = np.array([edits[name][1] for name in applicable])
     count = min(len(applicable), 1 + int(rng.random() < 0.5))
     chosen = set(rng.choice(applicable, size=count, replace=False, p=weights / weights.sum()))
     text = anchor
-    for name, (edit, _) in POSITIVE_EDITS.items():
+    for name, (edit, _) in edits.items():
         variants = edit(text) if name in chosen else []
         if variants:
             text = choice(rng, variants)
@@ -329,18 +388,12 @@ def _words_by_shape() -> dict[tuple[str, int], tuple[str, ...]]:
 
 def _swaps(text: str) -> list[tuple[int, tuple[str, ...]]]:
     """(token position, look-alike replacements) for each content word of ``text`` that can be
-    swapped: lower-case ones only (a capital mid-sentence is likely a name)."""
-    tokens = text.split(" ")
+    swapped (:func:`_content_sites`)."""
     present = set(_WORD.findall(text.lower()))
     shapes = _words_by_shape()
     sites = []
-    for i, token in enumerate(tokens):
-        _, core, _ = _parts(token)
+    for i, _, core, _ in _content_sites(text):
         low = core.lower()
-        if not (core.isalpha() and len(core) >= 3 and low not in STOP_WORDS):
-            continue
-        if core != low and not (i == 0 and core == low.capitalize()):
-            continue
         options = tuple(
             w
             for size in (len(low) - 1, len(low), len(low) + 1)
@@ -378,14 +431,19 @@ def _negations(text: str) -> list[str]:
     return variants
 
 
-def _negative(rng: np.random.Generator, position: int) -> str:
+def _negative(rng: np.random.Generator, position: int, mix: dict = NEGATIVE_MIX) -> str:
     """A hard negative for sentence ``position`` of the partition (see the module docstring)."""
     pool = corpus.sentences(PARTITION)
     anchor = pool[position]
-    kinds = list(NEGATIVE_MIX)
-    kind = kinds[int(rng.choice(len(kinds), p=list(NEGATIVE_MIX.values())))]
+    kinds = list(mix)
+    kind = kinds[int(rng.choice(len(kinds), p=list(mix.values())))]
     if kind == "negation":
         variants = _negations(anchor)
+        if variants:
+            return choice(rng, variants)
+        kind = "swap"
+    if kind == "sibling":
+        variants = _replacements(anchor, lambda word: thesaurus.sibling_words(word)[:5])
         if variants:
             return choice(rng, variants)
         kind = "swap"
@@ -400,16 +458,49 @@ def _negative(rng: np.random.Generator, position: int) -> str:
     return pool[choice(rng, _neighbours()[position])]
 
 
-def general_triplet(index: int, split: str = "train") -> Triplet:
+def _definition_triplet(rng: np.random.Generator, ordinal: int, split: str) -> Triplet:
+    """Dictionary entry ``ordinal``: a word and its definition as anchor and positive (either way
+    round), and the same part of a sibling concept's entry as the negative."""
+    concepts = thesaurus.defined_concepts()
+    key = concepts[balanced_index("definition", split, ordinal, len(concepts))]
+    word, definition, other_word, other_definition = thesaurus.definition_entry(
+        key, int(rng.integers(1 << 30))
+    )
+    if rng.random() < 0.5:
+        return Triplet(word, definition, other_definition)
+    return Triplet(definition, word, other_word)
+
+
+def general_triplet(index: int, split: str = "train", wordnet: bool = False) -> Triplet:
     """Triplet ``index`` of ``split``: a real sentence, a paraphrase keeping its content words
-    and a lexically close sentence that says something else."""
+    and a lexically close sentence that says something else.
+
+    With ``wordnet``, the first :data:`DEFINITIONS_PER_TEN` of every ten indices are dictionary
+    entries, the positive may swap a word for a synonym and the negative for a sibling concept.
+    Sentences and entries are then numbered apart, so that consecutive triplets still visit
+    every sentence (and every entry) once per pass."""
     rng = sample_rng("general", split, index)  # first: it checks split and index
+    ordinal = index
+    if wordnet:
+        block, offset = divmod(index, 10)
+        if offset < DEFINITIONS_PER_TEN:
+            return _definition_triplet(rng, block * DEFINITIONS_PER_TEN + offset, split)
+        ordinal = block * (10 - DEFINITIONS_PER_TEN) + offset - DEFINITIONS_PER_TEN
     pool = corpus.sentences(PARTITION)
-    position = balanced_index("general", split, index, len(pool))
+    position = balanced_index("general", split, ordinal, len(pool))
     anchor = pool[position]
+    if wordnet:
+        positive = _positive(rng, anchor, WORDNET_POSITIVE_EDITS)
+        return Triplet(anchor, positive, _negative(rng, position, WORDNET_NEGATIVE_MIX))
     return Triplet(anchor, _positive(rng, anchor), _negative(rng, position))
 
 
 def general_triplets(split: str, n: int, start: int = 0) -> list[Triplet]:
     """General-text triplets ``start .. start + n - 1`` of ``split``."""
     return [general_triplet(i, split) for i in range(start, start + n)]
+
+
+def wordnet_triplets(split: str, n: int, start: int = 0) -> list[Triplet]:
+    """The ``wordnet`` corpus's triplets ``start .. start + n - 1`` of ``split``: general text
+    with WordNet's synonyms, siblings and dictionary entries."""
+    return [general_triplet(i, split, wordnet=True) for i in range(start, start + n)]

@@ -40,6 +40,8 @@ KIND_IDS = {
     # the wide grammar in other renderings (domain randomisation)
     "scene_styled": 16,
     "clip_styled": 17,
+    # the dictionary entries among the general text triplets
+    "definition": 18,
 }
 SPLIT_IDS = {"train": 0, "test": 1}
 #: streams of one sample: its own draws, the shuffled order of a balanced pass, source images

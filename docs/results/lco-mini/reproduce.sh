@@ -83,6 +83,15 @@ python docs/results/lco-mini/colour/wording.py "$RUNS/base-styled"
 python docs/results/lco-mini/colour/wording.py "$RUNS/base-styled" "$RUNS/sweep-styled/$adapter"
 python docs/results/lco-mini/colour/wording.py lco-mini-base
 python docs/results/lco-mini/colour/wording.py lco-mini
+#    a thesaurus in the general text (docs/results/lco-mini/wordnet/): the wordnet corpus with 3
+#    of every 10 triplets dictionary entries (its default) and with none, on the shipped base
+python docs/results/lco-mini/sweep/run.py lco-mini-base "$RUNS/wordnet" 1e-4 60 16 wordnet 0 \
+    "$attention"
+python docs/results/lco-mini/wordnet/run.py 0 "$RUNS/wordnet-no-entries"
+python docs/results/lco-mini/colour/wording.py lco-mini-base \
+    "$RUNS/wordnet/wordnet-lr1e-4-s60-r16-seed0-q_proj+k_proj+v_proj+o_proj/lco/adapter"
+python docs/results/lco-mini/colour/wording.py lco-mini-base \
+    "$RUNS/wordnet-no-entries/wordnet-lr1e-4-s60-r16-seed0-q_proj+k_proj+v_proj+o_proj/lco/adapter"
 
 # 4. generation kept by the adapter, 100 items per task (README's numbers are the shipped
 #    bf16 copy: `lcoemb grsl generation --model lco-mini --n 100`)
