@@ -444,7 +444,7 @@ class QuickstartConfig(TrainConfig):
             "help": "the text-only triplets: general (open-vocabulary sentences with light-edit "
             "positives and lexically close negatives, lcoemb.synthetic.general; the paper's "
             "setting), wordnet (general plus WordNet: synonym positives, sibling-concept "
-            "negatives and 30%% dictionary entries; needs the wordnet-base package; measured "
+            "negatives and 30 % dictionary entries; needs the wordnet-base package; measured "
             "worse at this budget) or in-domain (descriptions in the evaluation's own attribute "
             "grammar, lcoemb.synthetic.triplets: supervision of the test world through text)",
         },
