@@ -106,6 +106,9 @@ lcoemb grsl generation --model "$RUNS/base-colour" --adapter "$RUNS/quickstart/l
 every_linear=(q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)
 lcoemb mini ablation --base "$RUNS/base" --output "$RUNS/ablation" --n-generation 20 \
     --lora-targets "${every_linear[@]}"
+#    the same on the shipped colour base with today's defaults (attention only;
+#    docs/results/lco-mini/ablation/colour/)
+lcoemb mini ablation --base "$RUNS/base-colour" --output "$RUNS/ablation-colour" --n-generation 20
 
 # 6. GRSL across stage-1 budgets: the checkpoints of step 1 at 100, 200, 400, 1000 and 2000
 #    steps, each trained text-only with three seeds (docs/results/lco-mini/grsl/)
