@@ -224,6 +224,15 @@ def main_sense(word: str) -> Synset | None:
     return best if 2 * best.count > total else None
 
 
+def _distinct_siblings(synset: Synset, exclude: set[str]) -> list[Synset]:
+    """The siblings of ``synset`` whose first lemma a sentence can use and that share no lemma
+    with it or ``exclude``: other concepts, not other names of this one."""
+    wn = load_wordnet()
+    own = exclude | set(synset.lemmas)
+    siblings = (wn.synsets[key] for key in wn.siblings(synset.key))
+    return [s for s in siblings if _plain(s.lemmas[0]) and not own & set(s.lemmas)]
+
+
 @functools.lru_cache(maxsize=65536)
 def synonyms(word: str) -> tuple[str, ...]:
     """Other lemmas of ``word``'s main sense (:func:`main_sense`) that a sentence can use."""
@@ -240,14 +249,8 @@ def sibling_words(word: str) -> tuple[str, ...]:
     synset = main_sense(word)
     if synset is None:
         return ()
-    wn = load_wordnet()
-    found = []
-    for key in wn.siblings(synset.key):
-        sibling = wn.synsets[key]
-        lemma = sibling.lemmas[0]
-        if _plain(lemma) and not set(sibling.lemmas) & {word, *synset.lemmas}:
-            found.append((-sibling.count, lemma))
-    return tuple(dict.fromkeys(lemma for _, lemma in sorted(found)))
+    found = sorted((-s.count, s.lemmas[0]) for s in _distinct_siblings(synset, {word}))
+    return tuple(dict.fromkeys(lemma for _, lemma in found))
 
 
 @functools.lru_cache(maxsize=1)
@@ -266,17 +269,11 @@ def defined_concepts() -> tuple[str, ...]:
     )
 
 
+@functools.lru_cache(maxsize=65536)
 def _siblings_with_definitions(key: str) -> tuple[str, ...]:
-    wn = load_wordnet()
-    own = wn.synsets[key].lemmas
-    return tuple(
-        k
-        for k in wn.siblings(key)
-        if wn.synsets[k].count > 0
-        and wn.synsets[k].definition
-        and _plain(wn.synsets[k].lemmas[0])
-        and not set(wn.synsets[k].lemmas) & set(own)  # no word of the entry's own
-    )
+    """Keys of the attested siblings of ``key`` that have a definition."""
+    synset = load_wordnet().synsets[key]
+    return tuple(s.key for s in _distinct_siblings(synset, set()) if s.count > 0 and s.definition)
 
 
 def definition_entry(key: str, sibling_choice: int) -> tuple[str, str, str, str]:
