@@ -571,7 +571,7 @@ PRETRAIN_TASKS = (
 )
 
 #: The projectors stage 1 can train.
-PROJECTOR_NAMES = ("image", "audio", "read", "colour")
+PROJECTOR_NAMES = ("image", "audio", "read", "colour", "shape")
 
 
 def task_values(kind: type) -> Callable[[str], dict[str, Any]]:
@@ -719,12 +719,31 @@ class PretrainConfig:
             "image,colour; 0 = none (a base that has one keeps it)"
         },
     )
+    shapes: bool = field(
+        default=False,
+        metadata={
+            "help": "add to each image token the projection of the shape descriptors of the "
+            "objects centred in its grid cell (lcoemb.mini.silhouettes: silhouettes whose "
+            "outline's Fourier magnitudes do not depend on the style, size or rotation); on a "
+            "--base without them the shape projector starts at zero, so train it with --train "
+            "image,colour,shape (a base that has one keeps it)"
+        },
+    )
+    image_feature_dropout: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of image and video training examples (of a model with colour or "
+            "shape extras) whose EfficientNet features are zeroed in a step, so that the "
+            "projectors learn to describe a picture from its colour and shape extras alone "
+            "(modality dropout); 0 = never"
+        },
+    )
     train: list[str] = field(
         default_factory=lambda: list(PROJECTOR_NAMES),
         metadata={
-            "help": "projectors that learn, comma-separated from image,audio,read,colour; the "
-            "others stay as loaded; e.g. --base OLD --train read adds reading to a model trained "
-            "without it",
+            "help": "projectors that learn, comma-separated from image,audio,read,colour,shape; "
+            "the others stay as loaded; e.g. --base OLD --train read adds reading to a model "
+            "trained without it",
             "type": comma_list,
             "default_text": "all",
         },
@@ -741,6 +760,12 @@ class PretrainConfig:
     lm_lora_lr: float = field(
         default=2e-4, metadata={"help": "peak learning rate of the LM LoRA (same schedule)"}
     )
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.image_feature_dropout < 1.0:
+            raise ValueError(
+                f"image_feature_dropout must be in [0, 1), got {self.image_feature_dropout}"
+            )
 
 
 # ------------------------------------------------------------------------------------ serving

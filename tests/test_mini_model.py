@@ -13,6 +13,7 @@ from lcoemb import Audio, OmniEncoder, Video, synthetic
 from lcoemb.backbones import MiniBackbone
 from lcoemb.inputs import LoadedItem
 from lcoemb.mini.model import LCOMini, LCOMiniConfig, load_smollm2
+from lcoemb.mini.silhouettes import SHAPE_FEATURES
 
 
 @pytest.fixture(scope="session")
@@ -109,27 +110,35 @@ def test_a_transcribing_model_encodes_what_it_heard(mini, mini_dir, tmp_path):
     np.testing.assert_allclose(heard.encode([silence]), mini.encode([silence]), atol=1e-6)
 
 
-def test_colour_starts_silent_and_then_moves_image_and_video_vectors(mini, mini_dir, tmp_path):
-    """A colour projector added to a model starts at zero (the same vectors), is refused no
-    colours, saves and reloads with the folder, and once trained moves images and videos alone,
-    batch-invariantly; a config written before the field existed loads without colour."""
-    assert LCOMiniConfig.load(mini_dir).image_colour_bins == 0
+@pytest.mark.parametrize("part", ["colour", "shape"])
+def test_cell_extras_start_silent_and_then_move_image_and_video_vectors(
+    mini, mini_dir, tmp_path, part
+):
+    """A colour or shape projector added to a model starts at zero (the same vectors), is
+    refused cells of the wrong width, saves and reloads with the folder, and once trained moves
+    images and videos alone, batch-invariantly; a config written before the field existed loads
+    without it."""
+    config = LCOMiniConfig.load(mini_dir)
+    assert config.image_colour_bins == 0 and config.image_shape_features == 0
     scene, clip = synthetic.scene(0), synthetic.clip(0)
     items = [scene.image, Video(clip.frames), "a red circle"]
     before = mini.encode(items, batch_size=3)
     backbone = MiniBackbone.from_pretrained(mini_dir, device="cpu", dtype="float32")
     model = backbone.model
-    model.add_colour(4)
-    assert model.sees_colour and model.mini_config.image_colour_bins == 4
-    with pytest.raises(ValueError, match="image_colour_bins=4"):
+    model.add_colour(4) if part == "colour" else model.add_shape()
+    width = 64 if part == "colour" else SHAPE_FEATURES
+    assert model.cell_features == width
+    with pytest.raises(ValueError, match=f"{width} per cell"):
         model.embed_image(torch.randn(9, 1280), None)
+    with pytest.raises(ValueError, match=f"got \\(1, 9, {width + 1}\\)"):
+        model.embed_image(torch.randn(9, 1280), None, torch.zeros(9, width + 1))
     silent = OmniEncoder(backbone)
     np.testing.assert_allclose(silent.encode(items, batch_size=3), before, atol=1e-6)
     torch.manual_seed(1)
-    torch.nn.init.normal_(model.colour_projector[3].weight, std=0.05)
-    silent.save_pretrained(tmp_path / "colour")
-    seen = OmniEncoder.from_pretrained(tmp_path / "colour", device="cpu", dtype="float32")
-    assert seen.backbone.model.mini_config.image_colour_bins == 4
+    torch.nn.init.normal_(getattr(model, f"{part}_projector")[3].weight, std=0.05)
+    silent.save_pretrained(tmp_path / part)
+    seen = OmniEncoder.from_pretrained(tmp_path / part, device="cpu", dtype="float32")
+    assert seen.backbone.model.cell_features == width
     together = seen.encode(items, batch_size=3)
     alone = np.concatenate([seen.encode([x]) for x in items])
     np.testing.assert_allclose(together, alone, atol=1e-4)
@@ -193,12 +202,16 @@ def test_pretrain_writes_weights_log_and_report(tmp_path):
         cache_dir=str(tmp_path / "features"),
         transcript_tokens=300,
         colour_bins=4,
+        shapes=True,
+        image_feature_dropout=0.5,
     )
     report = pretrain(config)
     cached = sorted(p.name for p in (tmp_path / "features").iterdir())
-    # images get reading tokens and colours, video frames colours, clips transcripts
-    colours = {"scene-colour4": 8, "ocr-colour4": 8, "digit-colour4": 4, "clip-colour4": 4}
-    sizes = {**config.train_size, "scene-read": 8, "ocr-read": 8, "digit-read": 4, **colours}
+    # images get reading tokens, colours and shapes, video frames colours and shapes, clips
+    # transcripts
+    image_sizes = {"scene": 8, "ocr": 8, "digit": 4, "clip": 4}
+    extras = {f"{t}-{part}": n for t, n in image_sizes.items() for part in ("colour4", "shape22")}
+    sizes = {**config.train_size, "scene-read": 8, "ocr-read": 8, "digit-read": 4, **extras}
     sizes["speech-transcript"] = 4
     kinds = list(sizes)
     assert cached == sorted(f"{k}-v1-n{sizes[k]}.safetensors" for k in kinds)
@@ -213,14 +226,16 @@ def test_pretrain_writes_weights_log_and_report(tmp_path):
                 "reads": True,
                 "transcribes": True,
                 "sees_colour": True,
-                "mini_config": LCOMiniConfig(image_colour_bins=4),
+                "sees_shape": True,
+                "mini_config": LCOMiniConfig(image_colour_bins=4, image_shape_features=22),
             },
         )
 
     again = build_examples(Reads, config)
     assert len(again) == 28 and again[0].features.dtype == torch.bfloat16
     clips = [ex for ex in again if ex.task == "clip"]
-    assert all(ex.colours.shape == (len(ex.features), 9, 64) for ex in clips)
+    assert all(ex.cells.shape == (len(ex.features), 9, 64 + 22) for ex in clips)
+    assert all(ex.cells[..., 64:].any() for ex in clips)  # every clip has a shape to describe
     ocr = [ex for ex in again if ex.task == "ocr"]
     assert all(ex.reading is not None and ex.reading.shape[1] == 256 for ex in ocr)
     assert sum(len(ex.reading) for ex in ocr) > 0  # rendered words are read
@@ -235,7 +250,28 @@ def test_pretrain_writes_weights_log_and_report(tmp_path):
     assert saved["base"] is None  # from scratch; a continuation names what it continued
     saved_config = json.loads((out / "config.json").read_text())
     assert saved_config["transcript_tokens"] == 300 and saved_config["image_colour_bins"] == 4
+    assert saved_config["image_shape_features"] == 22
     OmniEncoder.from_pretrained(out, device="cpu")  # loads as a backbone
+
+
+def test_feature_dropout_blinds_only_pictures_with_extras():
+    """Modality dropout zeroes EfficientNet's features of image and video examples that have
+    colour or shape extras, at about the asked share, and leaves every other example as is."""
+    import random
+
+    from lcoemb.recipes.pretrain import Example, _blinded
+
+    features, cells = torch.ones(9, 1280), torch.ones(9, 22)
+    rng = random.Random(0)
+    scenes = [_blinded(Example("scene", features, "a", cells=cells), rng, 0.5) for _ in range(400)]
+    blind = [not ex.features.any() for ex in scenes]
+    assert 0.4 < np.mean(blind) < 0.6
+    assert all(ex.cells is cells and ex.target == "a" for ex in scenes)
+    for example in (
+        Example("scene", features, "a"),  # no extras: nothing else to describe it from
+        Example("speech", torch.ones(50, 384), "a", cells=cells),
+    ):
+        assert all(_blinded(example, rng, 0.99) is example for _ in range(20))
 
 
 @pytest.mark.slow

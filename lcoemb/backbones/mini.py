@@ -182,9 +182,10 @@ class MiniBackbone(Backbone):
         chunks = frames if self.batch_invariant else [[f for fs in frames for f in fs]]
         tower = load_image_tower()
         bins = self.model.mini_config.image_colour_bins if self.model.sees_colour else 0
-        seen = [tower.see(chunk, bins) for chunk in chunks if chunk]
+        shapes = self.model.sees_shape
+        seen = [tower.see(chunk, bins, shapes) for chunk in chunks if chunk]
         image_features = torch.cat([t for t, _ in seen]).to(device) if seen else None
-        colours = torch.cat([c for _, c in seen]).to(device) if seen and bins else None
+        extras = torch.cat([c for _, c in seen]).to(device) if seen and (bins or shapes) else None
         audio_feats, transcripts = self._listen(waves)
         images = [v for item in items for m, v in item.parts if m == "image"]
         reading = iter(self._reading(images))
@@ -194,13 +195,13 @@ class MiniBackbone(Backbone):
             embs = []
             for modality, value in item.parts:
                 if modality == "image":
-                    cells = None if colours is None else colours[f]
+                    cells = None if extras is None else extras[f]
                     embs.append(self.model.embed_image(image_features[f], next(reading), cells))
                     f += 1
                 elif modality == "video":
                     n = len(self.model.frame_indices(len(value)))
                     frame_tokens = self.model.embed_image_features(
-                        image_features[f : f + n], None if colours is None else colours[f : f + n]
+                        image_features[f : f + n], None if extras is None else extras[f : f + n]
                     )
                     embs.append(frame_tokens.flatten(0, 1))
                     f += n

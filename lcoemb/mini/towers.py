@@ -35,6 +35,7 @@ from torch import nn
 from transformers import WhisperFeatureExtractor
 
 from lcoemb.inputs import TARGET_SAMPLING_RATE
+from lcoemb.mini.silhouettes import SHAPE_FEATURES, cell_shapes
 
 __all__ = [
     "AUDIO_FRAMES_PER_SECOND",
@@ -310,13 +311,35 @@ class ImageTower:
         return self._tokens(self.preprocess(images)).clone()
 
     def see(
-        self, images: Sequence[Any], colour_bins: int
+        self, images: Sequence[Any], colour_bins: int, shapes: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """:meth:`__call__`'s tokens and, for ``colour_bins`` > 0, :meth:`colours`' histograms
-        (else None), from one resize of each image (encoding needs both)."""
+        """:meth:`__call__`'s tokens and each cell's extras, from one resize of each image
+        (encoding needs both): :meth:`colours`' histograms for ``colour_bins`` > 0, then
+        :meth:`shapes`' descriptors when ``shapes``, concatenated ``(B, grid², width)``; None
+        when neither is asked for."""
         pixels = self.preprocess(images)
         tokens = self._tokens(pixels).clone()
-        return tokens, self._colours(pixels, colour_bins).clone() if colour_bins else None
+        parts = []
+        if colour_bins:
+            parts.append(self._colours(pixels, colour_bins).clone())
+        if shapes:
+            parts.append(self._shapes(pixels))
+        return tokens, torch.cat(parts, -1) if parts else None
+
+    def shapes(self, images: Sequence[Any], grid: int = IMAGE_GRID) -> torch.Tensor:
+        """Each grid cell's shape descriptor ``(B, grid², SHAPE_FEATURES)`` float32 on the
+        tower's device (:func:`~lcoemb.mini.silhouettes.cell_shapes`), computed on the same
+        224×224 resize the tower sees. EfficientNet's features keep little of a shape across
+        renderings (a probe names 30 % of out-of-distribution shapes); silhouettes' outline
+        spectra do not depend on the rendering (84 %, ``docs/results/lco-mini/shape/``)."""
+        return self._shapes(self.preprocess(images), grid)
+
+    def _shapes(self, pixels: torch.Tensor, grid: int = IMAGE_GRID) -> torch.Tensor:
+        arrays = pixels.permute(0, 2, 3, 1).to(torch.uint8).numpy()
+        out = np.zeros((len(arrays), grid * grid, SHAPE_FEATURES), np.float32)
+        for i, array in enumerate(arrays):
+            out[i] = cell_shapes(array, grid)
+        return torch.from_numpy(out).to(self.device)
 
     def colours(self, images: Sequence[Any], bins: int, grid: int = IMAGE_GRID) -> torch.Tensor:
         """Each grid cell's RGB colour histogram, ``(B, grid², bins³)`` float32 on the tower's

@@ -21,7 +21,7 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from lcoemb.mini.model import (
     load_smollm2,
 )
 from lcoemb.mini.reader import READ_HIDDEN, load_text_reader
+from lcoemb.mini.silhouettes import SHAPE_FEATURES
 from lcoemb.mini.towers import load_audio_tower, load_image_tower
 from lcoemb.synthetic import DATA_VERSION, TASKS, dataset
 from lcoemb.synthetic.corpus import corpus_fingerprint
@@ -68,7 +69,9 @@ class Example:
     target: str
     reading: torch.Tensor | None = None  # an image's reading tokens (n, 256)
     transcript: torch.Tensor | None = None  # a clip's transcript as LM token ids (n,)
-    colours: torch.Tensor | None = None  # colour histograms: (9, bins³) or (frames, 9, bins³)
+    #: per-cell extras, the colour histograms then the shape descriptors the model takes:
+    #: (9, width) or (frames, 9, width)
+    cells: torch.Tensor | None = None
 
 
 def tower_features(
@@ -76,7 +79,8 @@ def tower_features(
 ) -> dict[str, list[torch.Tensor]]:
     """Frozen tower outputs for samples, computed once (towers never change in stage 1), by
     part: ``"features"`` (the modality's tower), ``"read"`` (images' reading tokens),
-    ``"colour"`` (images' and frames' colour histograms, at the model's bins) and
+    ``"colour"`` (images' and frames' colour histograms, at the model's bins), ``"shape"``
+    (their cells' shape descriptors) and
     ``"transcript"`` (clips' transcripts as LM token ids; Whisper's decoder reads the encoder
     states the features come from, so asking for both runs the encoder once)."""
     bins = backbone.model.mini_config.image_colour_bins if "colour" in parts else 0
@@ -101,6 +105,8 @@ def tower_features(
                 out["read"] += [t.to(torch.bfloat16) for t in load_text_reader()(images)]
             if "colour" in parts:
                 out["colour"] += list(load_image_tower().colours(images, bins).to(torch.bfloat16))
+            if "shape" in parts:
+                out["shape"] += list(load_image_tower().shapes(images))
         else:
             for x in chunk:
                 frames = [_pil(x.frames[i]) for i in backbone.model.frame_indices(len(x.frames))]
@@ -109,6 +115,8 @@ def tower_features(
                 if "colour" in parts:
                     colours = load_image_tower().colours(frames, bins)
                     out["colour"].append(colours.to(torch.bfloat16))
+                if "shape" in parts:
+                    out["shape"].append(load_image_tower().shapes(frames))
     return out
 
 
@@ -121,6 +129,8 @@ def _cache_path(cache_dir: Path, task: str, part: str, n: int, bins: int) -> Pat
     kind = task if part == "features" else f"{task}-{part}"
     if part == "colour":
         kind += str(bins)
+    if part == "shape":
+        kind += str(SHAPE_FEATURES)
     return cache_dir / f"{kind}-v{version}-n{n}.safetensors"
 
 
@@ -174,10 +184,17 @@ def build_examples(backbone: Any, config: PretrainConfig) -> list[Example]:
             parts += ("read",)
         if modality == "audio" and backbone.model.transcribes:
             parts += ("transcript",)
-        if modality in ("image", "video") and backbone.model.sees_colour:
-            parts += ("colour",)
-        got = cached_features(backbone, task, samples, cache_dir, parts)
+        extras: tuple[str, ...] = ()
+        if modality in ("image", "video"):
+            model = backbone.model
+            extras = ("colour",) * model.sees_colour + ("shape",) * model.sees_shape
+        got = cached_features(backbone, task, samples, cache_dir, parts + extras)
         none: list[Any] = [None] * len(samples)
+        cells = (
+            [torch.cat([got[part][i].float() for part in extras], -1) for i in range(len(samples))]
+            if extras
+            else none
+        )
         examples += [
             Example(task, f, s.text, r, t, c)
             for f, s, r, t, c in zip(
@@ -185,10 +202,23 @@ def build_examples(backbone: Any, config: PretrainConfig) -> list[Example]:
                 samples,
                 got.get("read", none),
                 got.get("transcript", none),
-                got.get("colour", none),
+                cells,
             )
         ]
     return examples
+
+
+def _blinded(example: Example, rng: random.Random, p: float) -> Example:
+    """``example`` with, at probability ``p`` for an image or video example that has per-cell
+    extras, its EfficientNet features zeroed: modality dropout, so that the projectors learn to
+    describe a picture from its colour and shape extras alone. On the training styles
+    EfficientNet already names the shape, so without it nothing makes the model use the extras,
+    which are what carries over to other renderings."""
+    if example.cells is None or TASKS[example.task].modality not in ("image", "video"):
+        return example
+    if rng.random() >= p:
+        return example
+    return replace(example, features=torch.zeros_like(example.features))
 
 
 def media_embedding(model: Any, modality: str, example: Example) -> torch.Tensor:
@@ -197,9 +227,9 @@ def media_embedding(model: Any, modality: str, example: Example) -> torch.Tensor
     if modality == "audio":
         return model.embed_audio(features, example.transcript)
     if modality == "video":
-        return model.embed_image_features(features, example.colours).flatten(0, 1)
+        return model.embed_image_features(features, example.cells).flatten(0, 1)
     reading = example.reading.float() if example.reading is not None else None
-    return model.embed_image(features, reading, example.colours)
+    return model.embed_image(features, reading, example.cells)
 
 
 class PrefixCache:
@@ -354,6 +384,8 @@ def _stage1_backbone(
     model = backbone.model
     if config.colour_bins and not model.sees_colour:
         model.add_colour(config.colour_bins)
+    if config.shapes:
+        model.add_shape()
     if config.transcript_tokens is not None:
         model.mini_config.transcript_tokens = config.transcript_tokens
     unknown = sorted(set(config.train) - set(PROJECTOR_NAMES))
@@ -437,6 +469,8 @@ def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
         batch = [
             rng.choice(by_task[rng.choices(tasks, weights)[0]]) for _ in range(config.batch_size)
         ]
+        if config.image_feature_dropout:
+            batch = [_blinded(ex, rng, config.image_feature_dropout) for ex in batch]
         loss = batch_loss(backbone, batch, prefix)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

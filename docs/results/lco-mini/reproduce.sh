@@ -40,6 +40,23 @@ python docs/results/lco-mini/styled/naming.py "$RUNS/base" "$RUNS/base-styled" "
 python docs/results/lco-mini/colour/probe.py
 python docs/results/lco-mini/colour/finetune.py 11 30
 
+# 1e. shape (not shipped): a shape projector (silhouette descriptors of the objects centred in
+#     each image token's cell, lcoemb.mini.silhouettes; it starts at zero) learns with the image
+#     and colour projectors 600 more steps on step 1b's mix; 1f continues it 600 steps with half
+#     of the image and video examples' EfficientNet features zeroed (modality dropout); what
+#     each names, and the quickstart's adapter on each (docs/results/lco-mini/shape/)
+python docs/results/lco-mini/shape/probe.py
+lcoemb mini pretrain --base "$RUNS/base-colour" --output "$RUNS/base-shape" \
+    --train image,colour,shape --shapes "${visual_mix[@]}"
+lcoemb mini pretrain --base "$RUNS/base-shape" --output "$RUNS/base-shape-dropout" \
+    --train image,colour,shape --image-feature-dropout 0.5 "${visual_mix[@]}"
+python docs/results/lco-mini/styled/naming.py "$RUNS/base-colour" "$RUNS/base-shape" \
+    "$RUNS/base-shape-dropout"
+for base in shape shape-dropout; do
+    python docs/results/lco-mini/sweep/run.py "$RUNS/base-$base" "$RUNS/sweep-$base" \
+        1e-4 60 16 general 0 q_proj,k_proj,v_proj,o_proj
+done
+
 # 1c. the transcribing variant, not shipped: a clip in which Whisper tiny.en hears speech is
 #     embedded as Whisper's transcript (lcoemb.mini.model.LCOMini.embed_audio); nothing is
 #     trained, the folder is step 1b's with transcript_tokens set; then the quickstart and
