@@ -7,16 +7,19 @@ linear probe trained on stage 1's styled scenes names the shape of an out-of-dis
 and fine-tuning the tower's last blocks on the training styles does not raise it. The silhouette
 of an object is the same in every rendering, and its outline's Fourier magnitudes are the same
 at every size and rotation, so these descriptors carry shape across styles: the same probe names
-84 % of the out-of-distribution shapes from them (``docs/results/lco-mini/shape/``).
+81 % of the out-of-distribution shapes from them (``docs/results/lco-mini/shape/``).
 
 The descriptor rests on two priors about the pictures LCO-Mini is trained on, stated here
-because a photograph does not obey them (there the descriptors are noise the projector learned
-to expect less from, not an error):
+because a photograph does not obey them (there the descriptors describe whatever coloured
+regions it has: nothing fails, but they no longer mean shape), and chosen knowing the
+out-of-distribution styles, so they show what perception that carries over would give, not
+style invariance learned from data. The shipped ``lco-mini-base`` does not use them (measured
+in ``docs/results/lco-mini/``, "Stage 1e"); ``lcoemb mini pretrain --shapes`` adds them:
 
 * an object stands out from a grey ground by its colour (chroma above :data:`CHROMA`) or by
   being near black or white (:data:`DARK`, :data:`LIGHT`);
-* an object is one region: its pixels lie within :data:`BRIDGE` pixels of each other, and
-  what it encloses is part of it. Growing the foreground by :data:`BRIDGE`, filling enclosed
+* an object is one region: the gaps between its pixels are at most about twice :data:`BRIDGE`,
+  and what it encloses is part of it. Growing the foreground by :data:`BRIDGE`, filling enclosed
   holes and shrinking it back turns an outline, a dotted edge, stripes or a ring into the same
   solid silhouette as a fill.
 

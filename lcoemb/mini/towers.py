@@ -331,7 +331,7 @@ class ImageTower:
         tower's device (:func:`~lcoemb.mini.silhouettes.cell_shapes`), computed on the same
         224×224 resize the tower sees. EfficientNet's features keep little of a shape across
         renderings (a probe names 30 % of out-of-distribution shapes); silhouettes' outline
-        spectra do not depend on the rendering (84 %, ``docs/results/lco-mini/shape/``)."""
+        spectra do not depend on the rendering (81 %, ``docs/results/lco-mini/shape/``)."""
         return self._shapes(self.preprocess(images), grid)
 
     def _shapes(self, pixels: torch.Tensor, grid: int = IMAGE_GRID) -> torch.Tensor:

@@ -55,6 +55,9 @@ python docs/results/lco-mini/styled/naming.py "$RUNS/base-colour" "$RUNS/base-sh
 for base in shape shape-dropout; do
     python docs/results/lco-mini/sweep/run.py "$RUNS/base-$base" "$RUNS/sweep-$base" \
         1e-4 60 16 general 0 q_proj,k_proj,v_proj,o_proj
+    python docs/results/lco-mini/colour/wording.py "$RUNS/base-$base"
+    python docs/results/lco-mini/colour/wording.py "$RUNS/base-$base" \
+        "$RUNS/sweep-$base/general-lr1e-4-s60-r16-seed0-q_proj+k_proj+v_proj+o_proj/lco/adapter"
 done
 
 # 1c. the transcribing variant, not shipped: a clip in which Whisper tiny.en hears speech is
