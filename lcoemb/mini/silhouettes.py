@@ -91,7 +91,7 @@ def describe(silhouette: np.ndarray) -> np.ndarray:
 def cell_shapes(pixels: np.ndarray, grid: int) -> np.ndarray:
     """``(grid², SHAPE_FEATURES)`` float32 for a uint8 ``(H, W, 3)`` image, cells row-major as
     the image tokens are: per cell, the mean descriptor of the objects whose centroid lies in it,
-    their count / 4 and the square root of their mean area over the image's (zeros for a cell
+    their count / 4 and the mean square root of their areas as shares of the image (zeros for a cell
     without one)."""
     side_y, side_x = pixels.shape[:2]
     out = np.zeros((grid * grid, SHAPE_FEATURES), np.float32)
