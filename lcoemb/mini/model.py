@@ -387,9 +387,8 @@ class LCOMini(nn.Module):
         per-cell extras when the model sees colour or shape: :meth:`embed_image_features`), then
         its ``(n, 256)`` reading tokens when the model reads (``reading`` is ignored by a model
         that does not)."""
-        tokens = self.embed_image_features(features[None], None if cells is None else cells[None])[
-            0
-        ]
+        batch = None if cells is None else cells[None]
+        tokens = self.embed_image_features(features[None], batch)[0]
         if not self.reads or reading is None or not len(reading):
             return tokens
         proj = self.read_projector

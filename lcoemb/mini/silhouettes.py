@@ -76,7 +76,11 @@ def silhouettes(pixels: np.ndarray) -> list[np.ndarray]:
 def describe(silhouette: np.ndarray) -> np.ndarray:
     """One silhouette's ``HARMONICS + 4`` numbers: its outline's Fourier magnitudes, fill ratio
     and the spread, minimum and maximum of its normalised profile."""
-    ys, xs = np.nonzero(silhouette)
+    return _describe(*np.nonzero(silhouette))
+
+
+def _describe(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """:func:`describe` of the silhouette whose pixels are at rows ``ys``, columns ``xs``."""
     dy, dx = ys - ys.mean(), xs - xs.mean()
     radius = np.hypot(dy, dx)
     direction = ((np.arctan2(dy, dx) + np.pi) / (2 * np.pi) * ANGLES).astype(np.int64) % ANGLES
@@ -101,7 +105,7 @@ def cell_shapes(pixels: np.ndarray, grid: int) -> np.ndarray:
         cell = min(int(ys.mean() * grid / side_y), grid - 1) * grid + min(
             int(xs.mean() * grid / side_x), grid - 1
         )
-        out[cell, : HARMONICS + 4] += describe(silhouette)
+        out[cell, : HARMONICS + 4] += _describe(ys, xs)
         out[cell, -1] += np.sqrt(len(ys) / (side_y * side_x))
         count[cell] += 1
     seen = count > 0
