@@ -28,10 +28,7 @@ Retrieval relevance is by text: every document whose caption equals the query's 
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -41,6 +38,7 @@ from mteb.abstasks.sts import AbsTaskSTS
 from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.abstasks.zeroshot_classification import AbsTaskZeroShotClassification
 
+from lcoemb.cache import cache_root, publish, staging_dir
 from lcoemb.evaluation.retrieval import relevance_by_text
 from lcoemb.synthetic import (
     DATA_VERSION,
@@ -57,11 +55,6 @@ from lcoemb.synthetic.pages import LANGUAGES, PAGES_VERSION, page
 OFFLINE_VERSION = "1"
 BENCHMARK_NAME = "offline"
 _SPLIT = "test"
-
-
-def cache_root() -> Path:
-    base = os.environ.get("LCOEMB_CACHE") or Path.home() / ".cache" / "lcoemb"
-    return Path(base) / "offline"
 
 
 def _data_version() -> str:
@@ -89,16 +82,12 @@ def _metadata(name: str, description: str, **fields: Any) -> TaskMetadata:
 
 def _cached(name: str, build: Any) -> datasets.DatasetDict:
     """``build()`` once, then from disk: a ``DatasetDict`` under the cache root."""
-    path = cache_root() / _data_version() / name
+    path = cache_root() / "offline" / _data_version() / name
     if (path / "dataset_dict.json").is_file():
         return datasets.load_from_disk(str(path))
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = staging_dir(path)
     build().save_to_disk(str(tmp))
-    if path.exists():  # another process finished first: keep its copy
-        shutil.rmtree(tmp)
-    else:
-        tmp.replace(path)
-    return datasets.load_from_disk(str(path))
+    return datasets.load_from_disk(str(publish(tmp, path)))
 
 
 def _qrels(query_ids: list[str], doc_ids: list[str], texts: list[str]) -> dict:

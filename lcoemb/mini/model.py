@@ -24,20 +24,25 @@ GGUF no longer holds those weights, so the folder carries the LM's decoder layer
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import os
+import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from lcoemb.cache import cache_root, publish, staging_dir
 from lcoemb.inputs import Limits, frame_indices
 from lcoemb.mini.silhouettes import SHAPE_FEATURES
 
@@ -126,14 +131,66 @@ def gguf_path() -> Path:
 
 
 def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[nn.Module, Any]:
-    """SmolLM2-135M-Instruct and its tokenizer from the GGUF (dequantised to ``dtype``)."""
+    """SmolLM2-135M-Instruct and its tokenizer, dequantised from the GGUF to ``dtype``.
+
+    Reading the GGUF takes transformers about 14 s on 2 cores (it parses the tokenizer's
+    49,152-entry vocabulary in Python three times), so the first load converts it once into a
+    plain transformers folder in lcoemb's cache (:func:`converted_smollm2_dir`: float32
+    weights, 540 MB) and every later load reads that folder in about a second, with the same
+    weights to the bit for every dtype. A cache that cannot be written only costs the speed; a
+    damaged entry is converted again."""
     path = gguf_path()
+    folder = converted_smollm2_dir(path)
+    if (folder / _CONVERTED_MARK).is_file():
+        try:
+            return _ready(*_load_folder(folder, dtype))
+        except Exception as error:  # safetensors, tokenizers and json each raise their own
+            warnings.warn(
+                f"{folder} is damaged ({error}); converting {path.name} again", stacklevel=2
+            )
+            shutil.rmtree(folder, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    lm = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    lm = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     # a GGUF-loaded model refuses save_pretrained while it carries the quantization config
     if hasattr(lm.config, "quantization_config"):
         del lm.config.quantization_config
     lm.hf_quantizer = None
+    try:
+        tmp = staging_dir(folder)
+        lm.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / _CONVERTED_MARK).write_text(json.dumps({"gguf": str(path)}) + "\n")
+        publish(tmp, folder)
+    except OSError as error:
+        warnings.warn(
+            f"could not cache the converted {path.name} under {folder}: {error}", stacklevel=2
+        )
+        return _ready(lm.to(dtype), tokenizer)
+    return _ready(*_load_folder(folder, dtype))
+
+
+#: written last into a converted folder: a folder without it was never finished
+_CONVERTED_MARK = "lcoemb-converted.json"
+
+
+def converted_smollm2_dir(gguf: Path | None = None) -> Path:
+    """Where :func:`load_smollm2` keeps the converted GGUF: one folder per file (path, size,
+    modification time) and transformers version, so a reinstalled or upgraded package or a
+    new transformers converts again rather than reading a copy that is not its own."""
+    gguf = gguf or gguf_path()
+    stat = gguf.stat()
+    source = f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}"
+    key = hashlib.sha256(source.encode()).hexdigest()[:16]
+    return cache_root() / "smollm2" / f"{gguf.stem}-{key}"
+
+
+def _load_folder(folder: Path, dtype: torch.dtype) -> tuple[nn.Module, Any]:
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    lm = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    return lm, tokenizer
+
+
+def _ready(lm: nn.Module, tokenizer: Any) -> tuple[nn.Module, Any]:
     tokenizer.padding_side = "left"
     return lm.eval(), tokenizer
 
