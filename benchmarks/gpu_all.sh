@@ -4,10 +4,13 @@
 # wrapper), each under its own `timeout`, in under 9 minutes together. Run from anywhere:
 #
 #   bash benchmarks/gpu_all.sh           # one H100/H200
+#   bash benchmarks/gpu_all.sh --mfu     # train steps only: a profile, and two batches without
+#                                        # gradient checkpointing (where the MFU goes)
 #   bash benchmarks/gpu_all.sh --tiny    # smoke run on the CPU: tiny models, a minute or two
 #
 # Logs go to $OUT (default ./gpu-out): env.txt, gpu_train_step.log, gpu_encode.log,
-# gpu_encode.json. The package needs no install: the repo root goes on PYTHONPATH.
+# gpu_encode.json (with --mfu: gpu_train_step.profile.{log,txt}, gpu_train_step.b*-nockpt.log).
+# The package needs no install: the repo root goes on PYTHONPATH.
 #
 # What the machine lacks travels as wheels in .whl/ at the repo root ($WHEELS; ignored by git),
 # installed with --target into $SITE, which goes first on PYTHONPATH. For a CUDA image with
@@ -33,9 +36,16 @@ STUBS=${STUBS:-/tmp/lcoemb-stubs}
 TRAIN_TIMEOUT=${TRAIN_TIMEOUT:-240}
 ENCODE_TIMEOUT=${ENCODE_TIMEOUT:-240}
 ARGS=()
-if [ "${1:-}" = "--tiny" ]; then
-    ARGS=(--tiny --device cpu)
-fi
+MFU=0
+BATCHES=(132 64)  # --mfu: the batches run without gradient checkpointing
+PROFILE_BATCH=256
+for arg in "$@"; do
+    case "$arg" in
+    --tiny) ARGS=(--tiny --device cpu) BATCHES=(8 4) PROFILE_BATCH=8 ;;
+    --mfu) MFU=1 ;;
+    *) echo "unknown argument $arg (--tiny, --mfu)" >&2; exit 2 ;;
+    esac
+done
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false TQDM_DISABLE=1
 
@@ -87,6 +97,23 @@ EOF
 } 2>&1 | tee "$OUT/env.txt"
 
 status=0
+if [ "$MFU" = 1 ]; then
+    # where the MFU goes (issue #19): the default step profiled, then the reference's share of
+    # its global batch of 1056 on 8 GPUs (132 triplets) without gradient checkpointing, whose
+    # recompute is a third of what the default step executes
+    echo "== gpu_train_step.py --profile (timeout ${TRAIN_TIMEOUT} s)"
+    timeout -k 10 "$TRAIN_TIMEOUT" "$PY" benchmarks/gpu_train_step.py ${ARGS[@]+"${ARGS[@]}"} \
+        --batch-size "$PROFILE_BATCH" --steps 4 --warmup 2 \
+        --profile "$OUT/gpu_train_step.profile.txt" 2>&1 |
+        tee "$OUT/gpu_train_step.profile.log" || status=$?
+    for batch in "${BATCHES[@]}"; do
+        echo "== gpu_train_step.py --batch-size $batch --no-gradient-checkpointing"
+        timeout -k 10 "$TRAIN_TIMEOUT" "$PY" benchmarks/gpu_train_step.py \
+            ${ARGS[@]+"${ARGS[@]}"} --batch-size "$batch" --no-gradient-checkpointing 2>&1 |
+            tee "$OUT/gpu_train_step.b$batch-nockpt.log" || status=$?
+    done
+    exit "$status"
+fi
 echo "== gpu_train_step.py (timeout ${TRAIN_TIMEOUT} s)"
 timeout -k 10 "$TRAIN_TIMEOUT" "$PY" benchmarks/gpu_train_step.py ${ARGS[@]+"${ARGS[@]}"} 2>&1 |
     tee "$OUT/gpu_train_step.log" || status=$?

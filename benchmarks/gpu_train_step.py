@@ -117,6 +117,33 @@ def forward_flops(model_dir: Path, data: Path, n_items: int) -> tuple[float, flo
     return sum(flops) / len(flops), sum(lengths) / len(lengths)
 
 
+def profiled(run, device: str, path: Path) -> None:
+    """``run()`` under torch.profiler; its operators, by self time on ``device`` (CUDA) or the
+    CPU, go to ``path`` as a table, with the busy share of the device's wall time. Every step
+    is profiled, warm-up included, so read shares, not absolute times."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        run()
+        if cuda:
+            torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    busy = sum(getattr(e, key) for e in events) / 1e6
+    table = events.table(sort_by=key, row_limit=40, max_name_column_width=60)
+    header = (
+        f"profiled wall {wall:.1f} s; {'device' if cuda else 'CPU'} self time {busy:.1f} s "
+        f"({100 * busy / wall:.0f} % of the wall time)\n"
+    )
+    path.write_text(header + table + "\n")
+    print(header + table, flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     import torch
 
@@ -135,6 +162,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--peak-tflops", type=float, default=None, help="override the GPU's peak")
     p.add_argument("--tiny", action="store_true", help="a 64-wide model: smoke-test the script")
+    p.add_argument(
+        "--profile",
+        default=None,
+        metavar="FILE",
+        help="also profile the run (torch.profiler) and write its operators, by self device "
+        "time, to FILE: where the step time goes (attention, GEMMs, LoRA, the loss, gaps)",
+    )
     args = p.parse_args(argv)
     if args.warmup >= args.steps:
         p.error("--warmup must be smaller than --steps")
@@ -170,7 +204,10 @@ def main(argv: list[str] | None = None) -> None:
             device=args.device,
         )
         t0 = time.perf_counter()
-        train(config)
+        if args.profile:
+            profiled(lambda: train(config), args.device, Path(args.profile))
+        else:
+            train(config)
         wall = time.perf_counter() - t0
         log = [json.loads(line) for line in (root / "run" / "log.jsonl").read_text().splitlines()]
         peak_mem = (
