@@ -29,6 +29,6 @@ bench: install
 	$(PY) benchmarks/encode_throughput.py
 
 # README's main command: install, then train LCO-Mini's adapter on text only and show the
-# cross-modal retrieval, anisotropy and alignment it gains (about 10 minutes on 2 CPU cores)
+# cross-modal retrieval, anisotropy and alignment it gains (about 8 minutes on 2 CPU cores)
 quickstart: install
 	$(VENV)/bin/lcoemb quickstart
