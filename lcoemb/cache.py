@@ -2,15 +2,18 @@
 benchmark's datasets, LCO-Mini's language model converted from its GGUF file).
 
 The root is ``$LCOEMB_CACHE``, else ``~/.cache/lcoemb``. Every entry is a folder that appears
-whole or not at all: it is built under a temporary name beside its final one and renamed into
-place, so an interrupted build leaves no half-written entry, and two processes building the
-same entry at once both end up reading one complete copy.
+whole or not at all (:func:`cache_entry`): it is built under a staging name beside its final
+one and renamed into place, so a failed or interrupted build leaves no half-written entry, and
+two processes building the same entry at once both end up reading one complete copy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -19,22 +22,21 @@ def cache_root() -> Path:
     return Path(os.environ.get("LCOEMB_CACHE") or Path.home() / ".cache" / "lcoemb")
 
 
-def staging_dir(path: Path) -> Path:
-    """A fresh folder beside ``path`` to build its entry in (this process's own), for
-    :func:`publish`."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed process that had this pid
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def publish(tmp: Path, path: Path) -> Path:
-    """Rename the finished folder ``tmp`` to ``path``. Where another process published
-    ``path`` first, keep its copy and delete ``tmp``."""
+@contextlib.contextmanager
+def cache_entry(path: Path) -> Iterator[Path]:
+    """Build the entry ``path``: the block writes into the fresh staging folder this yields.
+    When the block ends, the folder is renamed to ``path``; where another process published
+    ``path`` first, its copy stays and this one is deleted. When the block raises, the staging
+    folder is deleted and nothing is published. Raises ``OSError`` where the cache cannot be
+    written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        tmp.rename(path)
-    except OSError:
-        if not path.is_dir():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+        yield tmp
+        try:
+            tmp.rename(path)
+        except OSError:
+            if not path.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing left to remove once renamed

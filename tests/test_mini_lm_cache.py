@@ -7,20 +7,23 @@ import torch
 import transformers.modeling_gguf_pytorch_utils as gguf_utils
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lcoemb.cache import publish, staging_dir
+from lcoemb.cache import cache_entry
 from lcoemb.mini.model import converted_smollm2_dir, gguf_path, load_smollm2
 
 
-def test_publish_keeps_the_first_complete_copy(tmp_path):
+def test_a_cache_entry_appears_whole_or_not_at_all(tmp_path):
     final = tmp_path / "entry"
-    first, second = staging_dir(final), final.with_name("other-staging")
-    second.mkdir()
-    (first / "a").write_text("first")
-    (second / "a").write_text("second")
-    assert publish(first, final) == final
-    assert publish(second, final) == final  # another process got there first: its copy stays
-    assert (final / "a").read_text() == "first"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]
+    with pytest.raises(RuntimeError), cache_entry(final) as tmp:
+        (tmp / "a").write_text("half")
+        raise RuntimeError("the build failed")
+    assert list(tmp_path.iterdir()) == []  # nothing published, no staging left
+    with cache_entry(final) as first:
+        (first / "a").write_text("first")
+        with cache_entry(final) as second:  # another build of the same entry, finished first
+            assert second != first
+            (second / "a").write_text("second")
+    assert (final / "a").read_text() == "second"  # the first complete copy stays
+    assert [p.name for p in tmp_path.iterdir()] == ["entry"]
 
 
 def _same_weights(lm: torch.nn.Module, reference: dict[str, torch.Tensor]) -> bool:

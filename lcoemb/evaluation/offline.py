@@ -38,7 +38,7 @@ from mteb.abstasks.sts import AbsTaskSTS
 from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.abstasks.zeroshot_classification import AbsTaskZeroShotClassification
 
-from lcoemb.cache import cache_root, publish, staging_dir
+from lcoemb.cache import cache_entry, cache_root
 from lcoemb.evaluation.retrieval import relevance_by_text
 from lcoemb.synthetic import (
     DATA_VERSION,
@@ -85,9 +85,9 @@ def _cached(name: str, build: Any) -> datasets.DatasetDict:
     path = cache_root() / "offline" / _data_version() / name
     if (path / "dataset_dict.json").is_file():
         return datasets.load_from_disk(str(path))
-    tmp = staging_dir(path)
-    build().save_to_disk(str(tmp))
-    return datasets.load_from_disk(str(publish(tmp, path)))
+    with cache_entry(path) as tmp:
+        build().save_to_disk(str(tmp))
+    return datasets.load_from_disk(str(path))
 
 
 def _qrels(query_ids: list[str], doc_ids: list[str], texts: list[str]) -> dict:

@@ -42,7 +42,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lcoemb.cache import cache_root, publish, staging_dir
+from lcoemb.cache import cache_entry, cache_root
 from lcoemb.inputs import Limits, frame_indices
 from lcoemb.mini.silhouettes import SHAPE_FEATURES
 
@@ -156,16 +156,16 @@ def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[nn.Module, Any]:
         del lm.config.quantization_config
     lm.hf_quantizer = None
     try:
-        tmp = staging_dir(folder)
-        lm.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / _CONVERTED_MARK).write_text(json.dumps({"gguf": str(path)}) + "\n")
-        publish(tmp, folder)
+        with cache_entry(folder) as tmp:
+            lm.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / _CONVERTED_MARK).write_text(json.dumps({"gguf": str(path)}) + "\n")
     except OSError as error:
         warnings.warn(
             f"could not cache the converted {path.name} under {folder}: {error}", stacklevel=2
         )
         return _ready(lm.to(dtype), tokenizer)
+    del lm, tokenizer  # the folder's copy is the one returned: the same on every later load
     return _ready(*_load_folder(folder, dtype))
 
 
