@@ -174,12 +174,16 @@ _CONVERTED_MARK = "lcoemb-converted.json"
 
 
 def converted_smollm2_dir(gguf: Path | None = None) -> Path:
-    """Where :func:`load_smollm2` keeps the converted GGUF: one folder per file (path, size,
-    modification time) and transformers version, so a reinstalled or upgraded package or a
-    new transformers converts again rather than reading a copy that is not its own."""
+    """Where :func:`load_smollm2` keeps the converted GGUF: one folder per file content (its
+    SHA-256, 0.1 s to compute) and transformers version. Every environment with the same file
+    shares it, and a changed file or another transformers converts again rather than reading
+    a copy that is not its own."""
     gguf = gguf or gguf_path()
-    stat = gguf.stat()
-    source = f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}"
+    digest = hashlib.sha256()
+    with gguf.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    source = f"{digest.hexdigest()}|{transformers.__version__}"
     key = hashlib.sha256(source.encode()).hexdigest()[:16]
     return cache_root() / "smollm2" / f"{gguf.stem}-{key}"
 
