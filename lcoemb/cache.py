@@ -13,8 +13,12 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+#: a staging folder this old was left by a build that died (builds take seconds to minutes)
+STALE_STAGING_S = 3600
 
 
 def cache_root() -> Path:
@@ -27,10 +31,16 @@ def cache_entry(path: Path) -> Iterator[Path]:
     """Build the entry ``path``: the block writes into the fresh staging folder this yields.
     When the block ends, the folder is renamed to ``path``; where another process published
     ``path`` first, its copy stays and this one is deleted. When the block raises, the staging
-    folder is deleted and nothing is published. Raises ``OSError`` where the cache cannot be
-    written."""
+    folder is deleted and nothing is published; staging folders of ``path`` older than
+    :data:`STALE_STAGING_S` (a killed process's) are deleted first. Raises ``OSError`` where
+    the cache cannot be written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    prefix = f".{path.name}.tmp-"
+    for old in path.parent.glob(f"{prefix}*"):  # left by builds that died
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > STALE_STAGING_S:
+                shutil.rmtree(old, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
     try:
         yield tmp
         try:

@@ -2,12 +2,15 @@
 the same weights and tokenizer to the bit, a damaged entry converted again, and a cache that
 cannot be written costing only the speed."""
 
+import os
+import time
+
 import pytest
 import torch
 import transformers.modeling_gguf_pytorch_utils as gguf_utils
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lcoemb.cache import cache_entry
+from lcoemb.cache import STALE_STAGING_S, cache_entry
 from lcoemb.mini.model import converted_smollm2_dir, gguf_path, load_smollm2
 
 
@@ -24,6 +27,14 @@ def test_a_cache_entry_appears_whole_or_not_at_all(tmp_path):
             (second / "a").write_text("second")
     assert (final / "a").read_text() == "second"  # the first complete copy stays
     assert [p.name for p in tmp_path.iterdir()] == ["entry"]
+    # a killed build's staging folder goes once it is old; a running build's stays
+    stale, running = tmp_path / ".other.tmp-dead", tmp_path / ".other.tmp-live"
+    stale.mkdir(), running.mkdir()
+    old = time.time() - STALE_STAGING_S - 60
+    os.utime(stale, (old, old))
+    with cache_entry(tmp_path / "other") as tmp:
+        (tmp / "a").write_text("built")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-live", "entry", "other"]
 
 
 def _same_weights(lm: torch.nn.Module, reference: dict[str, torch.Tensor]) -> bool:
