@@ -23,6 +23,9 @@ from lcoemb.config import (
 )
 from lcoemb.mini.registry import DEFAULT_MODEL
 
+#: ``--batch-size`` of the commands that encode: left out, the model's own default
+BATCH_HELP = "items per model batch (default: the model's own, 32 for lco-mini and 8 otherwise)"
+
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -60,7 +63,7 @@ def _add_encode_command(sub: Any) -> None:
     _add_model_args(enc)
     enc.add_argument("--input", required=True, help="items file (.jsonl)")
     enc.add_argument("--output", required=True, help="output .npy path")
-    enc.add_argument("--batch-size", type=int, default=8)
+    enc.add_argument("--batch-size", type=int, help=BATCH_HELP)
     enc.add_argument("--instruction", help="task instruction prepended to every item")
     enc.add_argument("--no-normalize", action="store_true", help="skip L2 normalisation")
     enc.add_argument(
@@ -203,7 +206,7 @@ def _add_analyze_command(sub: Any) -> None:
         "--alignment", default="mutual_knn", help="comma-separated: mutual_knn, cka, cknna"
     )
     an.add_argument("--n", type=int, default=200, help="pairs per modality with --pairs offline")
-    an.add_argument("--batch-size", type=int, default=8)
+    an.add_argument("--batch-size", type=int, help=BATCH_HELP)
     an.set_defaults(run="analyze")
 
 
@@ -348,7 +351,7 @@ def _add_index_command(sub: Any) -> None:
     ib.add_argument("--instruction", help="task instruction for queries (documents get none)")
     ib.add_argument("--passage-chars", type=int, default=1000, help="text passage size (chars)")
     ib.add_argument("--shard-size", type=int, default=256, help="items per Parquet shard")
-    ib.add_argument("--batch-size", type=int, default=8)
+    ib.add_argument("--batch-size", type=int, help=BATCH_HELP)
     ib.add_argument("--engine", choices=["local", "ray"], default="local")
     ib.add_argument("--ray-address", help="Ray cluster address (default: start a local one)")
     ib.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
@@ -366,7 +369,7 @@ def _add_index_command(sub: Any) -> None:
     iu.add_argument("--adapter", help="refuse unless this is the index's adapter")
     iu.add_argument("--device", help="torch device (default: cuda, then mps, then cpu)")
     iu.add_argument("--dtype", help="model dtype (default: the one the index was built in)")
-    iu.add_argument("--batch-size", type=int, default=8)
+    iu.add_argument("--batch-size", type=int, help=BATCH_HELP)
     iu.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
     iu.add_argument("--quiet", action="store_true", help="no progress bars")
     iu.set_defaults(run="index update")

@@ -272,6 +272,12 @@ class OmniEncoder:
         return self.backbone.hidden_size
 
     @property
+    def default_batch_size(self) -> int:
+        """Items per batch when a caller gives none: the backbone's
+        :attr:`~lcoemb.backbones.Backbone.default_batch_size`."""
+        return self.backbone.default_batch_size
+
+    @property
     def modalities(self) -> frozenset[str]:
         return frozenset(self.backbone.modalities)
 
@@ -282,11 +288,17 @@ class OmniEncoder:
     # ------------------------------------------------------------------ encoding
 
     def plan_batches(
-        self, inputs: Sequence[Any], batch_size: int, on_error: ErrorHandler | None = None
+        self,
+        inputs: Sequence[Any],
+        batch_size: int | None = None,
+        on_error: ErrorHandler | None = None,
     ) -> list[list[int]]:
         """Validate every item, then group indices by modality and sort each group by size
-        (longest first, so an out-of-memory shows up at once), cut into batches. An invalid item
-        raises, or with ``on_error`` is reported to it and left out of every batch."""
+        (longest first, so an out-of-memory shows up at once), cut into batches of
+        ``batch_size`` (``None``: :attr:`default_batch_size`). An invalid item raises, or with
+        ``on_error`` is reported to it and left out of every batch."""
+        if batch_size is None:
+            batch_size = self.default_batch_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         groups: dict[str, list[tuple[float, int]]] = {}
@@ -326,7 +338,7 @@ class OmniEncoder:
         self,
         inputs: Sequence[Any],
         *,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         show_progress: bool = False,
         instruction: str | None = None,
         all_layers: bool = False,
@@ -395,7 +407,7 @@ class OmniEncoder:
     def encode(
         self,
         inputs: Sequence[Any] | Any,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         show_progress: bool = False,
         normalize: bool = True,
         *,
@@ -406,8 +418,10 @@ class OmniEncoder:
         """Embed items (``str``, ``PIL.Image.Image``, :class:`~lcoemb.Audio`,
         :class:`~lcoemb.Video`, or a ``list`` of these for one interleaved item).
 
-        Returns a float32 array ``(n, d)`` in input order. ``instruction`` is prepended to every
-        item, for query-side task instructions. A single non-list item gives shape ``(1, d)``.
+        Returns a float32 array ``(n, d)`` in input order. ``batch_size`` ``None`` takes the
+        model's own default (:attr:`default_batch_size`: 32 for ``lco-mini``, 8 otherwise).
+        ``instruction`` is prepended to every item, for query-side task instructions. A single
+        non-list item gives shape ``(1, d)``.
         ``dimensions`` keeps the first N components of each vector (the shorter vectors of a
         Matryoshka-trained model), re-normalised when ``normalize``.
 

@@ -114,6 +114,27 @@ def test_plan_groups_by_modality_and_sorts_by_length(omni_encoder):
     assert plan == [[1, 4], [3, 0], [2]]
 
 
+def test_batch_size_defaults_to_the_backbones_own(omni_encoder, monkeypatch):
+    from lcoemb.backbones.mini import MiniBackbone
+
+    assert omni_encoder.default_batch_size == 8  # the billion-parameter families' default
+    assert MiniBackbone.default_batch_size == 32
+    texts = [f"sentence number {i}" for i in range(7)]
+    monkeypatch.setattr(omni_encoder.backbone, "default_batch_size", 3)
+    assert [len(b) for b in omni_encoder.plan_batches(texts)] == [3, 3, 1]
+    sizes = []
+    forward = omni_encoder.backbone.forward
+    monkeypatch.setattr(
+        omni_encoder.backbone,
+        "forward",
+        lambda inputs, **kw: sizes.append(len(inputs["input_ids"])) or forward(inputs, **kw),
+    )
+    omni_encoder.encode(texts)
+    assert sizes == [3, 3, 1]
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        omni_encoder.encode(texts, batch_size=0)
+
+
 def test_long_text_is_cut_at_300_tokens(omni_encoder):
     tok = omni_encoder.backbone.tokenizer
     long = " ".join(f"word{i}" for i in range(600))

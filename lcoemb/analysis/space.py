@@ -100,7 +100,7 @@ def offline_pairs(n: int = 200, modalities: Sequence[str] = MEDIA) -> Pairs:
     return Pairs(media, texts)
 
 
-def layer_states(encoder: Any, items: Sequence[Any], batch_size: int = 8) -> np.ndarray:
+def layer_states(encoder: Any, items: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
     """Every layer's last-token state of every item: float32 ``(layers + 1, n, d)``."""
     out: np.ndarray | None = None
     for batch, states in encoder.iter_hidden_states(
@@ -146,7 +146,7 @@ def analyze(
     layers: str = "all",
     k: int = 10,
     alignment: Sequence[str] = ("mutual_knn",),
-    batch_size: int = 8,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Anisotropy per modality and alignment per media-text pair, at each selected layer."""
     unknown = [m for m in alignment if m not in ALIGNMENT_METRICS]

@@ -79,6 +79,10 @@ class Backbone(ABC):
     #: whether the fast text path also serves autograd (training); a family whose shipped
     #: weights were trained on the plain path keeps training there, so its recipes reproduce
     fast_path_with_grad: ClassVar[bool] = True
+    #: items per batch when a caller does not say (:meth:`lcoemb.OmniEncoder.encode`, the CLI,
+    #: index builds): 8 for the billion-parameter families, whose media batches fill a GPU's
+    #: memory; a small model sets more (``lco-mini``: 32)
+    default_batch_size: ClassVar[int] = 8
 
     @classmethod
     @abstractmethod

@@ -213,7 +213,7 @@ class Index:
         instruction: str | None = None,
         passage_chars: int = DEFAULT_PASSAGE_CHARS,
         shard_size: int = DEFAULT_SHARD_SIZE,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         engine: str = "local",
         ray_address: str | None = None,
         strict: bool = False,
@@ -233,7 +233,7 @@ class Index:
         """
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-        if shard_size < 1 or batch_size < 1:
+        if shard_size < 1 or (batch_size is not None and batch_size < 1):
             raise ValueError("shard_size and batch_size must be >= 1")
         started = time.perf_counter()
         out = Path(output)
@@ -325,7 +325,7 @@ class Index:
         *,
         model: str | os.PathLike[str] | None = None,
         adapter: str | os.PathLike[str] | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         strict: bool = False,
         show_progress: bool = False,
         device: str | None = None,
@@ -402,7 +402,7 @@ class Index:
         entries: Sequence[Entry],
         *,
         root: str | os.PathLike[str] | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         strict: bool = False,
         show_progress: bool = False,
         device: str | None = None,
@@ -482,7 +482,7 @@ class Index:
         k: int = 10,
         *,
         modalities: Sequence[str] | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
     ) -> list[list[Hit]]:
         """The ``k`` best items for each query (text, a media item, or a list of parts for one
         interleaved query; as :meth:`OmniEncoder.encode` takes them), best first. The index's
@@ -568,7 +568,7 @@ def _embed_locally(
     out: Path,
     jobs: Sequence[tuple[int, Sequence[Entry], Sequence[int]]],
     root: Path,
-    batch_size: int,
+    batch_size: int | None,
     strict: bool,
     show_progress: bool,
 ) -> int:

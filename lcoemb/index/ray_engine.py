@@ -39,7 +39,7 @@ class ShardEmbedder:
         dtype: str | None,
         out: str,
         root: str,
-        batch_size: int,
+        batch_size: int | None,
         strict: bool,
     ):
         if not torch.cuda.is_available():  # actors share a node's cores: one slice each
@@ -78,7 +78,7 @@ def embed_shards_on_ray(
     adapter: str | os.PathLike[str] | None,
     device: str | None,
     dtype: str | None,
-    batch_size: int,
+    batch_size: int | None,
     strict: bool,
     address: str | None = None,
     show_progress: bool = False,

@@ -22,7 +22,7 @@ def embed_shard(
     ids: Sequence[int],
     root: Path,
     *,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     strict: bool = False,
 ) -> int:
     """Embed ``entries`` and write them as shard ``number`` with the errors met; return how many
