@@ -747,7 +747,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-images", type=int, default=96)
     p.add_argument("--n-audio", type=int, default=64)
     p.add_argument("--n-video", type=int, default=32, help="clips (--lco-mini only)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="items per batch, the same for both paths (default: the model's own, 8 for "
+        "the Qwen2.5-Omni thinker, 32 with --lco-mini)",
+    )
     p.add_argument(
         "--sets",
         default=None,
@@ -842,9 +847,14 @@ def main(argv: list[str] | None = None) -> None:
         f"roofline: bf16 2048x2048 @ 2048x2048 matmul = {roofline:.0f} GFLOP/s; "
         f"load average {os.getloadavg()[0]:.2f}"
     )
+    from lcoemb.backbones import Backbone, MiniBackbone
+
     if args.lco_mini:
+        args.batch_size = args.batch_size or MiniBackbone.default_batch_size
         run_mini(args)
         return
+    # the families' default, the same for both sides
+    args.batch_size = args.batch_size or Backbone.default_batch_size
 
     with tempfile.TemporaryDirectory(prefix="lcoemb-bench-") as tmp:
         model_dir = make_tiny_qwen2_5_omni_thinker(
