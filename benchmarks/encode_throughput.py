@@ -660,14 +660,16 @@ class MiniBench:
 
         def with_reader(chosen: Any) -> tuple[np.ndarray, float, float | None]:
             self.use("fast")
-            if chosen is not None:
-                self.backbone.text_reader = chosen
+            self.backbone.text_reader = chosen
             return self.timed(items)
 
-        runs = {"lever": functools.partial(self.timed, items)}
-        if reader is not None:
-            runs = {"fast": functools.partial(with_reader, None)}
-            runs["lever"] = functools.partial(with_reader, reader)
+        if reader is None:
+            runs = {"lever": functools.partial(self.timed, items)}
+        else:
+            runs = {
+                "fast": functools.partial(with_reader, self.readers["fast"]),
+                "lever": functools.partial(with_reader, reader),
+            }
         for run in runs.values():
             run()  # warm-up
         best, vecs = best_of(runs, a.repeats, a.retries)
@@ -875,12 +877,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     from lcoemb.backbones import Backbone, MiniBackbone
 
+    if args.batch_size is None:  # the model's own default, the same for both sides
+        args.batch_size = (MiniBackbone if args.lco_mini else Backbone).default_batch_size
     if args.lco_mini:
-        args.batch_size = args.batch_size or MiniBackbone.default_batch_size
         run_mini(args)
         return
-    # the families' default, the same for both sides
-    args.batch_size = args.batch_size or Backbone.default_batch_size
 
     with tempfile.TemporaryDirectory(prefix="lcoemb-bench-") as tmp:
         model_dir = make_tiny_qwen2_5_omni_thinker(

@@ -244,7 +244,7 @@ def fuse_detector(detector: CRAFT) -> CRAFT:
     fused = copy.deepcopy(detector)
     for module in list(fused.modules()):
         for name, child in list(module.named_children()):
-            if type(child) in (nn.Sequential, _Slice):
+            if isinstance(child, nn.Sequential):  # VGG slices, decoder blocks, head
                 setattr(module, name, _fuse_sequential(child))
     return fused.to(memory_format=torch.channels_last)
 
