@@ -8,6 +8,7 @@ The scripts run as ``python benchmarks/NAME.py``, so this folder is first on ``s
 from __future__ import annotations
 
 import os
+import platform
 import time
 
 
@@ -53,3 +54,15 @@ def print_table(rows: list[dict[str, str]]) -> None:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
         print("| " + " | ".join(row[h].ljust(w) for h, w in zip(header, widths)) + " |")
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else the machine type: what the rates are of."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()

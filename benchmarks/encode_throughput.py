@@ -77,11 +77,13 @@ For audio the script also reports the share of the mel spectrogram input that is
 
 LCO-Mini (``--lco-mini``)
 ------------------------
-Instead of the comparison above: the embedded default ``lco-mini`` (real weights, bf16), loaded
-once, on its plain path against its fast path (:class:`MiniBench` says what each switches),
-interleaved and best-of like the sets above, per set of its own generators' test split: short
-scene captions (``text``, ~45 tokens templated), rendered words (``image-text``: the reading
-tower finds and reads them), shapes scenes (``image-plain``: nothing to read), espeak-ng speech
+Instead of the comparison above: the embedded default ``lco-mini`` (real weights, in the
+device's default dtype: bf16 on a CPU with AMX or AVX-512 bf16, float32 on others;
+``--mini-dtype`` sets it), loaded once, on its plain path against its fast path
+(:class:`MiniBench` says what each switches), interleaved and best-of like the sets above,
+per set of its own generators' test split: short scene captions (``text``, ~45 tokens
+templated), rendered words (``image-text``: the reading tower finds and reads them), shapes
+scenes (``image-plain``: nothing to read), espeak-ng speech
 (``audio``) and 8-frame clips (``video``). The table gives items/s of both paths and the minimum
 cosine between their vectors; ``--noise-floor`` adds the plain path encoding each item alone
 (batch 1): the fast path's vectors are those, bit for bit, while the plain path's own batched
@@ -89,6 +91,8 @@ vectors differ from them (bf16 SmolLM2 turns last-bit differences into cosines o
 ``--mini-detect-sizes 320,224``, ``--mini-fused-detector`` and ``--mini-merged`` time the opt-in
 levers that change vectors (a smaller text-detector side, the detector with its batch norms folded
 into bf16 convolutions, the LCO adapter merged into the bf16 LM) against the plain vectors.
+``--mini-compare-dtype bfloat16`` times every set again on a second copy of the model in that
+dtype, interleaved with the fast path: what the default dtype buys on this CPU.
 
 Run
 ---
@@ -117,7 +121,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import OtherLoad
+from common import OtherLoad, cpu_name
 from common import print_table as print_rows
 
 SETS = ("text", "long", "image", "audio")
@@ -554,11 +558,18 @@ class MiniBench:
 
         self.args = args
         self.torch = torch
-        self.encoder = OmniEncoder.from_pretrained("lco-mini", device="cpu")
+        self.encoder = OmniEncoder.from_pretrained("lco-mini", device="cpu", dtype=args.mini_dtype)
         self.backbone = self.encoder.backbone
         fast = load_text_reader()
         plain = copy.deepcopy(fast.detector).to(memory_format=torch.contiguous_format)
         self.readers = {"plain": TextReader(plain, fast.recognizer, batch_size=8), "fast": fast}
+        #: the same model in --mini-compare-dtype, on the fast path with the fast reader
+        self.other = None
+        if args.mini_compare_dtype:
+            self.other = OmniEncoder.from_pretrained(
+                "lco-mini", device="cpu", dtype=args.mini_compare_dtype
+            )
+            self.other.backbone.text_reader = fast
         #: each set's plain vectors, what the opt-in levers are compared with
         self.reference: dict[str, np.ndarray] = {}
 
@@ -567,12 +578,14 @@ class MiniBench:
         self.backbone.text_reader = self.readers[path]
 
     def timed(
-        self, items: list[Any], batch_size: int | None = None
+        self, items: list[Any], batch_size: int | None = None, encoder: Any = None
     ) -> tuple[np.ndarray, float, float | None]:
-        """One encode on the path as set now: vectors, seconds, other processes' CPU share."""
+        """One encode on the path as set now (or with ``encoder``, another loaded copy):
+        vectors, seconds, other processes' CPU share."""
+        encoder = encoder or self.encoder
         with OtherLoad() as load:
             start = time.perf_counter()
-            out = self.encoder.encode(items, batch_size=batch_size or self.args.batch_size)
+            out = encoder.encode(items, batch_size=batch_size or self.args.batch_size)
             elapsed = time.perf_counter() - start
         return out, elapsed, load.share
 
@@ -646,15 +659,22 @@ class MiniBench:
                 levers["fused detector"] = load_text_reader(fused=True)
             for lever, reader in levers.items():
                 rows.append(self.opt_in_row(name, lever, reader))
+        if self.other is not None:
+            dtype = str(self.other.dtype).removeprefix("torch.")
+            for name in [s for s in sets if s in self.reference]:
+                rows.append(self.opt_in_row(name, f"in {dtype}", encoder=self.other))
         if self.args.mini_merged and "text" in self.reference:
             self.use("fast")
             self.encoder.peft_model.merge_adapter()
             rows.append(self.opt_in_row("text", "LoRA merged into bf16"))
         return rows
 
-    def opt_in_row(self, name: str, lever: str, reader: Any = None) -> dict[str, str]:
-        """``name``'s items with the lever: a reading tower ``reader``, timed interleaved with
-        the fast path's own, or (``None``) whatever is set up now, timed alone."""
+    def opt_in_row(
+        self, name: str, lever: str, reader: Any = None, encoder: Any = None
+    ) -> dict[str, str]:
+        """``name``'s items with the lever: a reading tower ``reader`` or another loaded copy
+        of the model, ``encoder``, timed interleaved with the fast path's own, or (neither)
+        whatever is set up now, timed alone."""
         a = self.args
         items = self.items(name)
 
@@ -663,7 +683,13 @@ class MiniBench:
             self.backbone.text_reader = chosen
             return self.timed(items)
 
-        if reader is None:
+        if encoder is not None:
+            self.use("fast")
+            runs = {
+                "fast": functools.partial(self.timed, items),
+                "lever": functools.partial(self.timed, items, encoder=encoder),
+            }
+        elif reader is None:
             runs = {"lever": functools.partial(self.timed, items)}
         else:
             runs = {
@@ -690,9 +716,12 @@ def run_mini(args: argparse.Namespace) -> None:
     """The LCO-Mini comparison (``--lco-mini``): one table of both paths per set, then the
     opt-in levers that change vectors."""
     bench = MiniBench(args)
+    dtype = str(bench.encoder.dtype).removeprefix("torch.")
     print(
         f"model: lco-mini (SmolLM2-135M + EfficientNet-Lite0 + CRAFT/english_g2 reader + "
-        f"Whisper tiny.en), bf16; batch size {args.batch_size}, sets {', '.join(args.sets)}\n"
+        f"Whisper tiny.en), {dtype}; batch size {args.batch_size}, sets {', '.join(args.sets)}; "
+        f"CPU {cpu_name()}, torch's kernels "
+        f"{bench.torch.backends.cpu.get_cpu_capability()}\n"
     )
     rows = []
     for name in args.sets:
@@ -803,6 +832,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="with --lco-mini, also time text with the LCO adapter merged into the bf16 LM "
         "(an opt-in lever that changes vectors)",
+    )
+    p.add_argument(
+        "--mini-dtype",
+        help="with --lco-mini, the model's dtype (default: the device's own, bfloat16 where "
+        "the CPU computes it fast, else float32)",
+    )
+    p.add_argument(
+        "--mini-compare-dtype",
+        help="with --lco-mini, also time every set with a second copy of the model in this "
+        "dtype (e.g. bfloat16 on a CPU without fast bf16), interleaved with the fast path",
     )
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0)

@@ -23,6 +23,12 @@ from lcoemb.config import (
 )
 from lcoemb.mini.registry import DEFAULT_MODEL
 
+#: ``--dtype`` of the commands that load a model: left out, the device's own (devices.default_dtype)
+DTYPE_HELP = (
+    "model dtype (default: bfloat16, as the reference, where the device computes it fast: CUDA, "
+    "MPS, a CPU with AMX or AVX-512 bf16; float32 on other CPUs)"
+)
+
 #: ``--batch-size`` of the commands that encode: left out, the model's own default
 BATCH_HELP = "items per model batch (default: the model's own, 32 for lco-mini and 8 otherwise)"
 
@@ -36,9 +42,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--adapter", help="peft LoRA adapter folder to apply")
     p.add_argument("--device", help="torch device (default: cuda, then mps, then cpu)")
-    p.add_argument(
-        "--dtype", default="bfloat16", help="model dtype (default: bfloat16, as the reference)"
-    )
+    p.add_argument("--dtype", help=DTYPE_HELP)
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:

@@ -668,11 +668,12 @@ class PretrainConfig:
             "default_text": "none: recompute them every run",
         },
     )
-    bf16: bool = field(
-        default=True,
+    bf16: bool | None = field(
+        default=None,
         metadata={
             "help": "keep the frozen LM in bf16 (fast on CPUs with AMX, and no per-step weight "
-            "casts as under autocast); the projectors and their optimiser state stay float32"
+            "casts as under autocast); the projectors and their optimiser state stay float32",
+            "default_text": "where the CPU computes bf16 fast (AMX, AVX-512 bf16), else float32",
         },
     )
     save_steps: int = field(
@@ -779,7 +780,7 @@ class ServeConfig:
     model: str = DEFAULT_MODEL
     adapter: str | None = None
     device: str | None = None
-    dtype: str | None = "bfloat16"
+    dtype: str | None = None
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
     port: int = field(default=8000, metadata={"help": "port"})
     max_batch_size: int = field(default=32, metadata={"help": "items per model batch"})

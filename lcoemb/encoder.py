@@ -130,8 +130,11 @@ class OmniEncoder:
         ``"lco-mini"`` (LCO-Mini with its text-only LCO adapter) or ``"lco-mini-base"``
         (generative stage only).
 
-        ``dtype`` defaults to bfloat16, the precision of the reference recipe (``"auto"`` keeps
-        the checkpoint's own). The caps default to the reference's: ``max_text_tokens`` 300;
+        ``dtype`` defaults to bfloat16, the precision of the reference recipe, where the device
+        computes it fast (CUDA, Apple's MPS, a CPU with AMX or AVX-512 bf16) and to float32 on
+        other CPUs, whose bf16 kernels run several times slower
+        (:func:`~lcoemb.devices.default_dtype`); ``"auto"`` keeps the checkpoint's own. The
+        caps default to the reference's: ``max_text_tokens`` 300;
         ``max_image_pixels``/``max_video_pixels`` ``None`` keep the processor's own per-image and
         per-frame bounds; ``limits`` sets audio length and video frame sampling. A folder written
         by :meth:`save_pretrained` restores its settings, and its adapter if it kept one apart
@@ -284,6 +287,12 @@ class OmniEncoder:
     @property
     def device(self) -> torch.device:
         return self.backbone.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the language model computes in (the default depends on the device: see
+        :meth:`from_pretrained`)."""
+        return self.backbone.language_model.dtype
 
     # ------------------------------------------------------------------ encoding
 

@@ -74,7 +74,7 @@ def gemma_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def encoder(gemma_path):
-    return OmniEncoder.from_pretrained(gemma_path, device="cpu")
+    return OmniEncoder.from_pretrained(gemma_path, device="cpu", dtype="bfloat16")
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,7 @@ def e5v_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def encoder(llava_path):
-    return OmniEncoder.from_pretrained(llava_path, device="cpu")
+    return OmniEncoder.from_pretrained(llava_path, device="cpu", dtype="bfloat16")
 
 
 @pytest.fixture(scope="module")

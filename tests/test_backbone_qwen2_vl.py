@@ -53,7 +53,7 @@ def qwen2_vl_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def encoder(qwen2_vl_path):
-    return OmniEncoder.from_pretrained(qwen2_vl_path, device="cpu")
+    return OmniEncoder.from_pretrained(qwen2_vl_path, device="cpu", dtype="bfloat16")
 
 
 @pytest.fixture(scope="module")

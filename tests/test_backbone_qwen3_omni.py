@@ -81,7 +81,7 @@ def omni3_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def encoder(omni3_path):
-    return OmniEncoder.from_pretrained(omni3_path, device="cpu")
+    return OmniEncoder.from_pretrained(omni3_path, device="cpu", dtype="bfloat16")
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +245,7 @@ def test_mteb_qwen_omni_wrapper_parity(omni3_path, tmp_path):
     assert type(reference.model) is Qwen3OmniMoeThinkerForConditionalGeneration
     assert reference.per_clip
 
-    ours = OmniEncoder.from_pretrained(omni3_path, device="cpu")
+    ours = OmniEncoder.from_pretrained(omni3_path, device="cpu", dtype="bfloat16")
     backbone = ours.backbone
 
     def wrapper_prompt(item, instruction=None, *, suffix=None):

@@ -78,7 +78,7 @@ def qwen3_vl_path(variant, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def encoder(qwen3_vl_path):
-    return OmniEncoder.from_pretrained(qwen3_vl_path, device="cpu")
+    return OmniEncoder.from_pretrained(qwen3_vl_path, device="cpu", dtype="bfloat16")
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,7 @@ def smol_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture(scope="module")
 def smol_encoder(smol_path: Path) -> OmniEncoder:
-    return OmniEncoder.from_pretrained(smol_path, device="cpu")
+    return OmniEncoder.from_pretrained(smol_path, device="cpu", dtype="bfloat16")
 
 
 def _model_type(path: Path) -> str:

@@ -38,6 +38,8 @@ def test_encode_writes_vectors_in_input_order(omni_path, omni_encoder, media, tm
             str(out),
             "--device",
             "cpu",
+            "--dtype",
+            "bfloat16",  # omni_encoder's, the reference precision
             "--quiet",
             "--batch-size",
             "2",

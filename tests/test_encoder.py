@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-from lcoemb import Audio, InputError, OmniEncoder, Video
+from lcoemb import Audio, InputError, OmniEncoder, Video, devices
 from lcoemb.backbones import ModalityError, QwenOmniBackbone, QwenVLBackbone, backbone_class
 from lcoemb.inputs import load_item
 
@@ -27,7 +27,7 @@ def _images(seed: int, n: int) -> list[PIL.Image.Image]:
 
 @pytest.fixture(scope="module")
 def vl_encoder(vl_path):
-    return OmniEncoder.from_pretrained(vl_path, device="cpu")
+    return OmniEncoder.from_pretrained(vl_path, device="cpu", dtype="bfloat16")
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -133,6 +133,24 @@ def test_batch_size_defaults_to_the_backbones_own(omni_encoder, monkeypatch):
     assert sizes == [3, 3, 1]
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         omni_encoder.encode(texts, batch_size=0)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_dtype_defaults_to_bf16_only_where_the_device_computes_it_fast(
+    omni_path, monkeypatch, fast
+):
+    """A CPU without AMX or AVX-512 bf16 runs bf16 matmuls many times slower than float32, so
+    there the default is float32; an explicit dtype always wins."""
+    monkeypatch.setattr(devices, "fast_bf16", lambda device: fast)
+    expected = torch.bfloat16 if fast else torch.float32
+    assert devices.default_dtype("cpu") == expected
+    assert devices.default_dtype("mps") == torch.bfloat16
+    encoder = OmniEncoder.from_pretrained(omni_path, device="cpu")
+    assert encoder.dtype == expected
+    assert {p.dtype for p in encoder.backbone.language_model.parameters()} == {expected}
+    assert OmniEncoder.from_pretrained(omni_path, device="cpu", dtype="bfloat16").dtype == (
+        torch.bfloat16
+    )
 
 
 def test_long_text_is_cut_at_300_tokens(omni_encoder):

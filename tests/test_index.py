@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from lcoemb import OmniEncoder
+from lcoemb import OmniEncoder, devices
 from lcoemb.cli import main
 from lcoemb.index import Index, IndexSettingsError, store
 from lcoemb.inputs import ImageRef
@@ -220,13 +220,16 @@ def test_ray_engine_builds_the_local_engines_index(tmp_path, tiny, omni_path):
     np.testing.assert_allclose(vectors_ray, vectors_local, atol=1e-6)
 
 
-def test_cli_search_prints_a_table_and_json(tmp_path, omni_path, capsys):
+def test_cli_search_prints_a_table_and_json(tmp_path, omni_path, capsys, monkeypatch):
+    # a CPU without fast bf16: with no --dtype the build runs, and records, float32
+    monkeypatch.setattr(devices, "fast_bf16", lambda device: False)
     src = _mixed_folder(tmp_path / "src")
     out = tmp_path / "idx"
     args = ["index", "build", "--model", str(omni_path), "--input", str(src)]
     assert main([*args, "--output", str(out), "--quiet", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "items in the index: 7" in printed and "errors: 2" in printed
+    assert json.loads((out / "manifest.json").read_text())["dtype"] == "float32"
     query = ["index", "search", str(out), "--image", str(src / "photos" / "red.png"), "-k", "2"]
     assert main(query) == 0
     table = capsys.readouterr().out.splitlines()

@@ -200,8 +200,9 @@ def server(
 
 
 @pytest.fixture(scope="module")
-def encoder(omni_encoder: OmniEncoder) -> OmniEncoder:
-    return omni_encoder
+def encoder(omni_path: Path) -> OmniEncoder:
+    """The library's encoder with the server's defaults (the device's own dtype included)."""
+    return OmniEncoder.from_pretrained(omni_path, device="cpu")
 
 
 def test_health_ready_models(server: Server) -> None:

@@ -139,7 +139,7 @@ def test_client_gone_mid_batch_its_items_are_dropped(omni_path: Path, tmp_path: 
 
 
 def test_sigterm_finishes_requests_in_flight(
-    omni_path: Path, omni_encoder: OmniEncoder, tmp_path: Path
+    omni_path: Path, default_encoder: OmniEncoder, tmp_path: Path
 ) -> None:
     """SIGTERM while two items wait for their batch: their request still gets its vectors at once
     (the batcher stops waiting for a fuller batch, here 10 minutes), a new request is refused (503,
@@ -164,7 +164,7 @@ def test_sigterm_finishes_requests_in_flight(
             assert late.status_code == 503, late.text
         except httpx.TransportError:
             pass  # the listener is already closed: refused, as intended
-        assert_same(vectors(in_flight.result(timeout=DEADLINE_S)), omni_encoder.encode(texts))
+        assert_same(vectors(in_flight.result(timeout=DEADLINE_S)), default_encoder.encode(texts))
         code = server.process.wait(timeout=DEADLINE_S)
     assert code in (0, -signal.SIGTERM), server.log.read_text()
     assert "Application shutdown complete" in server.log.read_text()
@@ -207,6 +207,12 @@ class _Media(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         """Quiet: the test reports what matters."""
+
+
+@pytest.fixture(scope="module")
+def default_encoder(omni_path: Path) -> OmniEncoder:
+    """The library's encoder with the server's defaults (the device's own dtype included)."""
+    return OmniEncoder.from_pretrained(omni_path, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -259,12 +265,12 @@ def test_cors_header_only_for_the_allowed_origin(fetching: Process) -> None:
 
 
 def test_url_fetch_embeds_the_fetched_image(
-    fetching: Process, media_site: tuple[str, Path], omni_encoder: OmniEncoder
+    fetching: Process, media_site: tuple[str, Path], default_encoder: OmniEncoder
 ) -> None:
     site, png = media_site
     body = {"input": ["text first", [url_part(f"{site}/photo.png")], [image_part(png)]]}
     got = vectors(fetching.client.post("/v1/embeddings", json=body))
-    assert_same(got, omni_encoder.encode(["text first", ImageRef(png), ImageRef(png)]))
+    assert_same(got, default_encoder.encode(["text first", ImageRef(png), ImageRef(png)]))
 
 
 @pytest.mark.parametrize(

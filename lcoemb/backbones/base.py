@@ -28,7 +28,7 @@ import torch
 
 from lcoemb.backbones import fastpath
 from lcoemb.backbones.attention import register_float32_sdpa
-from lcoemb.devices import default_device
+from lcoemb.devices import default_device, default_dtype
 from lcoemb.inputs import InputError, LoadedItem, Modality
 from lcoemb.pooling import HiddenStates, last_token_positions
 from lcoemb.prompts import SUFFIXES, build_content
@@ -312,7 +312,7 @@ class HFChatBackbone(Backbone):
         processor = cls.processor_class.from_pretrained(path)
         model = cls.model_class.from_pretrained(
             path,
-            dtype=dtype if dtype is not None else torch.bfloat16,
+            dtype=dtype if dtype is not None else default_dtype(device),
             attn_implementation=attn_implementation or "sdpa",
         )
         model.to(device if device is not None else default_device()).eval()

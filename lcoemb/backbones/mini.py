@@ -18,7 +18,7 @@ import torch
 
 from lcoemb.backbones import fastpath
 from lcoemb.backbones.base import DEFAULT_MAX_TEXT_TOKENS, Backbone
-from lcoemb.devices import default_device
+from lcoemb.devices import default_device, default_dtype
 from lcoemb.inputs import InputError, LoadedItem
 from lcoemb.mini.model import MARKERS, MODEL_TYPE, LCOMini, LCOMiniConfig, load_smollm2
 from lcoemb.mini.reader import DETECT_SIZE, TextReader, load_text_reader
@@ -127,10 +127,11 @@ class MiniBackbone(Backbone):
     ) -> MiniBackbone:
         """Build the LM from its GGUF and load the projectors of a folder written by
         :meth:`save_pretrained` (and its LM layers, for a folder with a merged LoRA). The default
-        dtype is bfloat16, as for every backbone (the reference recipe's precision)."""
+        dtype is :func:`~lcoemb.devices.default_dtype`'s, as for every backbone: bfloat16 where
+        the device computes it fast, else float32."""
         path = os.fspath(name_or_path)
         config = LCOMiniConfig.load(path)
-        lm, tokenizer = load_smollm2(dtype or torch.bfloat16)
+        lm, tokenizer = load_smollm2(dtype or default_dtype(device))
         model = LCOMini(config, lm)
         model.load_projectors(path)
         model.load_language_model(path)

@@ -33,7 +33,7 @@ from transformers import (
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 from lcoemb.backbones.base import HFChatBackbone
-from lcoemb.devices import default_device
+from lcoemb.devices import default_device, default_dtype
 from lcoemb.inputs import Limits, LoadedItem
 
 #: The frame rate the processor is told a clip's frames have, for the timestamps in the prompt.
@@ -77,7 +77,7 @@ class Qwen3VLBackbone(HFChatBackbone):
         processor = cls.processor_class.from_pretrained(path)
         model = cls.model_classes[model_type].from_pretrained(
             path,
-            dtype=dtype if dtype is not None else torch.bfloat16,
+            dtype=dtype if dtype is not None else default_dtype(device),
             attn_implementation=attn_implementation or "sdpa",
         )
         model.to(device if device is not None else default_device()).eval()

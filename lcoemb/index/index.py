@@ -265,9 +265,8 @@ class Index:
             "source_kind": "jsonl" if Path(settings["source"]).is_file() else "folder",
             "prompts": {"query_instruction": instruction, "document_instruction": None},
             "normalized": True,
-            "dtype": str(encoder.backbone.language_model.dtype).removeprefix("torch.")
-            if encoder is not None
-            else (dtype or "bfloat16"),
+            # known once a model has loaded (the device picks the default): set again below
+            "dtype": _dtype_name(encoder) if encoder is not None else dtype,
             "status": "building",
             "plan": plan,
             "next_id": len(walk.entries),
@@ -286,7 +285,7 @@ class Index:
         if engine == "ray":
             from lcoemb.index.ray_engine import embed_shards_on_ray
 
-            embedded = embed_shards_on_ray(
+            embedded, ray_dtype = embed_shards_on_ray(
                 jobs,
                 out,
                 walk.root,
@@ -306,6 +305,12 @@ class Index:
             embedded = _embed_locally(
                 encoder, out, jobs, walk.root, batch_size, strict, show_progress
             )
+        if engine == "local":
+            manifest["dtype"] = _dtype_name(encoder)
+        elif ray_dtype is not None:
+            manifest["dtype"] = ray_dtype
+        elif manifest["dtype"] is None:  # every shard was already written by an earlier run
+            manifest["dtype"] = (previous or {}).get("dtype")
         local = encoder if engine == "local" else None
         index = cls._finished(out, _finish(out, manifest, walk, local), local)
         index.summary = BuildSummary(
@@ -602,6 +607,11 @@ def _entries_of(table: pa.Table) -> list[Entry]:
     """Rows back as entries (for rewriting a shard): the row columns are Entry's fields."""
     names = {f.name for f in dataclasses.fields(Entry)}
     return [Entry(**{k: v for k, v in row.items() if k in names}) for row in table.to_pylist()]
+
+
+def _dtype_name(encoder: OmniEncoder) -> str:
+    """The dtype the encoder's language model computes in, as the manifest records it."""
+    return str(encoder.dtype).removeprefix("torch.")
 
 
 def _finish(

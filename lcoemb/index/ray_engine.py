@@ -66,7 +66,12 @@ class ShardEmbedder:
                     strict=self.strict,
                 )
             )
-        return {"number": np.asarray(batch["number"]), "embedded": np.asarray(embedded)}
+        dtype = str(self.encoder.dtype).removeprefix("torch.")
+        return {
+            "number": np.asarray(batch["number"]),
+            "embedded": np.asarray(embedded),
+            "dtype": np.asarray([dtype] * len(embedded)),
+        }
 
 
 def embed_shards_on_ray(
@@ -83,16 +88,21 @@ def embed_shards_on_ray(
     address: str | None = None,
     show_progress: bool = False,
     actors: int | None = None,
-) -> int:
+) -> tuple[int, str | None]:
     """Write the shards of ``jobs`` (``(number, entries, ids)``) from a Ray actor pool; return
-    how many items were embedded. Connects to ``address`` (``"auto"`` for the cluster this
-    machine belongs to), or starts a local Ray when none is given and none is running."""
+    how many items were embedded and the dtype the actors computed in (``None`` when there was
+    nothing to do). Connects to ``address`` (``"auto"`` for the cluster this machine belongs
+    to), or starts a local Ray when none is given and none is running.
+
+    Each actor's device picks the default dtype, so with ``dtype=None`` actors on different
+    hardware (a GPU node and a CPU without fast bf16) could embed in different precisions: that
+    is an error naming both, since queries can match only one."""
     try:
         import ray
     except ImportError as error:
         raise ImportError("--engine ray needs Ray Data: pip install 'lcoemb[ray]'") from error
     if not jobs:
-        return 0
+        return 0, None
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, log_to_driver=show_progress, include_dashboard=False)
@@ -129,7 +139,13 @@ def embed_shards_on_ray(
             num_cpus=CPUS_PER_ACTOR,
             num_gpus=1 if gpus else 0,
         ).take_all()
-        return int(sum(r["embedded"] for r in results))
+        dtypes = sorted({str(r["dtype"]) for r in results})
+        if len(dtypes) > 1:
+            raise RuntimeError(
+                f"the Ray actors embedded in different dtypes ({', '.join(dtypes)}): their "
+                "devices differ; rebuild with --dtype set to one of them"
+            )
+        return int(sum(r["embedded"] for r in results)), dtypes[0]
     finally:
         if started_here:
             ray.shutdown()

@@ -186,24 +186,35 @@ class CRAFT(nn.Module):
         return self.conv_cls(y).permute(0, 2, 3, 1)
 
 
-class _FusedConv(nn.Module):
-    """A convolution with the batch norm after it folded into its weights (in bf16), and the
-    ReLU after that applied in the same oneDNN pass on a CPU."""
+@functools.cache
+def _onednn_convolves(dtype: torch.dtype) -> bool:
+    """Whether oneDNN runs ``dtype`` convolutions on this CPU: it refuses bf16 ones without
+    AVX-512 or AVX-NE-CONVERT, where PyTorch's own (slow) kernels still compute them."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    return dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
-    def __init__(self, conv: nn.Conv2d, norm: nn.BatchNorm2d | None, relu: bool) -> None:
+
+class _FusedConv(nn.Module):
+    """A convolution with the batch norm after it folded into its weights (in ``dtype``), and
+    the ReLU after that applied in the same oneDNN pass on a CPU."""
+
+    def __init__(
+        self, conv: nn.Conv2d, norm: nn.BatchNorm2d | None, relu: bool, dtype: torch.dtype
+    ) -> None:
         super().__init__()
         if norm is not None:
             conv = fuse_conv_bn_eval(conv, norm)
-        self.weight = nn.Parameter(conv.weight.detach().to(torch.bfloat16), requires_grad=False)
+        self.weight = nn.Parameter(conv.weight.detach().to(dtype), requires_grad=False)
         bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
-        self.bias = nn.Parameter(bias.detach().to(torch.bfloat16), requires_grad=False)
+        self.bias = nn.Parameter(bias.detach().to(dtype), requires_grad=False)
         self.stride, self.padding = list(conv.stride), list(conv.padding)
         self.dilation, self.groups = list(conv.dilation), conv.groups
         self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.weight.dtype)
-        if x.device.type == "cpu" and torch.backends.mkldnn.is_available():
+        if x.device.type == "cpu" and _onednn_convolves(self.weight.dtype):
             return torch.ops.mkldnn._convolution_pointwise(
                 x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
                 "relu" if self.relu else "none", [], "",
@@ -214,7 +225,7 @@ class _FusedConv(nn.Module):
         return F.relu(y) if self.relu else y
 
 
-def _fuse_sequential(seq: nn.Sequential) -> nn.Sequential:
+def _fuse_sequential(seq: nn.Sequential, dtype: torch.dtype) -> nn.Sequential:
     layers, out, i = list(seq), [], 0
     while i < len(layers):
         layer, i = layers[i], i + 1
@@ -225,27 +236,32 @@ def _fuse_sequential(seq: nn.Sequential) -> nn.Sequential:
         i += norm is not None
         relu = i < len(layers) and isinstance(layers[i], nn.ReLU)
         i += relu
-        out.append(_FusedConv(layer, norm, relu))
+        out.append(_FusedConv(layer, norm, relu, dtype))
     return nn.Sequential(*out)
 
 
-def fuse_detector(detector: CRAFT) -> CRAFT:
-    """A copy of ``detector`` for speed on a CPU, **with other vectors**: every batch norm
-    folded into the convolution before it, in bf16, and every ReLU applied by oneDNN in the
-    convolution's own pass (the original rounds the convolution's output to bf16, normalises,
-    rounds again, then applies the ReLU in a pass of its own).
+def fuse_detector(detector: CRAFT, dtype: torch.dtype | None = None) -> CRAFT:
+    """A copy of ``detector`` for speed on a CPU, **with other vectors** in bf16: every batch
+    norm folded into the convolution before it, in ``dtype``, and every ReLU applied by oneDNN
+    in the convolution's own pass. ``dtype`` defaults to the one :meth:`TextReader.detect`
+    runs the detector in on its device: bf16 where the device computes it fast, else float32.
 
-    On two cores of an AMX CPU the detector then runs about 1.45x faster at 448 px, and images
-    encode 1.1-1.3x faster. Its scores move by a few bf16 steps, which moves a box's edge by a
-    pixel on some images with text (9 of 196 images tried, 7 of them among 40 rendered-word
-    images), and with it those images' reading tokens; ``benchmarks/README.md`` ("LCO-Mini on 2
-    cores") has the measured trade-off. Opt in with :func:`load_text_reader` ``(fused=True)``.
+    In bf16 (the original rounds the convolution's output to bf16, normalises, rounds again,
+    then applies the ReLU in a pass of its own), on two cores of an AMX CPU, the detector runs
+    about 1.45x faster at 448 px, and images encode 1.1-1.3x faster. Its scores move by a few
+    bf16 steps, which moves a box's edge by a pixel on some images with text (9 of 196 images
+    tried, 7 of them among 40 rendered-word images), and with it those images' reading tokens.
+    In float32 the fold only changes last bits. ``benchmarks/README.md`` ("LCO-Mini on 2
+    cores") has the measured trade-offs. Opt in with :func:`load_text_reader` ``(fused=True)``.
     """
+    if dtype is None:
+        device = next(detector.parameters()).device
+        dtype = torch.bfloat16 if fast_bf16(device) else torch.float32
     fused = copy.deepcopy(detector)
     for module in list(fused.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Sequential):  # VGG slices, decoder blocks, head
-                setattr(module, name, _fuse_sequential(child))
+                setattr(module, name, _fuse_sequential(child, dtype))
     return fused.to(memory_format=torch.channels_last)
 
 

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from lcoemb.backbones.mini import MiniBackbone
 from lcoemb.config import PROJECTOR_NAMES, PretrainConfig
+from lcoemb.devices import default_dtype
 from lcoemb.encoder import OmniEncoder
 from lcoemb.evaluation.generation import generation_scores
 from lcoemb.inputs import LoadedItem
@@ -372,7 +373,10 @@ def _stage1_backbone(
     """A fresh LCO-Mini (or ``base``) with only ``config.train``'s projectors trainable, and the
     parameters of the LM LoRA ``config.lm_lora_r`` asks for (empty for none); with
     ``config.transcript_tokens`` set, the model transcribes clips as it says."""
-    lm_dtype = torch.bfloat16 if config.bf16 else torch.float32
+    if config.bf16 is None:  # stage 1 runs on the CPU: bf16 only where it is fast there
+        lm_dtype = default_dtype("cpu")
+    else:
+        lm_dtype = torch.bfloat16 if config.bf16 else torch.float32
     if base is None:
         lm, tok = load_smollm2(lm_dtype)
         mini_config = LCOMiniConfig(read_feature_size=READ_HIDDEN if config.reading else 0)
