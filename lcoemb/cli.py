@@ -25,8 +25,8 @@ from lcoemb.mini.registry import DEFAULT_MODEL
 
 #: ``--dtype`` of the commands that load a model: left out, the device's own (devices.default_dtype)
 DTYPE_HELP = (
-    "model dtype (default: bfloat16, as the reference, where the device computes it fast: CUDA, "
-    "MPS, a CPU with AMX or AVX-512 bf16; float32 on other CPUs)"
+    "model dtype (default: bfloat16, as the reference, where the device computes it fast: CUDA "
+    "with bf16, MPS, a CPU with AMX or AVX-512 bf16; float32 elsewhere)"
 )
 
 #: ``--batch-size`` of the commands that encode: left out, the model's own default
