@@ -3,9 +3,11 @@ default: used by the backbones, LCO-Mini's towers and the trainer alike."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
-__all__ = ["default_device", "default_dtype", "fast_bf16"]
+__all__ = ["default_device", "default_dtype", "fast_bf16", "warn_if_slow"]
 
 
 def default_device() -> torch.device:
@@ -40,3 +42,14 @@ def default_dtype(device: str | torch.device | None = None) -> torch.dtype:
     for LCO-Mini)."""
     device = torch.device(device) if device is not None else default_device()
     return torch.bfloat16 if device.type == "mps" or fast_bf16(device) else torch.float32
+
+
+def warn_if_slow(device: torch.device, dtype: torch.dtype) -> None:
+    """Warn when a model was asked to run in bf16 on a CPU without fast bf16 (the default never
+    picks that): it works, several times slower than float32, which a user may not expect."""
+    if device.type == "cpu" and dtype == torch.bfloat16 and not fast_bf16(device):
+        warnings.warn(
+            "bfloat16 on this CPU (no AMX or AVX-512 bf16) runs several times slower than "
+            "float32; leave the dtype unset (or pass float32) unless you need bf16's vectors",
+            stacklevel=3,
+        )

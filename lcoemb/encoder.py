@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from lcoemb import pooling
 from lcoemb.backbones import Backbone, load_backbone
 from lcoemb.backbones.base import DEFAULT_MAX_TEXT_TOKENS
+from lcoemb.devices import warn_if_slow
 from lcoemb.inputs import InputError, Limits, LoadedItem, inspect_item, load_item
 from lcoemb.mini.registry import backbone_path, base_name, resolve
 from lcoemb.prompts import SUFFIXES
@@ -167,6 +168,7 @@ class OmniEncoder:
             max_image_pixels=max_image_pixels,
             max_video_pixels=max_video_pixels,
         )
+        warn_if_slow(backbone.device, backbone.language_model.dtype)
         backbone.suffixes = {
             **backbone.suffixes,
             **saved.get("prompt_suffixes", {}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import PIL.Image
@@ -148,9 +149,13 @@ def test_dtype_defaults_to_bf16_only_where_the_device_computes_it_fast(
     encoder = OmniEncoder.from_pretrained(omni_path, device="cpu")
     assert encoder.dtype == expected
     assert {p.dtype for p in encoder.backbone.language_model.parameters()} == {expected}
-    assert OmniEncoder.from_pretrained(omni_path, device="cpu", dtype="bfloat16").dtype == (
-        torch.bfloat16
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        explicit = OmniEncoder.from_pretrained(omni_path, device="cpu", dtype="bfloat16")
+    assert explicit.dtype == torch.bfloat16
+    # asking for bf16 where it is slow works, with a warning that says so
+    slow = [w for w in caught if "runs several times slower" in str(w.message)]
+    assert len(slow) == (0 if fast else 1)
 
 
 def test_long_text_is_cut_at_300_tokens(omni_encoder):
