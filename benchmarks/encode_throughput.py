@@ -236,7 +236,7 @@ def matmul_roofline(dtype: str = "bfloat16", seconds: float = 0.5) -> float:
             best = min(best, time.perf_counter() - start)
         return 2 * n**3 * reps / best / 1e9, best / reps
 
-    probe, per_call = rate(512, 1)
+    probe, _ = rate(512, 1)
     if probe < 20:  # no fast kernels: 2048 would take a minute per call
         return probe
     _, per_call = rate(2048, 1)

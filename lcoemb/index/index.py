@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from lcoemb import __version__
 from lcoemb.encoder import OmniEncoder
 from lcoemb.index import ann, store
-from lcoemb.index.shard import embed_shard
+from lcoemb.index.shard import dtype_name, embed_shard
 from lcoemb.index.source import DEFAULT_PASSAGE_CHARS, Entry, Walk, walk_source
 from lcoemb.mini.registry import DEFAULT_MODEL, EMBEDDED
 
@@ -266,7 +266,7 @@ class Index:
             "prompts": {"query_instruction": instruction, "document_instruction": None},
             "normalized": True,
             # known once a model has loaded (the device picks the default): set again below
-            "dtype": _dtype_name(encoder) if encoder is not None else dtype,
+            "dtype": dtype_name(encoder) if encoder is not None else dtype,
             "status": "building",
             "plan": plan,
             "next_id": len(walk.entries),
@@ -306,11 +306,9 @@ class Index:
                 encoder, out, jobs, walk.root, batch_size, strict, show_progress
             )
         if engine == "local":
-            manifest["dtype"] = _dtype_name(encoder)
-        elif ray_dtype is not None:
-            manifest["dtype"] = ray_dtype
-        elif manifest["dtype"] is None:  # every shard was already written by an earlier run
-            manifest["dtype"] = (previous or {}).get("dtype")
+            manifest["dtype"] = dtype_name(encoder)
+        else:  # no actor ran when every shard was already written by an earlier run
+            manifest["dtype"] = ray_dtype or manifest["dtype"] or (previous or {}).get("dtype")
         local = encoder if engine == "local" else None
         index = cls._finished(out, _finish(out, manifest, walk, local), local)
         index.summary = BuildSummary(
@@ -607,11 +605,6 @@ def _entries_of(table: pa.Table) -> list[Entry]:
     """Rows back as entries (for rewriting a shard): the row columns are Entry's fields."""
     names = {f.name for f in dataclasses.fields(Entry)}
     return [Entry(**{k: v for k, v in row.items() if k in names}) for row in table.to_pylist()]
-
-
-def _dtype_name(encoder: OmniEncoder) -> str:
-    """The dtype the encoder's language model computes in, as the manifest records it."""
-    return str(encoder.dtype).removeprefix("torch.")
 
 
 def _finish(

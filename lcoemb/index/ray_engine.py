@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lcoemb.encoder import OmniEncoder
-from lcoemb.index.shard import embed_shard
+from lcoemb.index.shard import dtype_name, embed_shard
 from lcoemb.index.source import Entry
 
 #: CPUs each actor reserves (its torch threads); GPUs: one per actor when the cluster has any.
@@ -66,11 +66,10 @@ class ShardEmbedder:
                     strict=self.strict,
                 )
             )
-        dtype = str(self.encoder.dtype).removeprefix("torch.")
         return {
             "number": np.asarray(batch["number"]),
             "embedded": np.asarray(embedded),
-            "dtype": np.asarray([dtype] * len(embedded)),
+            "dtype": np.asarray([dtype_name(self.encoder)] * len(embedded)),
         }
 
 

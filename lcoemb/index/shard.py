@@ -14,6 +14,12 @@ from lcoemb.index.source import Entry
 from lcoemb.inputs import InputError
 
 
+def dtype_name(encoder: OmniEncoder) -> str:
+    """The dtype the encoder computes in, as an index's manifest records it (``"float32"``):
+    every engine reports it the same way, and queries are embedded in it."""
+    return str(encoder.dtype).removeprefix("torch.")
+
+
 def embed_shard(
     encoder: OmniEncoder,
     index_dir: Path,
