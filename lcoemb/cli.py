@@ -342,7 +342,7 @@ def _add_index_command(sub: Any) -> None:
         "video (mp4, mkv, webm, mov) and text (txt, md; split into passages) are embedded; other "
         "files are skipped and counted; unreadable ones go to OUTPUT/errors.jsonl (or stop the "
         "build with --strict). An interrupted build continues from its last written shard when "
-        "run again with the same arguments.",
+        "run again with the same arguments, in the dtype of the shards already written.",
     )
     _add_model_args(ib)
     ib.add_argument("--input", required=True, help="a folder (walked recursively) or items .jsonl")

@@ -36,7 +36,7 @@ CONFIG_NAME = "lcoemb.json"
 ErrorHandler = Callable[[int, InputError], None]
 
 
-def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
+def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
     """A torch dtype from its name; ``"auto"`` (the checkpoint's own) passes through."""
     if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
         return dtype
@@ -162,7 +162,7 @@ class OmniEncoder:
         backbone = load_backbone(
             source,
             device=device,
-            dtype=_parse_dtype(dtype),
+            dtype=parse_dtype(dtype),
             attn_implementation=attn_implementation,
             max_text_tokens=max_text_tokens,
             max_image_pixels=max_image_pixels,

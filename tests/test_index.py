@@ -257,3 +257,57 @@ def test_text_search_finds_each_modality_on_the_embedded_default(tmp_path):
         expected = [str(path.relative_to(tmp_path / "demo")) for path, _ in pairs]
         found = sum(t == e for t, e in zip(top, expected))
         assert found >= 1, (modality, top, expected)
+
+
+def test_a_resumed_or_updated_build_keeps_the_dtype_of_its_shards(
+    tmp_path, tiny, omni_path, monkeypatch
+):
+    """An index holds one precision: a build interrupted in bf16 (on a machine with fast bf16,
+    say) resumes in bf16 where the default is float32, and another dtype is refused."""
+    monkeypatch.setattr(devices, "fast_bf16", lambda device: False)  # float32 by default
+    src = _mixed_folder(tmp_path / "src")
+    out = tmp_path / "idx"
+    bf16 = OmniEncoder.from_pretrained(omni_path, device="cpu", dtype="bfloat16")
+    encode = bf16.encode
+    calls: list[int] = []
+
+    def interrupted(items, *args, **kwargs):
+        calls.append(len(items))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return encode(items, *args, **kwargs)
+
+    bf16.encode = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        _build(src, out, bf16, omni_path)
+    assert store.shard_dtypes(out) == {"bfloat16": [0]}
+
+    with pytest.raises(IndexSettingsError, match=r"computed in bfloat16.*compute in float32"):
+        _build(src, out, tiny, omni_path)  # an encoder of another dtype
+    with pytest.raises(IndexSettingsError, match=r"computed in bfloat16.*compute in float32"):
+        Index.build(src, out, model=omni_path, shard_size=3, device="cpu", dtype="float32")
+    assert store.shard_dtypes(out) == {"bfloat16": [0]}  # nothing was written by the refusals
+
+    index = Index.build(src, out, model=omni_path, shard_size=3, device="cpu")  # no dtype
+    assert index.summary.reused == 3 and index.manifest["dtype"] == "bfloat16"
+    assert set(store.shard_dtypes(out)) == {"bfloat16"}
+    fresh = Index.build(src, tmp_path / "whole", model=omni_path, encoder=bf16, shard_size=3)
+    bf16.encode = encode
+    rows_a, vectors_a = _contents(out)
+    rows_b, vectors_b = _contents(tmp_path / "whole")
+    assert rows_a == rows_b and fresh.manifest["dtype"] == "bfloat16"
+    np.testing.assert_allclose(vectors_a, vectors_b, atol=1e-6)
+
+    _image(src / "photos" / "green.png", 3)  # new: update must embed it in bf16 too
+    with pytest.raises(IndexSettingsError, match=r"computed in bfloat16.*compute in float32"):
+        Index.load(out).update(device="cpu", dtype="float32")
+    (src / "clip.mp4").unlink()  # its shard is rewritten by update, and keeps its dtype
+    summary = Index.load(out).update(device="cpu")
+    assert summary.embedded == 1 and summary.removed == 1
+    assert set(store.shard_dtypes(out)) == {"bfloat16"}
+
+    dim = index.manifest["dimension"]  # a stray shard of another dtype is named
+    store.write_shard(out, 99, [], [], np.zeros((0, dim)), dtype="float32")
+    _image(src / "photos" / "yellow.png", 4)
+    with pytest.raises(store.IndexFormatError, match=r"different dtypes.*float32: shards \[99\]"):
+        Index.load(out).update(device="cpu")

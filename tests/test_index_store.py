@@ -412,6 +412,18 @@ def test_a_truncated_or_foreign_shard_is_refused_naming_it(tmp_path: Path):
         store.read_shard(path)
 
 
+def test_a_shard_records_the_dtype_its_vectors_were_computed_in(tmp_path: Path):
+    store.write_shard(tmp_path, 0, _entries(2), range(2), _vectors(2, 8, 0), dtype="bfloat16")
+    store.write_shard(tmp_path, 1, _entries(2), [2, 3], _vectors(2, 8, 1))  # an older shard
+    store.write_shard(tmp_path, 2, _entries(1), [4], _vectors(1, 8, 2), dtype="bfloat16")
+    assert store.shard_dtypes(tmp_path) == {"bfloat16": [0, 2], None: [1]}
+    table, _, errors = store.read_shard(store.shard_path(tmp_path, 0))
+    assert table.schema.metadata is None and errors == []  # the rows carry no metadata
+    store.shard_path(tmp_path, 2).write_bytes(b"PAR1 truncated")
+    with pytest.raises(store.IndexFormatError, match=r"shard-00002\.parquet: cannot read"):
+        store.shard_dtypes(tmp_path)
+
+
 def test_read_rows_of_an_index_without_shards(tmp_path: Path):
     rows, vectors, errors = store.read_rows(tmp_path)
     assert rows.num_rows == 0 and "key" in rows.column_names

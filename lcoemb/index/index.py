@@ -11,7 +11,9 @@ A build walks the source (:mod:`lcoemb.index.source`), cuts the sorted entries i
 met while embedding it. The plan (which entries, in which shards) is fingerprinted in the
 manifest, so re-running an interrupted build skips the shards already written and gives the same
 index as an uninterrupted one. An update re-walks the source, embeds only new or changed items
-(by content hash), drops deleted ones and rebuilds the FAISS index from the shards.
+(by content hash), drops deleted ones and rebuilds the FAISS index from the shards. Each shard
+records the dtype its vectors were computed in; a resumed build or an update computes in that
+dtype and refuses another, so an index never mixes two precisions.
 
 Documents are embedded without instruction; queries get the index's query instruction, as
 ``encode`` and the mteb wrapper treat query-side instructions.
@@ -34,10 +36,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 from tqdm.auto import tqdm
 
 from lcoemb import __version__
-from lcoemb.encoder import OmniEncoder
+from lcoemb.encoder import OmniEncoder, parse_dtype
 from lcoemb.index import ann, store
 from lcoemb.index.shard import dtype_name, embed_shard
 from lcoemb.index.source import DEFAULT_PASSAGE_CHARS, Entry, Walk, walk_source
@@ -144,9 +147,9 @@ class Index:
         self.manifest = store.read_manifest(self.path)
         if self.manifest.get("status") != "complete":
             raise store.IndexFormatError(
-                f"{self.path}: the index was interrupted while being "
-                f"{self.manifest.get('status', 'written')}; run the same `lcoemb index build` "
-                "(or `lcoemb index update`) again to finish it"
+                f"{self.path}: the index was interrupted while "
+                f"{self.manifest.get('status', 'being written')}; run the same "
+                "`lcoemb index build` (or `lcoemb index update`) again to finish it"
             )
         self.encoder = encoder
         self.summary: BuildSummary | None = None
@@ -256,6 +259,11 @@ class Index:
             for _, path in store.list_shards(out):
                 path.unlink()
         store.remove_temp_files(out)
+        # the shards kept fix the precision of the rest: one index holds one dtype
+        recorded = _shards_dtype(out, previous.get("dtype") if previous else None)
+        dtype = _refuse_other_dtype(out, recorded, dtype)
+        if encoder is not None:
+            _refuse_other_dtype(out, recorded, encoder.dtype)
         created = previous.get("created") if previous else None
         manifest = {
             "format": store.FORMAT,
@@ -302,13 +310,15 @@ class Index:
             encoder = encoder or OmniEncoder.from_pretrained(
                 model, adapter=adapter, device=device, dtype=dtype
             )
+            _refuse_other_dtype(out, recorded, encoder.dtype)  # "auto" is known only now
             embedded = _embed_locally(
                 encoder, out, jobs, walk.root, batch_size, strict, show_progress
             )
         if engine == "local":
             manifest["dtype"] = dtype_name(encoder)
         else:  # no actor ran when every shard was already written by an earlier run
-            manifest["dtype"] = ray_dtype or manifest["dtype"] or (previous or {}).get("dtype")
+            _refuse_other_dtype(out, recorded, ray_dtype)
+            manifest["dtype"] = ray_dtype or manifest["dtype"] or recorded
         local = encoder if engine == "local" else None
         index = cls._finished(out, _finish(out, manifest, walk, local), local)
         index.summary = BuildSummary(
@@ -375,6 +385,8 @@ class Index:
             if old.get(e.key, (None,))[0] != e.content_hash and e.key not in keep_errors
         ]
         drop = [i for k, (h, i) in old.items() if current.get(k) != h]
+        if new:  # refuse another dtype before changing anything
+            self._encoder_in_its_dtype(device, dtype)
         self.manifest = m = {**m, "status": "updating", "updated": _now()}
         store.write_manifest(self.path, m)
         removed = self.remove(drop, keep_error_keys=keep_errors, finish=False)
@@ -428,11 +440,21 @@ class Index:
             next_id += len(chunk)
         self.manifest = m = {**m, "next_id": next_id}
         store.write_manifest(self.path, m)
-        encoder = self.get_encoder(device=device, dtype=dtype)
+        encoder = self._encoder_in_its_dtype(device, dtype)
         embedded = _embed_locally(encoder, self.path, jobs, base, batch_size, strict, show_progress)
         if finish:
             self._rebuild()
         return embedded
+
+    def _encoder_in_its_dtype(self, device: str | None, dtype: str | None) -> OmniEncoder:
+        """The index's model, computing in the dtype of the vectors it holds (refusing another:
+        one index holds one precision)."""
+        recorded = _shards_dtype(self.path, self.manifest.get("dtype"))
+        encoder = self.get_encoder(
+            device=device, dtype=_refuse_other_dtype(self.path, recorded, dtype)
+        )
+        _refuse_other_dtype(self.path, recorded, encoder.dtype)
+        return encoder
 
     def remove(
         self,
@@ -464,6 +486,7 @@ class Index:
                 kept.column("id").to_pylist(),
                 vectors[np.asarray(mask, bool)],
                 keep_errors,
+                dtype=store.shard_dtype(path),
             )
         if finish:
             self._rebuild()
@@ -534,6 +557,39 @@ def source_root(source: str) -> Path:
     """The folder an index's paths are relative to: the source folder, or a JSONL's folder."""
     path = Path(source)
     return path.parent if path.is_file() else path
+
+
+def _shards_dtype(out: Path, fallback: str | None) -> str | None:
+    """The one dtype the shards in ``out`` were computed in, None when it has no shards;
+    ``fallback`` (the manifest's) for shards written before lcoemb recorded it. Shards of two
+    dtypes are refused, naming them."""
+    found = store.shard_dtypes(out)
+    known = sorted(d for d in found if d is not None)
+    if len(known) > 1:
+        detail = "; ".join(f"{d}: shards {found[d]}" for d in known)
+        raise store.IndexFormatError(
+            f"{out}: its shards were computed in different dtypes ({detail}); build it again"
+        )
+    return known[0] if known else (fallback if found else None)
+
+
+def _refuse_other_dtype(
+    out: Path, recorded: str | None, dtype: torch.dtype | str | None
+) -> torch.dtype | str | None:
+    """The dtype to compute ``out``'s new vectors in: ``dtype``, or ``recorded`` (the dtype of
+    its vectors so far) when none is given. A ``dtype`` other than ``recorded`` is refused: an
+    index holds one precision, and its queries are embedded in it."""
+    parsed = parse_dtype(dtype)
+    if recorded is None or parsed is None:
+        return dtype or recorded
+    name = str(parsed).removeprefix("torch.")
+    if isinstance(parsed, torch.dtype) and name != recorded:
+        raise IndexSettingsError(
+            f"{out}: its vectors so far were computed in {recorded}, and this run would compute "
+            f"in {name}. One index holds one precision: leave out --dtype (it then uses "
+            f"{recorded}), or build a new index"
+        )
+    return dtype
 
 
 def _previous_build(out: Path, settings: dict[str, Any]) -> dict[str, Any] | None:

@@ -64,5 +64,13 @@ def embed_shard(
         for i in sorted(failures)
     ]
     rows = [entries[good[p]] for p in kept]
-    store.write_shard(index_dir, number, rows, [ids[good[p]] for p in kept], vectors[kept], errors)
+    store.write_shard(
+        index_dir,
+        number,
+        rows,
+        [ids[good[p]] for p in kept],
+        vectors[kept],
+        errors,
+        dtype=dtype_name(encoder),
+    )
     return len(rows)

@@ -42,6 +42,9 @@ FORMAT_VERSION = 1
 
 #: Parquet key-value metadata holding a shard's errors (a JSON list).
 ERRORS_KEY = b"lcoemb.errors"
+#: Parquet key-value metadata holding the dtype the model computed a shard's vectors in
+#: (``"bfloat16"``), so a resumed or updated build never mixes two precisions in one index.
+DTYPE_KEY = b"lcoemb.dtype"
 VECTOR = "vector"
 TEMP_SUFFIX = ".tmp"
 _SHARD_NAME = re.compile(r"shard-(\d+)\.parquet")
@@ -108,11 +111,14 @@ def write_shard(
     ids: Sequence[int],
     vectors: np.ndarray,
     errors: Sequence[dict[str, str]] = (),
+    dtype: str | None = None,
 ) -> Path:
     """Write shard ``number`` (rows, vectors, and the errors met embedding it) atomically.
 
     ``vectors`` is ``(len(entries), dim)``, converted to float32. A shard may have no rows, when
     every item of it failed: it still records those errors, and marks the shard as done.
+    ``dtype`` is the precision the model computed the vectors in, kept in the shard's metadata
+    (see :func:`shard_dtypes`).
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[1] < 1 or not len(vectors) == len(entries) == len(ids):
@@ -126,6 +132,8 @@ def write_shard(
         columns[field.name] = [getattr(entry, field.name) for entry in entries]
     columns[VECTOR] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)
     metadata = {ERRORS_KEY: json.dumps(list(errors), ensure_ascii=False)}
+    if dtype is not None:
+        metadata[DTYPE_KEY] = dtype
     table = pa.Table.from_pydict(columns, schema=shard_schema(dim).with_metadata(metadata))
     path = shard_path(index_dir, number)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +153,26 @@ def list_shards(index_dir: Path) -> list[tuple[int, Path]]:
         if match and path == shard_path(index_dir, int(match.group(1))) and path.is_file():
             found.append((int(match.group(1)), path))
     return sorted(found)
+
+
+def shard_dtype(path: Path) -> str | None:
+    """The dtype shard ``path``'s vectors were computed in (``None`` for shards written before
+    lcoemb recorded it). Reads only the Parquet footer."""
+    try:
+        dtype = (pq.read_schema(path).metadata or {}).get(DTYPE_KEY)
+    except (OSError, pa.ArrowException) as error:
+        raise IndexFormatError(
+            f"{path}: cannot read shard (truncated or not Parquet): {error}"
+        ) from None
+    return dtype.decode() if dtype is not None else None
+
+
+def shard_dtypes(index_dir: Path) -> dict[str | None, list[int]]:
+    """The dtypes of the complete shards (:func:`shard_dtype`), each with its shard numbers."""
+    found: dict[str | None, list[int]] = {}
+    for number, path in list_shards(index_dir):
+        found.setdefault(shard_dtype(path), []).append(number)
+    return found
 
 
 def read_shard(
