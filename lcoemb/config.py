@@ -656,7 +656,13 @@ class PretrainConfig:
             "type": task_values(float),
         },
     )
-    eval_size: int = field(default=100, metadata={"help": "held-out samples per task"})
+    eval_size: int = field(
+        default=100,
+        metadata={
+            "help": "held-out samples per task for the generation scores of the report; 0 "
+            "skips scoring (the report's scores are then empty)"
+        },
+    )
     seed: int = field(
         default=0, metadata={"help": "seed for the projectors' initialisation and the batches"}
     )
@@ -763,6 +769,8 @@ class PretrainConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.eval_size < 0:
+            raise ValueError(f"eval_size must be >= 0, got {self.eval_size}")
         if not 0.0 <= self.image_feature_dropout < 1.0:
             raise ValueError(
                 f"image_feature_dropout must be in [0, 1), got {self.image_feature_dropout}"

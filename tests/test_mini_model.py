@@ -197,7 +197,7 @@ def test_pretrain_writes_weights_log_and_report(tmp_path):
         steps=3,
         batch_size=4,
         log_steps=1,
-        eval_size=2,
+        eval_size=1,
         train_size={"scene": 8, "ocr": 8, "digit": 4, "speech": 4, "clip": 4},
         cache_dir=str(tmp_path / "features"),
         transcript_tokens=300,
@@ -291,7 +291,7 @@ def test_pretrain_resumes_exactly(tmp_path):
             batch_size=2,
             save_steps=2,
             keep_checkpoints=5,
-            eval_size=1,
+            eval_size=0,  # what is compared is the weights: no generation scores
             log_steps=1,
             resume=resume,
             lm_lora_r=2,
@@ -316,6 +316,8 @@ def test_pretrain_resumes_exactly(tmp_path):
     b = load_file(str(out / "projectors.safetensors"))
     steps = [json.loads(line)["step"] for line in (out / "pretrain_log.jsonl").open()]
     assert steps == [1, 2, 3, 4]
+    report = json.loads((out / "pretrain_report.json").read_text())
+    assert report["scores"] == {}  # eval_size=0: nothing generated
 
     # an intermediate checkpoint exports as a model folder with its own projectors
     from lcoemb.recipes.pretrain import export_checkpoint

@@ -10,7 +10,8 @@ projectors learn, so the frozen tower features are computed once and cached
 small LoRA lets it learn to (its factors are saved beside the projectors and merged into the LM
 when the model loads). While the LM is frozen, the chat template's fixed prefix, the same for
 every example, is computed once (:class:`PrefixCache`). At the end the held-out generation scores of
-:func:`lcoemb.evaluation.generation.generation_scores` go into ``pretrain_report.json``.
+:func:`lcoemb.evaluation.generation.generation_scores` go into ``pretrain_report.json``
+(``eval_size`` samples per task; 0 skips them).
 """
 
 from __future__ import annotations
@@ -502,7 +503,7 @@ def pretrain(config: PretrainConfig, base: str | None = None) -> dict[str, Any]:
 
     encoder = OmniEncoder(backbone)
     t0 = time.perf_counter()
-    scores = generation_scores(encoder, config.eval_size)
+    scores = generation_scores(encoder, config.eval_size) if config.eval_size else {}
     report = {
         "config": asdict(config),
         "base": base,  # None: from scratch; else the model this run continued
