@@ -65,8 +65,13 @@ prefix once (``2 * P * p + 4 * n_layers * d * p**2``) and each item's other ``L 
 attending to ``L`` keys (``2 * P * (L - p) + 4 * n_layers * d * (L - p) * L``).
 
 The table's GFLOP/s columns are that model work on real tokens per second of each path's
-encode time (the items/s ratio in other units), and "% roofline" compares them with a plain bf16
-2048x2048 @ 2048x2048 matmul timed in the same run on the same threads. The last column divides
+encode time (the items/s ratio in other units), and "% roofline" compares them with a plain
+2048x2048 @ 2048x2048 matmul in the run's dtype, timed in the same run on the same threads.
+
+Both paths run in ``--dtype``: by default the device's own (bf16 on a CPU with AMX or AVX-512
+bf16, float32 elsewhere, where PyTorch has no fast bf16 kernels). The wrapper loads in bf16 as
+mteb writes it and is cast to the run's dtype after loading; the checkpoint is bf16, so its
+float32 weights are the same numbers. The last column divides
 lcoemb's *executed* FLOPs by its time instead: how well it uses the hardware. For the wrapper
 the two coincide (it executes every real token, plus the padding, which is not counted).
 
@@ -96,7 +101,8 @@ dtype, interleaved with the fast path: what the default dtype buys on this CPU.
 
 Run
 ---
-    python benchmarks/encode_throughput.py              # full default run, ~5 min on 2 idle cores
+    python benchmarks/encode_throughput.py              # full run: ~5 min on AMX, 28 on AVX2
+    python benchmarks/encode_throughput.py --dtype bfloat16   # default: the device's own dtype
     python benchmarks/encode_throughput.py --quick      # smoke run, < 1 min
     python benchmarks/encode_throughput.py --sets text --n-text 512 --batch-size 16
     python benchmarks/encode_throughput.py --lco-mini --noise-floor --mini-detect-sizes 320,224
@@ -321,10 +327,12 @@ class Bench:
         self.args = args
         self.torch = torch
         self.wrapper = LCOEmbedding(str(model_dir), device="cpu", attn_implementation="sdpa")
+        if args.dtype != "bfloat16":  # mteb loads bf16; the checkpoint's weights are bf16
+            self.wrapper.model.to(getattr(torch, args.dtype))
         self.ours = OmniEncoder.from_pretrained(
             model_dir,
             device="cpu",
-            dtype="bfloat16",
+            dtype=args.dtype,
             attn_implementation="sdpa",
         )
         self.processor = self.wrapper.processor
@@ -849,6 +857,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --lco-mini, also time every set with a second copy of the model in this "
         "dtype (e.g. bfloat16 on a CPU without fast bf16), interleaved with the fast path",
     )
+    p.add_argument(
+        "--dtype",
+        help="dtype of both paths of the Qwen2.5-Omni comparison and of its roofline (default: "
+        "the device's own, bfloat16 where the CPU computes it fast, else float32)",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=2, help="timed runs per path; the best counts")
@@ -902,6 +915,7 @@ def main(argv: list[str] | None = None) -> None:
     import transformers
 
     import lcoemb
+    from lcoemb.devices import default_dtype
     from lcoemb.testing import make_tiny_qwen2_5_omni_thinker
 
     transformers.logging.set_verbosity_error()
@@ -928,9 +942,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         run_mini(args)
         return
-    roofline = matmul_roofline()
+    args.dtype = args.dtype or str(default_dtype("cpu")).removeprefix("torch.")
+    roofline = matmul_roofline(args.dtype)
     print(
-        f"roofline: bf16 2048x2048 @ 2048x2048 matmul = {roofline:.0f} GFLOP/s; "
+        f"roofline: {args.dtype} 2048x2048 @ 2048x2048 matmul = {roofline:.0f} GFLOP/s; "
         f"load average {os.getloadavg()[0]:.2f}"
     )
 
@@ -959,13 +974,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{bench.text_params / 1e6:.1f} M non-embedding text params; towers (M params): "
             + ", ".join(f"{k} {v:.1f}" for k, v in towers.items())
         )
-        print(f"batch size {args.batch_size}, sets {', '.join(args.sets)}\n")
+        print(f"{args.dtype}, batch size {args.batch_size}, sets {', '.join(args.sets)}\n")
         results = []
         for name in args.sets:
             start = time.perf_counter()
             results.append(bench.run_set(name))
             print(f"  [{name} done in {time.perf_counter() - start:.0f} s]", file=sys.stderr)
-    after = matmul_roofline()
+    after = matmul_roofline(args.dtype)
     print(
         f"\nroofline again after the run: {after:.0f} GFLOP/s; load average "
         f"{os.getloadavg()[0]:.2f} (other processes on the machine skew every number)\n"
