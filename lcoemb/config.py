@@ -848,6 +848,7 @@ class ServeConfig:
         default=None,
         metadata={
             "help": "an index folder built with the served model (and adapter): adds POST "
-            "/v1/search, GET /v1/media/ID and a search page at /"
+            "/v1/search, GET /v1/media/ID and a search page at /; without --dtype the model "
+            "then computes in the index's dtype"
         },
     )

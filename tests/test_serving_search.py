@@ -176,6 +176,22 @@ def test_an_index_of_another_model_is_refused_at_startup(demo: Demo, tmp_path: P
     assert "Uvicorn running" not in log  # refused before serving (and before loading a model)
 
 
+def test_the_served_model_computes_in_the_index_dtype_unless_told(
+    demo: Demo, tmp_path: Path
+) -> None:
+    """An index built in bf16 (on a GPU, say) and served where the default is float32: the
+    queries are embedded in bf16, as its documents were, unless --dtype says otherwise."""
+    bf16 = tmp_path / "bf16-index"
+    shutil.copytree(demo.index, bf16)
+    manifest = json.loads((bf16 / "manifest.json").read_text())
+    (bf16 / "manifest.json").write_text(json.dumps(manifest | {"dtype": "bfloat16"}))
+    served = create_app(ServeConfig(model="lco-mini", index=bf16))  # no lifespan: no model load
+    assert served.state.lcoemb.config.dtype == "bfloat16"
+    told = create_app(ServeConfig(model="lco-mini", index=bf16, dtype="float32"))
+    assert told.state.lcoemb.config.dtype == "float32"
+    assert create_app(ServeConfig(model="lco-mini")).state.lcoemb.config.dtype is None
+
+
 @pytest.mark.slow
 def test_search_page_in_chromium(server: httpx.Client, demo: Demo, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
 import secrets
@@ -148,9 +149,12 @@ class _State:
 def create_app(config: ServeConfig, encoder: OmniEncoder | None = None) -> FastAPI:
     """The ASGI app; without ``encoder`` the model named by ``config`` loads in the background
     once the app starts (``/ready`` says when). An ``index`` of another model is refused here,
-    before the (slow) model load, so the mistake costs seconds, not minutes."""
+    before the (slow) model load, so the mistake costs seconds, not minutes. With an ``index``
+    and no ``dtype`` the model computes in the index's dtype, as its documents were embedded."""
     if config.index is not None:
-        check_index(config.index, config.model, config.adapter)
+        manifest = check_index(config.index, config.model, config.adapter)
+        if config.dtype is None:  # queries in the dtype the documents were embedded in
+            config = dataclasses.replace(config, dtype=manifest.get("dtype"))
     state = _State(config)
     if encoder is not None:
         state.start(encoder)

@@ -43,10 +43,10 @@ ROW_MODALITIES = ("text", "image", "audio", "video", "interleaved")
 
 def check_index(
     path: str | os.PathLike[str], model: str | os.PathLike[str], adapter: str | None
-) -> None:
+) -> dict[str, Any]:
     """Refuse, before any model loads, an index that is unfinished or was built with another
     model or adapter: its vectors would not be comparable with the served model's queries, and
-    every search would quietly return noise."""
+    every search would quietly return noise. Return its manifest."""
     try:
         manifest = read_manifest(Path(path))
     except (OSError, ValueError) as error:  # IndexFormatError is a ValueError
@@ -67,6 +67,7 @@ def check_index(
             f"--index {os.fspath(path)!r} was built with another model or adapter than the one "
             f"served: {'; '.join(differ)}. Serve the index's model, or build an index with this one"
         )
+    return manifest
 
 
 @dataclass
