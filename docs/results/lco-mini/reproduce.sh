@@ -93,7 +93,9 @@ python docs/results/lco-mini/sweep/run.py "$RUNS/base-colour" "$RUNS/sweep-colou
     1e-4 120 16 general 0 "$attention"
 
 # 3. the quickstart on the colour base (it adds the anisotropy and alignment per layer, and the
-#    wall time); its adapter, stored in bf16, is lcoemb/mini/weights/lco
+#    wall time); its adapter, stored in bf16, is lcoemb/mini/weights/lco. On a CPU with AMX or
+#    AVX-512 bf16 it gives quickstart/; on one without (AVX2 only), where it runs in float32,
+#    `make quickstart` gave quickstart-avx2/
 lcoemb quickstart --base "$RUNS/base-colour" --output "$RUNS/quickstart"
 #    perception or wording: the OOD sets against captions in the training grammar's words, on
 #    both bases with and without their adapters (docs/results/lco-mini/colour/wording.txt, which
