@@ -30,6 +30,6 @@ bench: install
 
 # README's main command: install, then train LCO-Mini's adapter on text only and show the
 # cross-modal retrieval, anisotropy and alignment it gains (about 8 minutes on 2 CPU
-# cores with AMX bf16; several times longer on CPUs without fast bf16, which train in float32)
+# cores with AMX bf16; about 33 on 2 AVX2-only cores, without fast bf16, which run in float32)
 quickstart: install
 	$(VENV)/bin/lcoemb quickstart

@@ -291,8 +291,8 @@ def _add_quickstart_command(sub: Any) -> None:
         "trained models on held-out image, OCR, audio and video retrieval (R@1, nDCG@10) and "
         "measure anisotropy and mutual-kNN alignment per layer. Prints the tables; writes "
         "report.json, table.txt, retrieval.png, anisotropy.png, mutual_knn.png and "
-        "analysis.json to OUTPUT. About 8 minutes on 2 CPU cores with AMX bf16; several "
-        "times longer on CPUs without fast bf16, which run it in float32.",
+        "analysis.json to OUTPUT. About 8 minutes on 2 CPU cores with AMX bf16; about 33 "
+        "on 2 cores without fast bf16 (AVX2 only), which run it in float32.",
     )
     add_config_arguments(
         qs,

@@ -113,6 +113,12 @@ def test_mini_pretrain_task_lists_name_the_tasks(capsys):
             parser.parse_args(["mini", "pretrain", "--output", "x", "--task-weights", bad])
         assert says in capsys.readouterr().err
 
+    from lcoemb.config import PretrainConfig
+
+    assert PretrainConfig(eval_size=0).eval_size == 0  # 0 skips the report's scores
+    with pytest.raises(ValueError, match="eval_size must be >= 0, got -1"):
+        PretrainConfig(eval_size=-1)
+
 
 def test_train_and_serve_options_come_from_their_config_dataclasses(capsys):
     """Every TrainConfig and ServeConfig field is a flag whose help shows the field's default;
