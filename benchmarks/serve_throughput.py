@@ -68,6 +68,7 @@ import torch
 from common import OtherLoad, print_table
 
 from lcoemb import OmniEncoder
+from lcoemb.devices import default_dtype
 from lcoemb.inputs import ImageRef
 from lcoemb.synthetic import scene, text_triplet
 from lcoemb.testing import make_tiny_qwen2_5_omni_thinker
@@ -299,7 +300,11 @@ def table(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="lco-mini", help="model to serve and encode with")
-    p.add_argument("--dtype", default="bfloat16", help="model dtype (the server's default)")
+    p.add_argument(
+        "--dtype",
+        help="model dtype of the server and the offline limit (default: the device's own, as "
+        "the server's: bfloat16 where the CPU computes it fast, else float32)",
+    )
     p.add_argument("--items", type=int, default=64, help="items per set")
     p.add_argument("--sets", default="text,image", help="comma-separated: text, image")
     p.add_argument("--max-batch-size", type=int, default=32, help="the batched server's flag")
@@ -316,6 +321,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.items, args.repeats = 8, 1
+    # one explicit dtype for both sides, so the limit and the server compute alike
+    args.dtype = args.dtype or str(default_dtype("cpu")).removeprefix("torch.")
     return args
 
 
