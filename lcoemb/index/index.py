@@ -230,7 +230,8 @@ class Index:
 
         Unreadable files are recorded in ``errors.jsonl`` and left out (``strict`` makes the
         first one fatal). Re-running the same build after an interruption continues from the
-        last written shard. ``engine="ray"`` embeds the shards on a Ray cluster
+        last written shard, in the dtype of the shards already written (another ``dtype`` is
+        refused). ``engine="ray"`` embeds the shards on a Ray cluster
         (``ray_address``, default: a local one); the index is the same. ``instruction`` is the
         query instruction that :meth:`search` applies; documents are embedded without it.
         """
@@ -346,7 +347,8 @@ class Index:
     ) -> BuildSummary:
         """Re-walk the source: embed new and changed items (by content hash), drop deleted ones,
         keep the rest, and rebuild the FAISS index. ``model``/``adapter``, when given, must be
-        the index's own: vectors of two models in one index would be meaningless."""
+        the index's own: vectors of two models in one index would be meaningless. New items are
+        embedded in the dtype of the index's vectors; another ``dtype`` is refused."""
         started = time.perf_counter()
         m = self.manifest
         given = {"model": model, "adapter": adapter}
