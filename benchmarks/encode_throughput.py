@@ -660,6 +660,7 @@ class MiniBench:
         (:func:`lcoemb.mini.reader.fuse_detector`) for the image sets, and the LCO adapter merged
         into the bf16 language model (what ``lcoemb merge`` writes) for text, merged last (in
         bf16, unmerging would not give the weights back)."""
+        from lcoemb.devices import dtype_name
         from lcoemb.mini.reader import TextReader, load_text_reader
 
         fast = self.readers["fast"]
@@ -676,7 +677,7 @@ class MiniBench:
             for lever, reader in levers.items():
                 rows.append(self.opt_in_row(name, lever, reader))
         if self.other is not None:
-            dtype = str(self.other.dtype).removeprefix("torch.")
+            dtype = dtype_name(self.other.dtype)
             for name in [s for s in sets if s in self.reference]:
                 rows.append(self.opt_in_row(name, f"in {dtype}", encoder=self.other))
         if self.args.mini_merged and "text" in self.reference:
@@ -731,8 +732,10 @@ class MiniBench:
 def run_mini(args: argparse.Namespace) -> None:
     """The LCO-Mini comparison (``--lco-mini``): one table of both paths per set, then the
     opt-in levers that change vectors."""
+    from lcoemb.devices import dtype_name
+
     bench = MiniBench(args)
-    dtype = str(bench.encoder.dtype).removeprefix("torch.")
+    dtype = dtype_name(bench.encoder.dtype)
     print(
         f"model: lco-mini (SmolLM2-135M + EfficientNet-Lite0 + CRAFT/english_g2 reader + "
         f"Whisper tiny.en), {dtype}; batch size {args.batch_size}, sets {', '.join(args.sets)}\n"
@@ -915,7 +918,7 @@ def main(argv: list[str] | None = None) -> None:
     import transformers
 
     import lcoemb
-    from lcoemb.devices import default_dtype
+    from lcoemb.devices import default_dtype, dtype_name
     from lcoemb.testing import make_tiny_qwen2_5_omni_thinker
 
     transformers.logging.set_verbosity_error()
@@ -942,7 +945,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         run_mini(args)
         return
-    args.dtype = args.dtype or str(default_dtype("cpu")).removeprefix("torch.")
+    args.dtype = args.dtype or dtype_name(default_dtype("cpu"))
     roofline = matmul_roofline(args.dtype)
     print(
         f"roofline: {args.dtype} 2048x2048 @ 2048x2048 matmul = {roofline:.0f} GFLOP/s; "

@@ -68,7 +68,7 @@ import torch
 from common import OtherLoad, print_table
 
 from lcoemb import OmniEncoder
-from lcoemb.devices import default_dtype
+from lcoemb.devices import default_dtype, dtype_name
 from lcoemb.inputs import ImageRef
 from lcoemb.synthetic import scene, text_triplet
 from lcoemb.testing import make_tiny_qwen2_5_omni_thinker
@@ -322,7 +322,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.items, args.repeats = 8, 1
     # one explicit dtype for both sides, so the limit and the server compute alike
-    args.dtype = args.dtype or str(default_dtype("cpu")).removeprefix("torch.")
+    args.dtype = args.dtype or dtype_name(default_dtype("cpu"))
     return args
 
 

@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-__all__ = ["default_device", "default_dtype", "fast_bf16", "warn_if_slow"]
+__all__ = ["default_device", "default_dtype", "dtype_name", "fast_bf16", "warn_if_slow"]
 
 
 def default_device() -> torch.device:
@@ -42,6 +42,12 @@ def default_dtype(device: str | torch.device | None = None) -> torch.dtype:
     for LCO-Mini)."""
     device = torch.device(device) if device is not None else default_device()
     return torch.bfloat16 if device.type == "mps" or fast_bf16(device) else torch.float32
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """A dtype as lcoemb writes it in manifests, shards and options (``"bfloat16"``), the name
+    :func:`torch` and ``--dtype`` both take."""
+    return str(dtype).removeprefix("torch.")
 
 
 def warn_if_slow(device: torch.device, dtype: torch.dtype) -> None:

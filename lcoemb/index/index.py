@@ -40,9 +40,10 @@ import torch
 from tqdm.auto import tqdm
 
 from lcoemb import __version__
+from lcoemb.devices import dtype_name
 from lcoemb.encoder import OmniEncoder, parse_dtype
 from lcoemb.index import ann, store
-from lcoemb.index.shard import dtype_name, embed_shard
+from lcoemb.index.shard import embed_shard
 from lcoemb.index.source import DEFAULT_PASSAGE_CHARS, Entry, Walk, walk_source
 from lcoemb.mini.registry import DEFAULT_MODEL, EMBEDDED
 
@@ -275,7 +276,7 @@ class Index:
             "prompts": {"query_instruction": instruction, "document_instruction": None},
             "normalized": True,
             # known once a model has loaded (the device picks the default): set again below
-            "dtype": dtype_name(encoder) if encoder is not None else dtype,
+            "dtype": dtype_name(encoder.dtype) if encoder is not None else dtype,
             "status": "building",
             "plan": plan,
             "next_id": len(walk.entries),
@@ -308,15 +309,16 @@ class Index:
                 show_progress=show_progress,
             )
         else:
-            encoder = encoder or OmniEncoder.from_pretrained(
-                model, adapter=adapter, device=device, dtype=dtype
-            )
-            _refuse_other_dtype(out, recorded, encoder.dtype)  # "auto" is known only now
+            if encoder is None:
+                encoder = OmniEncoder.from_pretrained(
+                    model, adapter=adapter, device=device, dtype=dtype
+                )
+                _refuse_other_dtype(out, recorded, encoder.dtype)  # "auto" is known only now
             embedded = _embed_locally(
                 encoder, out, jobs, walk.root, batch_size, strict, show_progress
             )
         if engine == "local":
-            manifest["dtype"] = dtype_name(encoder)
+            manifest["dtype"] = dtype_name(encoder.dtype)
         else:  # no actor ran when every shard was already written by an earlier run
             _refuse_other_dtype(out, recorded, ray_dtype)
             manifest["dtype"] = ray_dtype or manifest["dtype"] or recorded
@@ -584,8 +586,8 @@ def _refuse_other_dtype(
     parsed = parse_dtype(dtype)
     if recorded is None or parsed is None:
         return dtype or recorded
-    name = str(parsed).removeprefix("torch.")
-    if isinstance(parsed, torch.dtype) and name != recorded:
+    name = dtype_name(parsed) if isinstance(parsed, torch.dtype) else None  # "auto": later
+    if name is not None and name != recorded:
         raise IndexSettingsError(
             f"{out}: its vectors so far were computed in {recorded}, and this run would compute "
             f"in {name}. One index holds one precision: leave out --dtype (it then uses "

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from lcoemb.devices import dtype_name
 from lcoemb.encoder import OmniEncoder
-from lcoemb.index.shard import dtype_name, embed_shard
+from lcoemb.index.shard import embed_shard
 from lcoemb.index.source import Entry
 
 #: CPUs each actor reserves (its torch threads); GPUs: one per actor when the cluster has any.
@@ -69,7 +70,7 @@ class ShardEmbedder:
         return {
             "number": np.asarray(batch["number"]),
             "embedded": np.asarray(embedded),
-            "dtype": np.asarray([dtype_name(self.encoder)] * len(embedded)),
+            "dtype": np.asarray([dtype_name(self.encoder.dtype)] * len(embedded)),
         }
 
 

@@ -8,16 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lcoemb.devices import dtype_name
 from lcoemb.encoder import OmniEncoder
 from lcoemb.index import store
 from lcoemb.index.source import Entry
 from lcoemb.inputs import InputError
-
-
-def dtype_name(encoder: OmniEncoder) -> str:
-    """The dtype the encoder computes in, as an index's manifest records it (``"float32"``):
-    every engine reports it the same way, and queries are embedded in it."""
-    return str(encoder.dtype).removeprefix("torch.")
 
 
 def embed_shard(
@@ -71,6 +66,6 @@ def embed_shard(
         [ids[good[p]] for p in kept],
         vectors[kept],
         errors,
-        dtype=dtype_name(encoder),
+        dtype=dtype_name(encoder.dtype),
     )
     return len(rows)
