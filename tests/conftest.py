@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
+
+# `make test` runs the suite on pytest-xdist workers. Each gets its share of the cores, before
+# torch starts its thread pool, and so do the processes its tests start (the CLI, servers,
+# torchrun): OpenMP threads that outnumber the cores stall at every barrier, which made
+# parallel workers slower than one.
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
 
 import av
 import numpy as np
