@@ -6,7 +6,8 @@
 #   bash benchmarks/gpu_all.sh           # one H100/H200
 #   bash benchmarks/gpu_all.sh --mfu     # train steps only: a profile, and two batches without
 #                                        # gradient checkpointing (where the MFU goes)
-#   bash benchmarks/gpu_all.sh --tiny    # smoke run on the CPU: tiny models, a minute or two
+#   bash benchmarks/gpu_all.sh --tiny    # smoke run on the CPU: tiny models, about a minute
+#                                        # (tests/test_benchmarks.py runs it in the suite)
 #
 # Logs go to $OUT (default ./gpu-out): env.txt, gpu_train_step.log, gpu_encode.log,
 # gpu_encode.json (with --mfu: gpu_train_step.profile.{log,txt}, gpu_train_step.b*-nockpt.log).

@@ -152,7 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     from lcoemb.training.trainer import train
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch-size", type=int, default=256, help="triplets per step")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="triplets per step (default 256; --tiny 8)"
+    )
     p.add_argument("--mini-batch-size", type=int, default=None, help="default: 3 x batch")
     p.add_argument("--words", type=int, default=16, help="words per text")
     p.add_argument("--steps", type=int, default=8)
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         "time, to FILE: where the step time goes (attention, GEMMs, LoRA, the loss, gaps)",
     )
     args = p.parse_args(argv)
+    args.batch_size = args.batch_size or (8 if args.tiny else 256)
     if args.warmup >= args.steps:
         p.error("--warmup must be smaller than --steps")
     chunk = args.mini_batch_size or 3 * args.batch_size

@@ -1,0 +1,67 @@
+"""The GPU benchmarks run whole on the CPU with tiny models (`gpu_all.sh --tiny`).
+
+A GPU is lent to this project rarely and for minutes; a script that broke since its last run
+would waste one. These runs check every step of both modes end to end: the wheel and stand-in
+set-up, the import check, each script under its timeout, and the files each writes."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_all.sh"
+
+
+def _gpu_all(tmp_path: Path, *args: str) -> tuple[Path, str]:
+    out = tmp_path / "out"
+    env = os.environ | {
+        "PYTHON": sys.executable,
+        "OUT": str(out),
+        "WHEELS": str(tmp_path / "no-wheels"),  # the environment's own packages, none carried
+        "SITE": str(tmp_path / "site"),
+        "STUBS": str(tmp_path / "stubs"),
+    }
+    run = subprocess.run(
+        ["bash", str(SCRIPT), "--tiny", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-4000:]
+    assert "lcoemb imports" in (out / "env.txt").read_text()
+    return out, log
+
+
+def _step_time(log: str) -> float:
+    match = re.search(r"^step time ([0-9.]+) s", log, re.MULTILINE)
+    assert match, log[-2000:]
+    return float(match.group(1))
+
+
+@pytest.mark.slow
+def test_gpu_all_tiny_trains_and_compares_encoders(tmp_path):
+    out, _ = _gpu_all(tmp_path)
+    assert _step_time((out / "gpu_train_step.log").read_text()) > 0
+    rows = json.loads((out / "gpu_encode.json").read_text())["rows"]
+    assert {r["set"] for r in rows} == {"short", "long", "image"}
+    for row in rows:  # both paths measured, and they give the same vectors
+        assert float(row["lcoemb items/s"]) > 0 and float(row["wrapper items/s"]) > 0, row
+        assert float(row["min cos"]) >= 0.9999, row
+
+
+@pytest.mark.slow
+def test_gpu_all_tiny_mfu_profiles_then_runs_without_checkpointing(tmp_path):
+    out, _ = _gpu_all(tmp_path, "--mfu")
+    profile = (out / "gpu_train_step.profile.txt").read_text()
+    assert "self time" in profile and "aten::mm" in profile
+    for batch in (8, 4):
+        log = (out / f"gpu_train_step.b{batch}-nockpt.log").read_text()
+        assert "gradient checkpointing off" in log and f"batch {batch} triplets" in log
+        assert _step_time(log) > 0
+    assert not (out / "gpu_encode.json").exists()  # --mfu runs the train steps only
