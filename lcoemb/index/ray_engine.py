@@ -135,7 +135,7 @@ def embed_shards_on_ray(
                 "strict": strict,
             },
             batch_size=1,
-            concurrency=size,
+            compute=ray.data.ActorPoolStrategy(size=size),  # `concurrency=` is deprecated
             num_cpus=CPUS_PER_ACTOR,
             num_gpus=1 if gpus else 0,
         ).take_all()
