@@ -149,7 +149,9 @@ class Backbone(ABC):
     def enable_gradient_checkpointing(self) -> None:
         """Recompute activations in the backward pass (training); disables the KV cache."""
         model = self.transformers_model
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5.24 renamed it (the old name warns); earlier 5.x have only the old one
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        (enable or model.gradient_checkpointing_enable)({"use_reentrant": False})
         model.config.use_cache = False
 
     def use_float32_attention(self) -> None:
