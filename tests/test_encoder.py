@@ -222,7 +222,9 @@ def test_pixel_caps_reach_the_processor(omni_path, omni_encoder):
     frames = [np.zeros((224, 224, 3), np.uint8)] * 2
     video = load_item(Video(frames), 1)
     default = omni_encoder.backbone.prepare([image, video])
-    small = capped.backbone.prepare([image, video])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # as `size`, not the deprecated max_pixels
+        small = capped.backbone.prepare([image, video])
     assert small["image_grid_thw"].prod() <= 2 * 2 * 4 < default["image_grid_thw"].prod()
     assert small["video_grid_thw"].prod() < default["video_grid_thw"].prod()
 

@@ -269,7 +269,11 @@ def test_a_loaded_encoder_exports_with_its_image_cap(vl_path, tmp_path):
     )
     out = export_sentence_transformers(capped, tmp_path / "st")
     bert = json.loads((out / "sentence_bert_config.json").read_text())
-    assert bert["processing_kwargs"]["image"] == {"max_pixels": cap}
+    size = bert["processing_kwargs"]["image"]["size"]  # the processor's own lower bound kept
+    assert size == {
+        "shortest_edge": capped.backbone.processor.image_processor.size["shortest_edge"],
+        "longest_edge": cap,
+    }
     image = _image(7, (224, 224))
     theirs = SentenceTransformer(str(out), device="cpu").encode([image])
     assert _cos(capped.encode([image]), theirs).min() >= MIN_COSINE

@@ -43,6 +43,9 @@ __all__ = [
 #: Reference text cap: more token ids than this and the text is cut (mteb ``LCOEmbedding``).
 DEFAULT_MAX_TEXT_TOKENS = 300
 
+#: the processor attribute that handles each media modality's kwargs
+_COMPONENTS = {"images": "image_processor", "videos": "video_processor"}
+
 
 class ModalityError(InputError):
     """The backbone has no tower for a modality the item contains."""
@@ -351,10 +354,29 @@ class HFChatBackbone(Backbone):
             # assumes 2 fps for the temporal positions, as in the reference wrapper.
             kwargs["videos_kwargs"] = {"do_sample_frames": False}
             if self.max_video_pixels is not None:
-                kwargs["videos_kwargs"]["max_pixels"] = self.max_video_pixels
+                kwargs["videos_kwargs"]["size"] = self._capped_size("videos", self.max_video_pixels)
         if "images" in kwargs and self.max_image_pixels is not None:
-            kwargs["images_kwargs"] = {"max_pixels": self.max_image_pixels}
+            kwargs["images_kwargs"] = {"size": self._capped_size("images", self.max_image_pixels)}
         return kwargs
+
+    def _capped_size(self, modality: str, max_pixels: int) -> dict[str, int]:
+        """The pixel bounds a Qwen-style processor applies to ``modality`` ("images" or
+        "videos"), with the upper one set to ``max_pixels``.
+
+        transformers 5.x deprecates ``max_pixels`` in a processor call for ``size``
+        (``shortest_edge``/``longest_edge`` in pixels), and a ``size`` passed replaces the
+        processor's whole, so the lower bound is the one the processor would use: its own
+        defaults for the modality where it sets them (Qwen2.5-Omni sets the video bounds at
+        the processor level, over the saved video processor's), else the component's."""
+        key = f"{modality}_kwargs"
+        defaults = getattr(getattr(self.processor, "valid_processor_kwargs", None), "_defaults", {})
+        size = (
+            defaults.get(key, {}).get("size")
+            or getattr(self.processor, key, {}).get("size")
+            or getattr(self.processor, _COMPONENTS[modality]).size
+        )
+        size = {k: v for k, v in dict(size).items() if v is not None}
+        return {**size, "longest_edge": max_pixels}
 
     def model_inputs(self, texts: list[str], items: list[LoadedItem]) -> dict[str, Any]:
         """The processor's output for the prompts and the items' media."""

@@ -98,7 +98,7 @@ class Qwen3VLBackbone(HFChatBackbone):
         if "videos" not in kwargs:
             return kwargs
         videos_kwargs = kwargs["videos_kwargs"]
-        videos_kwargs.pop("max_pixels", None)  # a Qwen2-VL per-frame option, unknown here
+        videos_kwargs.pop("size", None)  # the base's per-frame cap; Qwen3-VL's is per clip
         tubelet = self.processor.video_processor.temporal_patch_size
         videos, metadata = [], []
         for video in kwargs["videos"]:

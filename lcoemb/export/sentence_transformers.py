@@ -299,7 +299,7 @@ def _modality_config(backbone: Backbone) -> dict[str, dict[str, Any]]:
     return config
 
 
-#: Families whose processors take ``max_pixels`` per video frame, as lcoemb passes it.
+#: Families whose processors bound each video frame's pixels (``size``), as lcoemb passes it.
 _VIDEO_MAX_PIXELS_FAMILIES = frozenset({"qwen2_5_omni", "qwen2_5_vl", "qwen2_vl"})
 
 
@@ -322,7 +322,7 @@ def _processing_kwargs(backbone: Backbone) -> dict[str, Any]:
                 f"max_video_pixels={video_pixels} cannot be carried over for {backbone.family}: "
                 "lcoemb resizes its frames itself; export a model loaded without it"
             )
-        kwargs["video"] = {"max_pixels": video_pixels}
+        kwargs["video"] = {"size": backbone._capped_size("videos", video_pixels)}
     return kwargs
 
 
