@@ -368,15 +368,9 @@ class HFChatBackbone(Backbone):
         processor's whole, so the lower bound is the one the processor would use: its own
         defaults for the modality where it sets them (Qwen2.5-Omni sets the video bounds at
         the processor level, over the saved video processor's), else the component's."""
-        key = f"{modality}_kwargs"
-        defaults = getattr(getattr(self.processor, "valid_processor_kwargs", None), "_defaults", {})
-        size = (
-            defaults.get(key, {}).get("size")
-            or getattr(self.processor, key, {}).get("size")
-            or getattr(self.processor, _COMPONENTS[modality]).size
-        )
-        size = {k: v for k, v in dict(size).items() if v is not None}
-        return {**size, "longest_edge": max_pixels}
+        own = getattr(self.processor, f"{modality}_kwargs", {}).get("size")
+        size = own or getattr(self.processor, _COMPONENTS[modality]).size
+        return {**dict(size), "longest_edge": max_pixels}  # a SizeDict lists only its set keys
 
     def model_inputs(self, texts: list[str], items: list[LoadedItem]) -> dict[str, Any]:
         """The processor's output for the prompts and the items' media."""
