@@ -560,8 +560,8 @@ class MiniBench:
       (``backbone.batch_invariant = False``) and the reading tower as it was (the detector in
       contiguous layout, 8 images per detector call);
     * fast: the defaults: the last-token fast path (each batch's shared prefix computed once,
-      attention per row), EfficientNet once per item, the channels-last detector, one image per
-      detector call on CPU.
+      attention per row), EfficientNet once per item, the channels-last detector (its batch
+      norms folded in where it runs in float32), one image per detector call on CPU.
     """
 
     def __init__(self, args: argparse.Namespace):
@@ -576,8 +576,8 @@ class MiniBench:
         self.torch = torch
         self.encoder = OmniEncoder.from_pretrained("lco-mini", device="cpu", dtype=args.mini_dtype)
         self.backbone = self.encoder.backbone
-        fast = load_text_reader()
-        plain = copy.deepcopy(fast.detector).to(memory_format=torch.contiguous_format)
+        fast, shipped = load_text_reader(), load_text_reader(fused=False)
+        plain = copy.deepcopy(shipped.detector).to(memory_format=torch.contiguous_format)
         self.readers = {"plain": TextReader(plain, fast.recognizer, batch_size=8), "fast": fast}
         #: the same model in --mini-compare-dtype, on the fast path with the fast reader
         self.other = None
@@ -842,7 +842,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--mini-fused-detector",
         action="store_true",
         help="with --lco-mini, also time the image sets with the fused detector, batch norms "
-        "folded into bf16 convolutions (an opt-in lever that changes vectors)",
+        "folded into bf16 convolutions (an opt-in lever that changes vectors; on a CPU that "
+        "runs the detector in float32 it is the fast path's own detector)",
     )
     p.add_argument(
         "--mini-merged",

@@ -17,7 +17,8 @@ from lcoemb.mini.towers import TowerUnavailableError
 
 @pytest.fixture(scope="session")
 def text_reader() -> reader.TextReader:
-    return reader.load_text_reader()
+    """The networks as EasyOCR ships them (the default fuses the detector on float32 CPUs)."""
+    return reader.load_text_reader(fused=False)
 
 
 def _page(lines: list[str], size: int = 224, font_size: int = 28) -> Image.Image:
@@ -75,11 +76,24 @@ def test_held_out_ocr_images_are_mostly_read(text_reader: reader.TextReader) -> 
     assert sum(ratio) / len(ratio) > 0.75
 
 
-def test_fused_detector_is_opt_in_and_finds_the_same_text(text_reader: reader.TextReader) -> None:
+def test_fused_detector_finds_the_same_text_and_is_the_default_only_in_float32(
+    text_reader: reader.TextReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fused = reader.load_text_reader(fused=True)
     assert fused is reader.load_text_reader(fused=True)  # cached, like the plain one
-    assert text_reader.detector is reader.load_text_reader().detector  # the default is untouched
+    assert text_reader.detector is reader.load_reader_networks()[0]  # the shipped networks
     assert fused.recognizer is text_reader.recognizer
+    # the default: fused where the detector runs in float32 (the fold is exact to last bits
+    # there), the shipped detector where it runs in bf16 (the fold moves some boxes) or off CPU
+    bf16 = fast_bf16(torch.device("cpu"))
+    assert reader.fused_by_default() is (not bf16)
+    assert reader.load_text_reader() is (text_reader if bf16 else fused)
+    assert not reader.fused_by_default("cuda")
+    monkeypatch.setattr(reader, "fast_bf16", lambda device: True)
+    assert not reader.fused_by_default()
+    monkeypatch.setattr(reader, "fast_bf16", lambda device: False)
+    assert reader.fused_by_default()
+    monkeypatch.undo()
     modules = list(fused.detector.modules())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in modules)  # folded in
     convs = [m for m in modules if isinstance(m, torch.nn.Conv2d)]

@@ -87,13 +87,13 @@ def test_fast_text_path_gives_each_row_its_unbatched_state(lco_mini, monkeypatch
 
 
 def test_encode_keeps_its_vectors(lco_mini, monkeypatch):
-    """Through ``encode``: the fast path (shared prefixes, the channels-last detector, one image
-    per detector call) against the plain path as it was, each item encoded alone, per
-    modality."""
-    reader = load_text_reader()
+    """Through ``encode``: the fast path (shared prefixes, the channels-last detector, fused
+    where it runs in float32, one image per detector call) against the plain path as it was,
+    each item encoded alone, per modality."""
+    shipped = load_text_reader(fused=False)
     plain_reader = TextReader(
-        copy.deepcopy(reader.detector).to(memory_format=torch.contiguous_format),
-        reader.recognizer,
+        copy.deepcopy(shipped.detector).to(memory_format=torch.contiguous_format),
+        shipped.recognizer,
         batch_size=8,
     )
     speech = [synthetic.speech(i, "test") for i in range(2)]
@@ -119,8 +119,9 @@ def test_encode_keeps_its_vectors(lco_mini, monkeypatch):
 
 @pytest.mark.parametrize("kind", ["ocr", "scene", "page"])
 def test_channels_last_detector_finds_the_same_boxes_and_tokens(kind):
-    """The detector's channels-last layout and one image per call (the defaults on CPU) against
-    the contiguous detector in batches of 8: the same lines and the same reading tokens."""
+    """The detector's channels-last layout and one image per call (the defaults on CPU, with
+    the batch norms folded in where it runs in float32) against the shipped detector,
+    contiguous, in batches of 8: the same lines and the same reading tokens."""
     if kind == "page":
         images = [synthetic.page(language, 0).image for language in synthetic.LANGUAGES]
     else:
@@ -130,7 +131,9 @@ def test_channels_last_detector_finds_the_same_boxes_and_tokens(kind):
     assert fast.batch_size == 1
     assert fast.detector.basenet.slice1[0].weight.is_contiguous(memory_format=torch.channels_last)
     plain = TextReader(
-        copy.deepcopy(fast.detector).to(memory_format=torch.contiguous_format),
+        copy.deepcopy(load_text_reader(fused=False).detector).to(
+            memory_format=torch.contiguous_format
+        ),
         fast.recognizer,
         batch_size=8,
     )

@@ -68,9 +68,10 @@ class MiniBackbone(Backbone):
     fits, never above 448. Detection is most of an image's cost, so a smaller side is faster but
     reads less and changes the vectors of images with text (``benchmarks/README.md``, "LCO-Mini
     on 2 cores", has the measured trade-off). EfficientNet always sees 224×224. Another opt-in
-    that changes some of those vectors, for speed on a CPU, is the fused detector:
+    that changes some of those vectors, for speed on a CPU with fast bf16, is the fused detector:
     ``backbone.text_reader = load_text_reader(fused=True)``
-    (:func:`~lcoemb.mini.reader.fuse_detector`).
+    (:func:`~lcoemb.mini.reader.fuse_detector`); on other CPUs, which run the detector in
+    float32, it is exact to the last bits and the default.
     """
 
     family = "lco_mini"

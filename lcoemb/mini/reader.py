@@ -47,6 +47,7 @@ __all__ = [
     "TextReader",
     "TextRecognizer",
     "fuse_detector",
+    "fused_by_default",
     "load_text_reader",
     "reader_weights_dir",
 ]
@@ -190,7 +191,9 @@ class CRAFT(nn.Module):
 def _onednn_convolves(dtype: torch.dtype) -> bool:
     """Whether oneDNN runs ``dtype`` convolutions on this CPU: it refuses bf16 ones without
     AVX-512 or AVX-NE-CONVERT, where PyTorch's own (slow) kernels still compute them."""
-    if not torch.backends.mkldnn.is_available():
+    if not torch.backends.mkldnn.is_available() or not hasattr(
+        torch.ops.mkldnn, "_convolution_pointwise"
+    ):  # the fused kernel Inductor uses; PyTorch does not promise it
         return False
     return dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
@@ -251,8 +254,10 @@ def fuse_detector(detector: CRAFT, dtype: torch.dtype | None = None) -> CRAFT:
     about 1.45x faster at 448 px, and images encode 1.1-1.3x faster. Its scores move by a few
     bf16 steps, which moves a box's edge by a pixel on some images with text (9 of 196 images
     tried, 7 of them among 40 rendered-word images), and with it those images' reading tokens.
-    In float32 the fold only changes last bits. ``benchmarks/README.md`` ("LCO-Mini on 2
-    cores") has the measured trade-offs. Opt in with :func:`load_text_reader` ``(fused=True)``.
+    In float32 the fold only changes last bits, so :func:`load_text_reader` fuses by default
+    where the detector runs in float32 (:func:`fused_by_default`). ``benchmarks/README.md``
+    ("LCO-Mini on 2 cores") has the measured trade-offs. Opt in on a bf16 CPU with
+    :func:`load_text_reader` ``(fused=True)``.
     """
     if dtype is None:
         device = next(detector.parameters()).device
@@ -419,8 +424,9 @@ class TextReader:
     AVX-512 bf16 CPU (0.7 s in float32). ``batch_size`` images go through the detector at
     once; by default one on a CPU, where a batch of 8 448-pixel images was 1.3-1.6x slower per
     image with one thread (its activations outgrow the caches), and 8 elsewhere. The boxes do
-    not depend on it. :meth:`read` decodes the same columns to text, for checks. For a faster
-    detector that moves some boxes by a pixel, see :func:`fuse_detector`.
+    not depend on it. :meth:`read` decodes the same columns to text, for checks. The
+    detector :func:`load_text_reader` gives is :func:`fuse_detector`'s where that is exact
+    (float32 CPUs); on a bf16 CPU the fused one is faster and moves some boxes by a pixel.
     """
 
     def __init__(
@@ -548,10 +554,26 @@ def _load_networks(device: str) -> tuple[CRAFT, TextRecognizer]:
     return nets[0], nets[1]  # type: ignore[return-value]
 
 
-def load_text_reader(device: str | torch.device = "cpu", *, fused: bool = False) -> TextReader:
-    """The process-wide :class:`TextReader` for ``device``; ``fused`` gives one whose detector
-    is :func:`fuse_detector`'s copy (faster on a CPU, and it changes the vectors of some images
-    with text: opt in with ``encoder.backbone.text_reader = load_text_reader(fused=True)``)."""
+def fused_by_default(device: str | torch.device = "cpu") -> bool:
+    """Whether :func:`load_text_reader` fuses the detector when not told: on a CPU that runs
+    it in float32 (no AMX or AVX-512 bf16, so most laptops) and where oneDNN convolves. There
+    the fold changes only the scores' last float32 bits (at most 5e-7 at 448 px), found the
+    same boxes and read the same text on all 216 images tried, and the detector ran 1.12x
+    faster on two AVX2 cores. In bf16 the fold moves some boxes, so it stays opt-in there."""
+    device = torch.device(device)
+    return device.type == "cpu" and not fast_bf16(device) and _onednn_convolves(torch.float32)
+
+
+def load_text_reader(
+    device: str | torch.device = "cpu", *, fused: bool | None = None
+) -> TextReader:
+    """The process-wide :class:`TextReader` for ``device``. ``fused`` gives one whose detector
+    is :func:`fuse_detector`'s copy; by default (``None``) it is fused where that is exact to
+    float32's last bits (:func:`fused_by_default`). ``fused=True`` on a bf16 CPU is faster and
+    changes the vectors of some images with text: opt in with
+    ``encoder.backbone.text_reader = load_text_reader(fused=True)``."""
+    if fused is None:
+        fused = fused_by_default(device)
     return _load_reader(device_key(device), fused)
 
 
