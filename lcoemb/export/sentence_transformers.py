@@ -300,7 +300,7 @@ def _modality_config(backbone: Backbone) -> dict[str, dict[str, Any]]:
 
 
 #: Families whose processors bound each video frame's pixels (``size``), as lcoemb passes it.
-_VIDEO_MAX_PIXELS_FAMILIES = frozenset({"qwen2_5_omni", "qwen2_5_vl", "qwen2_vl"})
+_VIDEO_SIZE_FAMILIES = frozenset({"qwen2_5_omni", "qwen2_5_vl", "qwen2_vl"})
 
 
 def _processing_kwargs(backbone: Backbone) -> dict[str, Any]:
@@ -317,7 +317,7 @@ def _processing_kwargs(backbone: Backbone) -> dict[str, Any]:
             kwargs["image"] = images_kwargs
     video_pixels = getattr(backbone, "max_video_pixels", None)
     if video_pixels is not None:
-        if backbone.family not in _VIDEO_MAX_PIXELS_FAMILIES:
+        if backbone.family not in _VIDEO_SIZE_FAMILIES:
             raise ExportError(
                 f"max_video_pixels={video_pixels} cannot be carried over for {backbone.family}: "
                 "lcoemb resizes its frames itself; export a model loaded without it"
