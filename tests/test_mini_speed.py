@@ -20,7 +20,8 @@ from conftest import gemm_rows_independent
 from lcoemb import Audio, OmniEncoder, Video, synthetic
 from lcoemb.backbones import fastpath
 from lcoemb.inputs import Limits, load_item
-from lcoemb.mini.reader import DETECT_SIZE, TextReader, load_text_reader
+from lcoemb.mini import reader as reader_module
+from lcoemb.mini.reader import DETECT_SIZE, TextReader, fuse_detector, load_text_reader
 
 #: min cosine between an item's batched and unbatched vectors where the CPU's GEMMs depend on
 #: the number of rows: the bf16 noise floor of batching (the plain path's own: 0.9989-0.9997)
@@ -142,6 +143,23 @@ def test_channels_last_detector_finds_the_same_boxes_and_tokens(kind):
     if kind != "scene":
         assert all(lines)  # there is text to find
     for a, b in zip(fast(images), plain(images)):
+        assert torch.equal(a, b)
+
+
+def test_float32_fused_detector_finds_the_same_boxes_and_tokens_on_any_cpu(monkeypatch):
+    """The default detector on CPUs without fast bf16 (batch norms folded in, in float32),
+    checked on every CPU: with both detectors in float32, the same lines and reading tokens as
+    the shipped detector, on images with text and without."""
+    monkeypatch.setattr(reader_module, "fast_bf16", lambda device: False)  # float32 everywhere
+    shipped = load_text_reader(fused=False)
+    fused = TextReader(fuse_detector(shipped.detector, torch.float32), shipped.recognizer)
+    images = [synthetic.ocr(i, "test").image for i in range(10, 14)]
+    images += [synthetic.page(language, 1).image for language in ("eng", "vie")]
+    images += [synthetic.scene(i, "test").image for i in range(10, 12)]
+    lines = fused.detect(images)
+    assert lines == shipped.detect(images)
+    assert sum(bool(x) for x in lines) >= 6  # there is text to find
+    for a, b in zip(fused(images), shipped(images)):
         assert torch.equal(a, b)
 
 
