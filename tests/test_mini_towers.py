@@ -6,6 +6,7 @@ that installs it (CI installs them all).
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import re
 import shutil
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from PIL import Image
 
+from lcoemb.devices import fast_bf16
 from lcoemb.mini import towers
 from lcoemb.mini.towers import (
     AUDIO_HIDDEN,
@@ -86,12 +88,38 @@ def test_state_dict_loads_strictly_and_model_is_frozen(image_tower: towers.Image
     assert not result.missing_keys and not result.unexpected_keys
 
     model = image_tower.model
-    assert model is towers.load_efficientnet_lite0()  # cached: one load per process
+    assert towers.load_efficientnet_lite0() is towers.load_efficientnet_lite0()  # one load
     assert image_tower is towers.load_image_tower("cpu") is towers.load_image_tower(device="cpu")
     assert not model.training
     assert not any(p.requires_grad for p in model.parameters())
     with torch.inference_mode():
         assert model.forward_features(torch.zeros(1, 3, 224, 224)).shape == (1, 1280, 7, 7)
+
+
+def test_channels_last_only_where_models_run_in_float32(
+    image_tower: towers.ImageTower, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EfficientNet runs channels-last on CPUs without fast bf16 (float32 models by default),
+    on a copy of the shared network; the two layouts give the same features to float32's
+    summation order, which a float32 LM does not see (a bf16 one would: ~0.999)."""
+    shared = towers.load_efficientnet_lite0()
+    channels_last = not fast_bf16(torch.device("cpu"))
+    assert towers.channels_last_by_default() is channels_last
+    assert (image_tower.model is shared) is not channels_last
+    weight = image_tower.model._conv_stem.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) is channels_last
+    assert not shared._conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not towers.channels_last_by_default("cuda")
+    monkeypatch.setattr(towers, "fast_bf16", lambda device: True)
+    assert not towers.channels_last_by_default()
+    monkeypatch.setattr(towers, "fast_bf16", lambda device: False)
+    assert towers.channels_last_by_default()
+    other = copy.deepcopy(shared).to(memory_format=torch.channels_last)
+    x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        a, b = shared.forward_features(x), other.forward_features(x)
+    assert a.shape == b.shape == (8, 1280, 7, 7)
+    assert (a - b).abs().max() <= 1e-4 * a.abs().max()
 
 
 def test_classifies_imagenet_pictures(

@@ -17,6 +17,7 @@ process loads each tower once.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import math
@@ -34,6 +35,7 @@ from tokenizers import Tokenizer
 from torch import nn
 from transformers import WhisperFeatureExtractor
 
+from lcoemb.devices import fast_bf16
 from lcoemb.inputs import TARGET_SAMPLING_RATE
 from lcoemb.mini.silhouettes import SHAPE_FEATURES, cell_shapes
 
@@ -50,6 +52,7 @@ __all__ = [
     "ImageTower",
     "TowerUnavailableError",
     "audio_token_count",
+    "channels_last_by_default",
     "device_key",
     "efficientnet_lite0_weights_path",
     "load_audio_tower",
@@ -391,9 +394,23 @@ def load_image_tower(device: str | torch.device = "cpu") -> ImageTower:
     return _load_image_tower(device_key(device))
 
 
+def channels_last_by_default(device: str | torch.device = "cpu") -> bool:
+    """Whether :func:`load_image_tower` runs EfficientNet in channels-last layout: on a CPU
+    without fast bf16 (where models run in float32 by default), with oneDNN. There its
+    depthwise convolutions run 1.3x faster (8 frames in 187 against 245 ms on two AVX2 cores;
+    8-frame clips encode 1.14x faster) and its features move by float32 summation order only
+    (3.5e-6 relative; vectors min cos 0.9999999 in float32). A bf16 language model turns such
+    last-bit changes into cosines of ~0.999, so CPUs with fast bf16 keep the contiguous one."""
+    device = torch.device(device)
+    return device.type == "cpu" and not fast_bf16(device) and torch.backends.mkldnn.is_available()
+
+
 @functools.cache
 def _load_image_tower(device: str) -> ImageTower:
-    return ImageTower(load_efficientnet_lite0(device), device=device)
+    model = load_efficientnet_lite0(device)
+    if channels_last_by_default(device):  # a copy: the loaded network is shared as it is
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    return ImageTower(model, device=device)
 
 
 # --------------------------------------------------------------------------------------------
