@@ -271,7 +271,8 @@ class ImageTower:
     picture is seen; LCO-Mini's inputs are mostly square. ImageNet's usual evaluation (shorter
     side to 256, centre crop 224) crops the borders instead; the classifier is right on both for the
     test pictures, and no border content is lost this way. The 7×7 head map is adaptive-average
-    pooled to a 3×3 grid, read row-major as 9 tokens.
+    pooled to a 3×3 grid, read row-major as 9 tokens. :func:`load_image_tower` runs the network
+    channels-last where models run in float32 (:func:`channels_last_by_default`).
     """
 
     hidden_size = IMAGE_HIDDEN
