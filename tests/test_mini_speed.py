@@ -33,6 +33,13 @@ def lco_mini() -> OmniEncoder:
     return OmniEncoder.from_pretrained("lco-mini", device="cpu")
 
 
+def _reader_as_it_was() -> TextReader:
+    """The reading tower before issue 19: the shipped detector, contiguous, 8 images a call."""
+    shipped = load_text_reader(fused=False)
+    detector = copy.deepcopy(shipped.detector).to(memory_format=torch.contiguous_format)
+    return TextReader(detector, shipped.recognizer, batch_size=8)
+
+
 def _min_cos(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.float(), b.float()
     return float(torch.nn.functional.cosine_similarity(a, b, dim=-1).min())
@@ -91,12 +98,7 @@ def test_encode_keeps_its_vectors(lco_mini, monkeypatch):
     """Through ``encode``: the fast path (shared prefixes, the channels-last detector, fused
     where it runs in float32, one image per detector call) against the plain path as it was,
     each item encoded alone, per modality."""
-    shipped = load_text_reader(fused=False)
-    plain_reader = TextReader(
-        copy.deepcopy(shipped.detector).to(memory_format=torch.contiguous_format),
-        shipped.recognizer,
-        batch_size=8,
-    )
+    plain_reader = _reader_as_it_was()
     speech = [synthetic.speech(i, "test") for i in range(2)]
     items = [
         "a red circle",
@@ -131,13 +133,7 @@ def test_channels_last_detector_finds_the_same_boxes_and_tokens(kind):
     fast = load_text_reader()
     assert fast.batch_size == 1
     assert fast.detector.basenet.slice1[0].weight.is_contiguous(memory_format=torch.channels_last)
-    plain = TextReader(
-        copy.deepcopy(load_text_reader(fused=False).detector).to(
-            memory_format=torch.contiguous_format
-        ),
-        fast.recognizer,
-        batch_size=8,
-    )
+    plain = _reader_as_it_was()
     lines = fast.detect(images)
     assert lines == plain.detect(images)
     if kind != "scene":
