@@ -558,10 +558,11 @@ class MiniBench:
     * plain: the path before the fast path: the language model's own forward
       (``backbone.fast_text_path = False``), EfficientNet once per batch
       (``backbone.batch_invariant = False``) and the reading tower as it was (the detector in
-      contiguous layout, 8 images per detector call);
+      contiguous layout, 8 images per detector call) and Whisper's encoder in CTranslate2;
     * fast: the defaults: the last-token fast path (each batch's shared prefix computed once,
       attention per row), EfficientNet once per item, the channels-last detector (its batch
-      norms folded in where it runs in float32), one image per detector call on CPU.
+      norms folded in where it runs in float32), one image per detector call on CPU, and
+      Whisper's encoder in PyTorch where it runs in float32.
     """
 
     def __init__(self, args: argparse.Namespace):
@@ -571,6 +572,7 @@ class MiniBench:
 
         from lcoemb import OmniEncoder
         from lcoemb.mini.reader import TextReader, load_text_reader
+        from lcoemb.mini.towers import load_audio_tower
 
         self.args = args
         self.torch = torch
@@ -579,6 +581,8 @@ class MiniBench:
         fast, shipped = load_text_reader(), load_text_reader(fused=False)
         plain = copy.deepcopy(shipped.detector).to(memory_format=torch.contiguous_format)
         self.readers = {"plain": TextReader(plain, fast.recognizer, batch_size=8), "fast": fast}
+        self.audio_tower = load_audio_tower()
+        self.whisper = {"plain": None, "fast": self.audio_tower.encoder}
         #: the same model in --mini-compare-dtype, on the fast path with the fast reader
         self.other = None
         if args.mini_compare_dtype:
@@ -592,6 +596,7 @@ class MiniBench:
     def use(self, path: str) -> None:
         self.backbone.fast_text_path = self.backbone.batch_invariant = path == "fast"
         self.backbone.text_reader = self.readers[path]
+        self.audio_tower.encoder = self.whisper[path]
 
     def timed(
         self, items: list[Any], batch_size: int | None = None, encoder: Any = None

@@ -267,6 +267,33 @@ def test_listen_joins_the_windows_of_a_long_clip(
     assert text.lower().count("window") == 2, text
 
 
+def test_torch_encoder_only_where_models_run_in_float32(
+    audio_tower: towers.AudioTower, sentence: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whisper's encoder runs in PyTorch on CPUs without fast bf16 (float32 models by default).
+    Its states equal CTranslate2's to float32 rounding, and Whisper's decoder, which reads
+    them, writes the same transcripts: speech, silence, noise and a two-window clip."""
+    torch_encoder = not fast_bf16(torch.device("cpu"))
+    assert towers.torch_whisper_by_default() is torch_encoder
+    assert (audio_tower.encoder is not None) is torch_encoder
+    assert not towers.torch_whisper_by_default("cuda")
+    monkeypatch.setattr(towers, "fast_bf16", lambda device: True)
+    assert not towers.torch_whisper_by_default()
+    monkeypatch.setattr(towers, "fast_bf16", lambda device: False)
+    assert towers.torch_whisper_by_default()
+    ours, theirs = towers.AudioTower(torch_encoder=True), towers.AudioTower(torch_encoder=False)
+    assert ours.encoder is not None and theirs.encoder is None
+    long = np.zeros(35 * SR, np.float32)
+    long[30 * SR : 30 * SR + len(sentence)] = sentence
+    noise = np.random.default_rng(1).normal(0, 0.01, SR).astype(np.float32)
+    clips = [sentence, np.zeros(SR, np.float32), noise, long]
+    (a, heard), (b, written) = ours.listen(clips), theirs.listen(clips)
+    assert heard == written and "window" in heard[0].lower() and heard[1:3] == ["", ""]
+    for x, y in zip(a, b, strict=True):
+        assert x.shape == y.shape and x.dtype == y.dtype == torch.float32
+        assert (x - y).abs().max() <= 1e-4 * y.abs().max()
+
+
 def test_audio_rejects_bad_input(audio_tower: towers.AudioTower) -> None:
     assert audio_tower([]) == []
     with pytest.raises(ValueError, match="mono"):
