@@ -252,8 +252,11 @@ def test_listen_transcribes_speech_and_not_silence(
     heard = re.sub(r"[^a-z ]", "", texts[0].lower()).split()
     assert sum(w in heard for w in SENTENCE.split()) >= 8, texts[0]
     assert texts[1:] == ["", ""]
-    for listened, plain in zip(features, audio_tower([sentence, silence, noise])):
-        assert torch.equal(listened, plain)
+    for listened, plain in zip(features, audio_tower([sentence, silence, noise]), strict=True):
+        # the same states; the PyTorch encoder runs its last layer for the kept frames only
+        # when no transcript is asked for, which moves float32's last bits
+        assert listened.shape == plain.shape
+        assert (listened - plain).abs().max() <= 1e-5 * plain.abs().max()
     assert audio_tower.listen([]) == ([], [])
 
 

@@ -19,6 +19,7 @@ from lcoemb.mini.towers import whisper_tiny_en_path
 from lcoemb.mini.whisper import (
     CheckpointError,
     ctranslate2_index,
+    encode_first_frames,
     load_whisper_encoder,
     read_ctranslate2_variables,
 )
@@ -143,3 +144,27 @@ def test_refuses_what_it_cannot_read(converted, tmp_path):
     (other / "model.bin").write_bytes(raw.replace(spec, b"WhisperSpek\0", 1))
     with pytest.raises(CheckpointError, match="'WhisperSpek' checkpoint, not a Whisper one"):
         load_whisper_encoder(other)
+
+
+@pytest.mark.parametrize("frames", [1, 7, 1500])
+def test_first_frames_are_the_full_encoders(converted, frames):
+    """The last layer run for the kept frames only: the full encoder's first frames, to float32
+    rounding (the GEMMs see fewer rows)."""
+    _, folders = converted
+    encoder = load_whisper_encoder(folders["float32"])
+    mels = _mels(3)
+    with torch.inference_mode():
+        full = encoder(mels).last_hidden_state
+        first = encode_first_frames(encoder, mels, frames)
+    assert first.shape == (3, frames, 32)
+    assert (first - full[:, :frames]).abs().max() <= 1e-5 * full.abs().max()
+
+
+def test_first_frames_refuses_bad_arguments(converted):
+    _, folders = converted
+    encoder = load_whisper_encoder(folders["float32"])
+    with pytest.raises(ValueError, match="expects 3000 mel frames, got 2999"):
+        encode_first_frames(encoder, torch.zeros(1, 80, 2999), 5)
+    for frames in (0, 1501):
+        with pytest.raises(ValueError, match=rf"frames must be in 1\.\.1500: {frames}"):
+            encode_first_frames(encoder, torch.zeros(1, 80, 3000), frames)

@@ -40,7 +40,7 @@ from transformers import WhisperFeatureExtractor
 from lcoemb.devices import fast_bf16
 from lcoemb.inputs import TARGET_SAMPLING_RATE
 from lcoemb.mini.silhouettes import SHAPE_FEATURES, cell_shapes
-from lcoemb.mini.whisper import load_whisper_encoder
+from lcoemb.mini.whisper import encode_first_frames, load_whisper_encoder
 
 __all__ = [
     "AUDIO_FRAMES_PER_SECOND",
@@ -557,27 +557,45 @@ class AudioTower:
         return np.ascontiguousarray(out["input_features"], dtype=np.float32)
 
     def _encode_windows(
-        self, windows: Sequence[np.ndarray], transcribe: bool
+        self, windows: Sequence[np.ndarray], keep: Sequence[int], transcribe: bool
+    ) -> tuple[list[np.ndarray], list[str]]:
+        """Each window's first ``keep[i]`` encoder states ``(keep[i], 384)`` float32, for windows
+        of at most 30 s, and with ``transcribe`` each window's greedy transcript (Whisper's
+        decoder reads the same encoder states, so the encoder runs once). Windows are batched
+        in order of ``keep``, so that short clips' windows share batches."""
+        states: list[np.ndarray] = [np.empty((0, AUDIO_HIDDEN), np.float32)] * len(windows)
+        texts = [""] * len(windows)
+        order = sorted(range(len(windows)), key=keep.__getitem__)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            feats = self.features([windows[i] for i in batch])
+            out, heard = self._encode_batch(feats, max(keep[i] for i in batch), transcribe)
+            for j, i in enumerate(batch):
+                states[i] = out[j, : keep[i]]
+                if transcribe:
+                    texts[i] = heard[j]
+        return states, texts
+
+    def _encode_batch(
+        self, feats: np.ndarray, frames: int, transcribe: bool
     ) -> tuple[np.ndarray, list[str]]:
-        """Encoder states ``(N, 1500, 384)`` float32 for windows of at most 30 s, and with
-        ``transcribe`` each window's greedy transcript (Whisper's decoder reads the same encoder
-        states, so the encoder runs once)."""
-        outs, texts = [], []
-        for start in range(0, len(windows), self.batch_size):
-            feats = self.features(windows[start : start + self.batch_size])
-            if self.encoder is not None:
-                with torch.inference_mode(), torch.autocast("cpu", enabled=False):
-                    out = self.encoder(torch.from_numpy(feats)).last_hidden_state.numpy()
-                states = ctranslate2.StorageView.from_array(out)
-            else:
-                states = self.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
+        """States ``(N, >= frames, 384)`` of a batch of mel windows, and with ``transcribe``
+        their transcripts. The PyTorch encoder runs its last layer for the first ``frames``
+        only (:func:`~lcoemb.mini.whisper.encode_first_frames`) unless the decoder, which reads
+        every frame, runs too."""
+        if self.encoder is None:
+            states = self.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
+            texts = self._decode(states) if transcribe else []
+            states = states.to_device(ctranslate2.Device.cpu)
+            return np.array(states, dtype=np.float32), texts  # a copy: owns its memory
+        with torch.inference_mode(), torch.autocast("cpu", enabled=False):
+            mels = torch.from_numpy(feats)
             if transcribe:
-                texts += self._decode(states)
-            if self.encoder is None:
-                states = states.to_device(ctranslate2.Device.cpu)
-                out = np.array(states, dtype=np.float32)  # a copy: owns its memory
-            outs.append(out)
-        return np.concatenate(outs), texts
+                out = self.encoder(mels).last_hidden_state.numpy()
+            else:
+                out = encode_first_frames(self.encoder, mels, frames).numpy()
+        texts = self._decode(ctranslate2.StorageView.from_array(out)) if transcribe else []
+        return out, texts
 
     def _decode(self, states: Any) -> list[str]:
         """Greedy transcripts of encoded windows. A window whose no-speech probability is above
@@ -603,7 +621,8 @@ class AudioTower:
         self, waves: Sequence[np.ndarray], transcribe: bool
     ) -> tuple[list[torch.Tensor], list[str]]:
         windows: list[np.ndarray] = []
-        plan: list[list[tuple[int, int]]] = []  # per clip: (window index, frames to keep)
+        keep: list[int] = []  # per window: the encoder frames its clip keeps
+        plan: list[list[int]] = []  # per clip: its windows' indices
         for i, wave in enumerate(waves):
             wave = np.asarray(wave, dtype=np.float32)
             if wave.ndim != 1:
@@ -613,19 +632,17 @@ class AudioTower:
             parts = []
             for s in range(0, max(len(wave), 1), AUDIO_CHUNK_SAMPLES):
                 chunk = wave[s : s + AUDIO_CHUNK_SAMPLES]
-                parts.append((len(windows), audio_token_count(len(chunk))))
+                parts.append(len(windows))
                 windows.append(chunk)
+                keep.append(audio_token_count(len(chunk)))
             plan.append(parts)
         if not windows:
             return [], []
-        states, texts = self._encode_windows(windows, transcribe)
-        features = [
-            torch.from_numpy(np.concatenate([states[w, :keep] for w, keep in parts]))
-            for parts in plan
-        ]
+        states, texts = self._encode_windows(windows, keep, transcribe)
+        features = [torch.from_numpy(np.concatenate([states[w] for w in parts])) for parts in plan]
         if not transcribe:
             return features, []
-        heard = [" ".join(t for w, _ in parts if (t := texts[w])) for parts in plan]
+        heard = [" ".join(t for w in parts if (t := texts[w])) for parts in plan]
         return features, heard
 
     def __call__(self, waves: Sequence[np.ndarray]) -> list[torch.Tensor]:
@@ -633,8 +650,9 @@ class AudioTower:
         return self._run(waves, transcribe=False)[0]
 
     def listen(self, waves: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], list[str]]:
-        """The clips' features (as :meth:`__call__`) and their transcripts: Whisper tiny.en's
-        greedy decoding of each 30 s window, at most :data:`TRANSCRIPT_MAX_LENGTH` tokens each,
+        """The clips' features (as :meth:`__call__`, to float32 rounding: the decoder reads every
+        encoder frame, so the last layer runs for all of them) and their transcripts: Whisper
+        tiny.en's greedy decoding of each 30 s window, at most :data:`TRANSCRIPT_MAX_LENGTH` tokens each,
         joined with spaces (``""`` for a clip with no speech)."""
         return self._run(waves, transcribe=True)
 

@@ -22,12 +22,14 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 __all__ = [
     "CheckpointError",
     "ctranslate2_index",
+    "encode_first_frames",
     "load_whisper_encoder",
     "read_ctranslate2_variables",
 ]
@@ -212,3 +214,32 @@ def load_whisper_encoder(model_dir: str | os.PathLike[str]) -> WhisperEncoder:
     encoder = WhisperEncoder(config)
     encoder.load_state_dict(state, strict=True)
     return encoder.eval().requires_grad_(False)
+
+
+def encode_first_frames(encoder: WhisperEncoder, mels: torch.Tensor, frames: int) -> torch.Tensor:
+    """``encoder(mels).last_hidden_state[:, :frames]``, with the last layer run for those frames
+    only: ``(N, frames, d_model)``.
+
+    Why: LCO-Mini keeps a clip's ``ceil(seconds * 50)`` of a 30 s window's 1500 frames, and every
+    layer but the last feeds all 1500 frames to the next one, while the last layer's other
+    frames are thrown away. Its queries, attention output and MLP then run for the kept frames
+    only; its keys and values, which every frame sees, still come from all of them (the
+    attention module's own cross-attention call). For clips of a few seconds that is about a
+    fifth of the encoder's work. The front (two convolutions, positions) and the other layers
+    are the encoder's own modules, called as :meth:`WhisperEncoder.forward` calls them."""
+    expected = encoder.config.max_source_positions * encoder.conv1.stride[0]
+    expected *= encoder.conv2.stride[0]
+    if mels.shape[-1] != expected:
+        raise ValueError(f"Whisper expects {expected} mel frames, got {mels.shape[-1]}")
+    if not 1 <= frames <= encoder.config.max_source_positions:
+        raise ValueError(f"frames must be in 1..{encoder.config.max_source_positions}: {frames}")
+    hidden = F.gelu(encoder.conv2(F.gelu(encoder.conv1(mels)))).permute(0, 2, 1)
+    hidden = hidden + encoder.embed_positions.weight
+    for layer in encoder.layers[:-1]:
+        hidden = layer(hidden, None)
+    last = encoder.layers[-1]
+    normed = last.self_attn_layer_norm(hidden)
+    attended, _ = last.self_attn(hidden_states=normed[:, :frames], key_value_states=normed)
+    hidden = hidden[:, :frames] + attended
+    hidden = hidden + last.fc2(last.activation_fn(last.fc1(last.final_layer_norm(hidden))))
+    return encoder.layer_norm(hidden)
