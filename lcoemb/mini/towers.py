@@ -652,8 +652,8 @@ class AudioTower:
     def listen(self, waves: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], list[str]]:
         """The clips' features (as :meth:`__call__`, to float32 rounding: the decoder reads every
         encoder frame, so the last layer runs for all of them) and their transcripts: Whisper
-        tiny.en's greedy decoding of each 30 s window, at most :data:`TRANSCRIPT_MAX_LENGTH` tokens each,
-        joined with spaces (``""`` for a clip with no speech)."""
+        tiny.en's greedy decoding of each 30 s window, at most :data:`TRANSCRIPT_MAX_LENGTH`
+        tokens each, joined with spaces (``""`` for a clip with no speech)."""
         return self._run(waves, transcribe=True)
 
 

@@ -34,9 +34,9 @@ __all__ = [
     "read_ctranslate2_variables",
 ]
 
-#: the binary layouts read here: version 6 is the one CTranslate2 4.x writes; 5 differs only in
-#: the writer's version number
-_VERSIONS = (5, 6)
+#: the binary layout read here: version 6, the one CTranslate2 4.x writes (the checkpoints it
+#: reads carry their version; an older or newer one is refused rather than guessed at)
+_VERSIONS = (6,)
 #: CTranslate2's ``DataType`` enum order (``include/ctranslate2/types.h``); bfloat16 is widened
 _DTYPES: dict[int, np.dtype | str] = {
     0: np.dtype("<f4"),
