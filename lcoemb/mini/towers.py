@@ -464,10 +464,11 @@ def whisper_tiny_en_path() -> Path:
 def torch_whisper_by_default(device: str = "cpu") -> bool:
     """Whether :class:`AudioTower` runs Whisper's encoder in PyTorch when not told: on a CPU
     without fast bf16 (where models run in float32 by default). There it ran 1.4x faster than
-    CTranslate2's (8 windows in 2.2 against 3.2 s on two AVX2 cores; speech clips encode 1.3x
-    faster), and its states equal CTranslate2's to float32 rounding (7e-6 relative; the same
-    transcripts). A bf16 language model turns such last-bit changes into cosines of ~0.999, so
-    CPUs with fast bf16, and GPUs, keep CTranslate2's encoder."""
+    CTranslate2's (8 windows in 2.2 against 3.2 s on two AVX2 cores), its last layer runs for a
+    clip's kept frames only (:func:`~lcoemb.mini.whisper.encode_first_frames`; speech clips
+    encode 1.5x faster in all), and its states equal CTranslate2's to float32 rounding (under
+    1e-5 relative; the same transcripts). A bf16 language model turns such last-bit changes
+    into cosines of ~0.999, so CPUs with fast bf16, and GPUs, keep CTranslate2's encoder."""
     return _float32_cpu(device)
 
 

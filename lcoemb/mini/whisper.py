@@ -8,7 +8,7 @@ transformers :class:`~transformers.models.whisper.modeling_whisper.WhisperEncode
 
 Why: on two AVX2 cores PyTorch runs the encoder, the larger part of a clip's encode, 1.4x faster
 than CTranslate2's float32 SGEMM (8 windows of 30 s: 2.2 against 3.2 s). Its states equal
-CTranslate2's to float32 rounding (7e-6 relative), so Whisper's decoder, which stays in
+CTranslate2's to float32 rounding (under 1e-5 relative), so Whisper's decoder, which stays in
 CTranslate2, reads them in their place and writes the same transcripts.
 """
 
