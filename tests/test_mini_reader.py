@@ -97,7 +97,7 @@ def test_fused_detector_finds_the_same_text_and_is_the_default_only_in_float32(
     modules = list(fused.detector.modules())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in modules)  # folded in
     convs = [m for m in modules if isinstance(m, torch.nn.Conv2d)]
-    assert not convs and sum(type(m).__name__ == "_FusedConv" for m in modules) == 27
+    assert not convs and sum(type(m).__name__ == "FusedConv" for m in modules) == 27
     # folded in the dtype the detector runs in here: bf16 only where the CPU computes it fast
     bf16 = fast_bf16(torch.device("cpu"))
     expected = torch.bfloat16 if bf16 else torch.float32

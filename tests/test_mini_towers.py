@@ -99,27 +99,42 @@ def test_state_dict_loads_strictly_and_model_is_frozen(image_tower: towers.Image
 def test_channels_last_only_where_models_run_in_float32(
     image_tower: towers.ImageTower, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """EfficientNet runs channels-last on CPUs without fast bf16 (float32 models by default),
-    on a copy of the shared network; the two layouts give the same features to float32's
-    summation order, which a float32 LM does not see (a bf16 one would: ~0.999)."""
+    """EfficientNet runs channels-last and fused (batch norms folded, ReLU6 in the convolution's
+    pass) on CPUs without fast bf16 (float32 models by default), as a new module beside the
+    shared network; the three forms give the same features to float32's rounding, which a
+    float32 LM does not see (a bf16 one would: ~0.999)."""
     shared = towers.load_efficientnet_lite0()
     channels_last = not fast_bf16(torch.device("cpu"))
     assert towers.channels_last_by_default() is channels_last
     assert (image_tower.model is shared) is not channels_last
-    weight = image_tower.model._conv_stem.weight
-    assert weight.is_contiguous(memory_format=torch.channels_last) is channels_last
+    assert isinstance(image_tower.model, towers.FusedEfficientNetLite0) is channels_last
     assert not shared._conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
     assert not towers.channels_last_by_default("cuda")
     monkeypatch.setattr(towers, "fast_bf16", lambda device: True)
     assert not towers.channels_last_by_default()
     monkeypatch.setattr(towers, "fast_bf16", lambda device: False)
     assert towers.channels_last_by_default()
+    fused = towers.fuse_efficientnet(shared)
+    modules = list(fused.modules())
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.Conv2d)) for m in modules)
+    # stem and head, then 16 blocks' depthwise and projection convolutions, 15 expansions
+    assert sum(type(m).__name__ == "FusedConv" for m in modules) == 2 + 16 * 2 + 15
+    assert fused.stem.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(p.requires_grad for p in fused.parameters())
     other = copy.deepcopy(shared).to(memory_format=torch.channels_last)
     x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        a, b = shared.forward_features(x), other.forward_features(x)
-    assert a.shape == b.shape == (8, 1280, 7, 7)
+        a, b, c = (m.forward_features(x) for m in (shared, other, fused))
+        logits, fused_logits = shared(x), fused(x)
+    assert a.shape == b.shape == c.shape == (8, 1280, 7, 7)
     assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+    assert (a - c).abs().max() <= 1e-4 * a.abs().max()
+    assert (logits - fused_logits).abs().max() <= 1e-4 * logits.abs().max()
+    odd = x[..., :97, :131]  # TF SAME padding on odd sizes: asymmetric at stride 2
+    with torch.inference_mode():
+        a, c = shared.forward_features(odd), fused.forward_features(odd)
+    assert a.shape == c.shape == (8, 1280, 4, 5)
+    assert (a - c).abs().max() <= 1e-4 * a.abs().max()
 
 
 def test_classifies_imagenet_pictures(

@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from lcoemb.devices import fast_bf16
+from lcoemb.mini.fusion import FusedConv, onednn_convolves
 from lcoemb.mini.towers import TowerUnavailableError, device_key, package_dir, to_rgb_image
 
 __all__ = [
@@ -187,47 +187,6 @@ class CRAFT(nn.Module):
         return self.conv_cls(y).permute(0, 2, 3, 1)
 
 
-@functools.cache
-def _onednn_convolves(dtype: torch.dtype) -> bool:
-    """Whether oneDNN runs ``dtype`` convolutions on this CPU: it refuses bf16 ones without
-    AVX-512 or AVX-NE-CONVERT, where PyTorch's own (slow) kernels still compute them."""
-    if not torch.backends.mkldnn.is_available() or not hasattr(
-        torch.ops.mkldnn, "_convolution_pointwise"
-    ):  # the fused kernel Inductor uses; PyTorch does not promise it
-        return False
-    return dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-class _FusedConv(nn.Module):
-    """A convolution with the batch norm after it folded into its weights (in ``dtype``), and
-    the ReLU after that applied in the same oneDNN pass on a CPU."""
-
-    def __init__(
-        self, conv: nn.Conv2d, norm: nn.BatchNorm2d | None, relu: bool, dtype: torch.dtype
-    ) -> None:
-        super().__init__()
-        if norm is not None:
-            conv = fuse_conv_bn_eval(conv, norm)
-        self.weight = nn.Parameter(conv.weight.detach().to(dtype), requires_grad=False)
-        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
-        self.bias = nn.Parameter(bias.detach().to(dtype), requires_grad=False)
-        self.stride, self.padding = list(conv.stride), list(conv.padding)
-        self.dilation, self.groups = list(conv.dilation), conv.groups
-        self.relu = relu
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.weight.dtype)
-        if x.device.type == "cpu" and _onednn_convolves(self.weight.dtype):
-            return torch.ops.mkldnn._convolution_pointwise(
-                x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
-                "relu" if self.relu else "none", [], "",
-            )  # fmt: skip
-        y = F.conv2d(
-            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
-        )
-        return F.relu(y) if self.relu else y
-
-
 def _fuse_sequential(seq: nn.Sequential, dtype: torch.dtype) -> nn.Sequential:
     layers, out, i = list(seq), [], 0
     while i < len(layers):
@@ -239,7 +198,7 @@ def _fuse_sequential(seq: nn.Sequential, dtype: torch.dtype) -> nn.Sequential:
         i += norm is not None
         relu = i < len(layers) and isinstance(layers[i], nn.ReLU)
         i += relu
-        out.append(_FusedConv(layer, norm, relu, dtype))
+        out.append(FusedConv(layer, norm, "relu" if relu else None, dtype))
     return nn.Sequential(*out)
 
 
@@ -561,7 +520,7 @@ def fused_by_default(device: str | torch.device = "cpu") -> bool:
     same boxes and read the same text on all 216 images tried, and the detector ran 1.12x
     faster on two AVX2 cores. In bf16 the fold moves some boxes, so it stays opt-in there."""
     device = torch.device(device)
-    return device.type == "cpu" and not fast_bf16(device) and _onednn_convolves(torch.float32)
+    return device.type == "cpu" and not fast_bf16(device) and onednn_convolves(torch.float32)
 
 
 def load_text_reader(

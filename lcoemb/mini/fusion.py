@@ -1,0 +1,99 @@
+"""Convolutions with their batch norm and activation fused, for LCO-Mini's frozen CNNs on a CPU.
+
+A frozen convolution followed by an eval-mode batch norm is one convolution with other weights
+(:func:`torch.nn.utils.fusion.fuse_conv_bn_eval`), and oneDNN applies a ReLU or ReLU6 in the
+convolution's own pass (``torch.ops.mkldnn._convolution_pointwise``, the kernel PyTorch's
+Inductor uses). Both save whole passes over the feature maps, which on two CPU cores cost as
+much as the small convolutions themselves. In float32 the fold changes only the last bits. The
+text detector (:func:`lcoemb.mini.reader.fuse_detector`) and EfficientNet-Lite0
+(:func:`lcoemb.mini.towers.fuse_efficientnet`) use it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+__all__ = ["ACTIVATIONS", "FusedConv", "onednn_convolves", "same_padding"]
+
+#: activation name -> (oneDNN's post-op, its scalars, the same in PyTorch)
+ACTIVATIONS = {
+    "relu": ("relu", [], F.relu),
+    "relu6": ("hardtanh", [0.0, 6.0], F.relu6),
+}
+
+
+@functools.cache
+def onednn_convolves(dtype: torch.dtype) -> bool:
+    """Whether oneDNN runs ``dtype`` convolutions on this CPU: it refuses bf16 ones without
+    AVX-512 or AVX-NE-CONVERT, where PyTorch's own (slow) kernels still compute them."""
+    if not torch.backends.mkldnn.is_available() or not hasattr(
+        torch.ops.mkldnn, "_convolution_pointwise"
+    ):  # the fused kernel Inductor uses; PyTorch does not promise it
+        return False
+    return dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def same_padding(
+    size: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...]
+) -> list[int]:
+    """TensorFlow ``SAME`` padding of a 2-D input of ``size`` (height, width), in
+    :func:`F.pad`'s order (left, right, top, bottom): ``max((ceil(n/s) - 1)*s + k - n, 0)`` in
+    total per side, the odd pixel at the bottom/right."""
+    pads: list[int] = []
+    for n, k, s in zip(reversed(size), reversed(kernel), reversed(stride), strict=True):
+        total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+        pads += [total // 2, total - total // 2]
+    return pads
+
+
+class FusedConv(nn.Module):
+    """A convolution with the batch norm after it folded into its weights (in ``dtype``), and
+    the activation after that (``"relu"``, ``"relu6"`` or ``None``) applied in the same oneDNN
+    pass on a CPU (elsewhere, or where oneDNN refuses ``dtype``, by ``conv2d`` and a pass of its
+    own). ``same``: TensorFlow ``SAME`` padding from the input's size instead of the
+    convolution's own; a symmetric one is passed to the convolution, an asymmetric one (stride
+    2 on even sizes) applied by :func:`F.pad`."""
+
+    def __init__(
+        self,
+        conv: nn.Conv2d,
+        norm: nn.BatchNorm2d | None,
+        activation: str | None,
+        dtype: torch.dtype,
+        same: bool = False,
+    ) -> None:
+        super().__init__()
+        if activation is not None and activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)} or None")
+        if norm is not None:
+            conv = fuse_conv_bn_eval(conv, norm)
+        self.weight = nn.Parameter(conv.weight.detach().to(dtype), requires_grad=False)
+        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+        self.bias = nn.Parameter(bias.detach().to(dtype), requires_grad=False)
+        self.kernel_size, self.stride = tuple(conv.kernel_size), list(conv.stride)
+        self.padding, self.dilation = list(conv.padding), list(conv.dilation)
+        self.groups, self.activation, self.same = conv.groups, activation, same
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.weight.dtype)
+        padding = self.padding
+        if self.same:
+            left, right, top, bottom = same_padding(x.shape[-2:], self.kernel_size, self.stride)
+            if (left, top) == (right, bottom):
+                padding = [top, left]
+            else:
+                x, padding = F.pad(x, [left, right, top, bottom]), [0, 0]
+        if x.device.type == "cpu" and onednn_convolves(self.weight.dtype):
+            post, scalars = ACTIVATIONS[self.activation][:2] if self.activation else ("none", [])
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, self.weight, self.bias, padding, self.stride, self.dilation, self.groups,
+                post, scalars, "",
+            )  # fmt: skip
+        y = F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+        return ACTIVATIONS[self.activation][2](y) if self.activation else y
