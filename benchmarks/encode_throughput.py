@@ -558,11 +558,13 @@ class MiniBench:
     * plain: the path before the fast path: the language model's own forward
       (``backbone.fast_text_path = False``), EfficientNet once per batch
       (``backbone.batch_invariant = False``) and the reading tower as it was (the detector in
-      contiguous layout, 8 images per detector call) and Whisper's encoder in CTranslate2;
+      contiguous layout, 8 images per detector call), EfficientNet as shipped (contiguous,
+      unfused) and Whisper's encoder in CTranslate2;
     * fast: the defaults: the last-token fast path (each batch's shared prefix computed once,
       attention per row), EfficientNet once per item, the channels-last detector (its batch
-      norms folded in where it runs in float32), one image per detector call on CPU, and
-      Whisper's encoder in PyTorch where it runs in float32.
+      norms folded in where it runs in float32), one image per detector call on CPU, and,
+      where models run in float32, EfficientNet channels-last and fused and Whisper's encoder
+      in PyTorch.
     """
 
     def __init__(self, args: argparse.Namespace):
@@ -572,7 +574,7 @@ class MiniBench:
 
         from lcoemb import OmniEncoder
         from lcoemb.mini.reader import TextReader, load_text_reader
-        from lcoemb.mini.towers import load_audio_tower
+        from lcoemb.mini.towers import load_audio_tower, load_efficientnet_lite0, load_image_tower
 
         self.args = args
         self.torch = torch
@@ -583,6 +585,8 @@ class MiniBench:
         self.readers = {"plain": TextReader(plain, fast.recognizer, batch_size=8), "fast": fast}
         self.audio_tower = load_audio_tower()
         self.whisper = {"plain": None, "fast": self.audio_tower.encoder}
+        self.image_tower = load_image_tower()
+        self.efficientnet = {"plain": load_efficientnet_lite0(), "fast": self.image_tower.model}
         #: the same model in --mini-compare-dtype, on the fast path with the fast reader
         self.other = None
         if args.mini_compare_dtype:
@@ -597,6 +601,7 @@ class MiniBench:
         self.backbone.fast_text_path = self.backbone.batch_invariant = path == "fast"
         self.backbone.text_reader = self.readers[path]
         self.audio_tower.encoder = self.whisper[path]
+        self.image_tower.model = self.efficientnet[path]
 
     def timed(
         self, items: list[Any], batch_size: int | None = None, encoder: Any = None

@@ -23,7 +23,7 @@ from lcoemb.backbones import fastpath
 from lcoemb.inputs import Limits, load_item
 from lcoemb.mini import reader as reader_module
 from lcoemb.mini.reader import DETECT_SIZE, TextReader, fuse_detector, load_text_reader
-from lcoemb.mini.towers import load_audio_tower
+from lcoemb.mini.towers import load_audio_tower, load_efficientnet_lite0, load_image_tower
 
 #: min cosine between an item's batched and unbatched vectors where the CPU's GEMMs depend on
 #: the number of rows: the bf16 noise floor of batching (the plain path's own: 0.9989-0.9997)
@@ -98,8 +98,9 @@ def test_fast_text_path_gives_each_row_its_unbatched_state(lco_mini, monkeypatch
 
 def test_encode_keeps_its_vectors(lco_mini, monkeypatch):
     """Through ``encode``: the fast path (shared prefixes, the channels-last detector, fused
-    where it runs in float32, one image per detector call, Whisper's encoder in PyTorch where it
-    runs in float32) against the plain path as it was, each item encoded alone, per modality."""
+    where it runs in float32, one image per detector call, EfficientNet channels-last and fused
+    and Whisper's encoder in PyTorch where models run in float32) against the plain path as it
+    was, each item encoded alone, per modality."""
     plain_reader = _reader_as_it_was()
     speech = [synthetic.speech(i, "test") for i in range(2)]
     items = [
@@ -116,6 +117,7 @@ def test_encode_keeps_its_vectors(lco_mini, monkeypatch):
     monkeypatch.setattr(lco_mini.backbone, "fast_text_path", False)
     monkeypatch.setattr(lco_mini.backbone, "text_reader", plain_reader)
     monkeypatch.setattr(load_audio_tower(), "encoder", None)  # CTranslate2's encoder
+    monkeypatch.setattr(load_image_tower(), "model", load_efficientnet_lite0())  # as shipped
     plain = np.concatenate([lco_mini.encode([x]) for x in items])
     alone = (fast_alone * plain).sum(1)
     assert alone.min() >= 0.9999, alone
