@@ -38,7 +38,7 @@ from transformers import WhisperFeatureExtractor
 
 from lcoemb.devices import fast_bf16
 from lcoemb.inputs import TARGET_SAMPLING_RATE
-from lcoemb.mini.fusion import FusedConv, same_padding
+from lcoemb.mini.fusion import FusedConv, onednn_convolves, same_padding
 from lcoemb.mini.silhouettes import SHAPE_FEATURES, cell_shapes
 from lcoemb.mini.whisper import encode_first_frames, load_whisper_encoder
 
@@ -461,13 +461,14 @@ def _float32_cpu(device: str | torch.device) -> bool:
 def channels_last_by_default(device: str | torch.device = "cpu") -> bool:
     """Whether :func:`load_image_tower` runs EfficientNet in channels-last layout, its batch
     norms folded and its ReLU6s fused (:func:`fuse_efficientnet`): on a CPU without fast bf16
-    (where models run in float32 by default), with oneDNN. There channels-last alone ran its
+    (where models run in float32 by default), where oneDNN runs the fused convolutions
+    (:func:`~lcoemb.mini.fusion.onednn_convolves`). There channels-last alone ran its
     depthwise convolutions 1.3x faster (8 frames in 187 against 245 ms on two AVX2 cores), and
     the fusion another 1.6x (84 against 134 ms); its features move by float32 rounding only
     (under 5e-6 relative; vectors min cos 0.9999999 in float32). A bf16 language model turns
     such last-bit changes into cosines of ~0.999, so CPUs with fast bf16 keep the network as
     shipped."""
-    return _float32_cpu(device) and torch.backends.mkldnn.is_available()
+    return _float32_cpu(device) and onednn_convolves(torch.float32)
 
 
 @functools.cache

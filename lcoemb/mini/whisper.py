@@ -169,6 +169,8 @@ def load_whisper_encoder(model_dir: str | os.PathLike[str]) -> WhisperEncoder:
 
     conv1, qkv = get("encoder/conv1/weight"), get("encoder/layer_0/self_attention/linear_0/weight")
     d_model, mels = conv1.shape[0], conv1.shape[1]
+    if qkv.shape[0] != 3 * d_model:
+        raise CheckpointError(f"{path}: layer 0's attention projection is {tuple(qkv.shape)}")
     layers = 1 + max(int(m.group(1)) for k in v if (m := _LAYER.match(k)))
     config = WhisperConfig(
         d_model=d_model,
@@ -177,10 +179,8 @@ def load_whisper_encoder(model_dir: str | os.PathLike[str]) -> WhisperEncoder:
         encoder_attention_heads=int(get("encoder/num_heads")),
         encoder_ffn_dim=get("encoder/layer_0/ffn/linear_0/weight").shape[0],
         max_source_positions=get("encoder/position_encodings/encodings").shape[0],
+        attn_implementation="sdpa",
     )
-    if qkv.shape[0] != 3 * d_model:
-        raise CheckpointError(f"{path}: layer 0's attention projection is {tuple(qkv.shape)}")
-    config._attn_implementation = "sdpa"
     state = {
         "conv1.weight": conv1,
         "conv1.bias": get("encoder/conv1/bias"),
