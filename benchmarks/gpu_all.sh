@@ -4,13 +4,16 @@
 # wrapper), each under its own `timeout`, in under 9 minutes together. Run from anywhere:
 #
 #   bash benchmarks/gpu_all.sh           # one H100/H200
-#   bash benchmarks/gpu_all.sh --mfu     # train steps only: a profile, and two batches without
-#                                        # gradient checkpointing (where the MFU goes)
+#   bash benchmarks/gpu_all.sh --mfu     # train steps only: where the MFU goes (the default
+#                                        # step, LoRA in float32 as before, a profile, and
+#                                        # batches without gradient checkpointing)
 #   bash benchmarks/gpu_all.sh --tiny    # smoke run on the CPU: tiny models, about a minute
 #                                        # (tests/test_benchmarks.py runs it in the suite)
 #
 # Logs go to $OUT (default ./gpu-out): env.txt, gpu_train_step.log, gpu_encode.log,
-# gpu_encode.json (with --mfu: gpu_train_step.profile.{log,txt}, gpu_train_step.b*-nockpt.log).
+# gpu_encode.json (with --mfu: gpu_train_step.b256.log, .b64-nockpt.log, .b256-lora-float32.log,
+# .profile.{log,txt}, .b96-nockpt.log). --mfu keeps its random checkpoint in $MODEL_DIR (outside
+# $OUT, ~6 GB) so that its runs write it once.
 # The package needs no install: the repo root goes on PYTHONPATH.
 #
 # What the machine lacks travels as wheels in .whl/ at the repo root ($WHEELS; ignored by git),
@@ -34,15 +37,21 @@ OUT=${OUT:-./gpu-out}
 WHEELS=${WHEELS:-.whl}
 SITE=${SITE:-/tmp/lcoemb-site}
 STUBS=${STUBS:-/tmp/lcoemb-stubs}
+MODEL_DIR=${MODEL_DIR:-/tmp/lcoemb-gpu-model}
 TRAIN_TIMEOUT=${TRAIN_TIMEOUT:-240}
 ENCODE_TIMEOUT=${ENCODE_TIMEOUT:-240}
+MFU_TIMEOUT=${MFU_TIMEOUT:-150}  # each --mfu run; the first also writes the checkpoint
 ARGS=()
 MFU=0
-BATCHES=(132 64)  # --mfu: the batches run without gradient checkpointing
-PROFILE_BATCH=256
+# --mfu: the default batch (with gradient checkpointing), then the batches run without it. By
+# the saved activations measured on CPU (about 75 KiB per token and layer in bf16 without
+# checkpointing, 36 layers, 157 tokens an item), 64 triplets need about 80 GiB and 96 about
+# 120 of the H200's 139; 132 (the reference's share of its global batch on 8 GPUs) would not fit.
+BATCH=256
+NOCKPT=(64 96)
 for arg in "$@"; do
     case "$arg" in
-    --tiny) ARGS=(--tiny --device cpu) BATCHES=(8 4) PROFILE_BATCH=8 ;;
+    --tiny) ARGS=(--tiny --device cpu) BATCH=8 NOCKPT=(4 8) MODEL_DIR="$MODEL_DIR-tiny" ;;
     --mfu) MFU=1 ;;
     *) echo "unknown argument $arg (--tiny, --mfu)" >&2; exit 2 ;;
     esac
@@ -98,21 +107,26 @@ EOF
 } 2>&1 | tee "$OUT/env.txt"
 
 status=0
+step() {  # step NAME ARGS...: one gpu_train_step.py run under its timeout, logged to $OUT
+    local name=$1
+    shift
+    echo "== gpu_train_step.py $* (timeout ${MFU_TIMEOUT} s)"
+    timeout -k 10 "$MFU_TIMEOUT" "$PY" benchmarks/gpu_train_step.py ${ARGS[@]+"${ARGS[@]}"} \
+        --model-dir "$MODEL_DIR" --steps 5 --warmup 2 "$@" 2>&1 |
+        tee "$OUT/gpu_train_step.$name.log" || status=$?
+}
 if [ "$MFU" = 1 ]; then
-    # where the MFU goes (issue #19): the default step profiled, then the reference's share of
-    # its global batch of 1056 on 8 GPUs (132 triplets) without gradient checkpointing, whose
-    # recompute is a third of what the default step executes
-    echo "== gpu_train_step.py --profile (timeout ${TRAIN_TIMEOUT} s)"
-    timeout -k 10 "$TRAIN_TIMEOUT" "$PY" benchmarks/gpu_train_step.py ${ARGS[@]+"${ARGS[@]}"} \
-        --batch-size "$PROFILE_BATCH" --steps 4 --warmup 2 \
-        --profile "$OUT/gpu_train_step.profile.txt" 2>&1 |
-        tee "$OUT/gpu_train_step.profile.log" || status=$?
-    for batch in "${BATCHES[@]}"; do
-        echo "== gpu_train_step.py --batch-size $batch --no-gradient-checkpointing"
-        timeout -k 10 "$TRAIN_TIMEOUT" "$PY" benchmarks/gpu_train_step.py \
-            ${ARGS[@]+"${ARGS[@]}"} --batch-size "$batch" --no-gradient-checkpointing 2>&1 |
-            tee "$OUT/gpu_train_step.b$batch-nockpt.log" || status=$?
-    done
+    # where the MFU goes (issue #19), most telling first in case time runs out: the default
+    # step (LoRA under bf16 autocast); a batch without gradient checkpointing, whose recompute
+    # is a third of what the default step executes; the default step with LoRA in float32 as
+    # the first GPU run had it (23.3 % MFU), side by side; the default step profiled; a larger
+    # batch without checkpointing, which may not fit
+    step "b$BATCH" --batch-size "$BATCH"
+    step "b${NOCKPT[0]}-nockpt" --batch-size "${NOCKPT[0]}" --no-gradient-checkpointing
+    step "b$BATCH-lora-float32" --batch-size "$BATCH" --lora-float32
+    step profile --batch-size "$BATCH" --steps 3 --warmup 1 \
+        --profile "$OUT/gpu_train_step.profile.txt"
+    step "b${NOCKPT[1]}-nockpt" --batch-size "${NOCKPT[1]}" --no-gradient-checkpointing
     exit "$status"
 fi
 echo "== gpu_train_step.py (timeout ${TRAIN_TIMEOUT} s)"

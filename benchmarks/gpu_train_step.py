@@ -17,8 +17,9 @@ item's real tokens, one forward pass costs ``F = 2*P*L + 4*n*d*L**2`` (PaLM's co
 and AV counted densely). Per item and step the script reports:
 
 * **MFU** = ``2F`` per item (the forward, plus a backward that needs input gradients only,
-  because the base weights are frozen; LoRA's own FLOPs are < 1 % at r=64) over the GPU's dense
-  bf16 peak. This is the useful work.
+  because the base weights are frozen) over the GPU's dense bf16 peak. This is the useful work.
+  LoRA's own FLOPs are not counted: at r=64 on every Linear they are about 4 % of ``F`` (the
+  script prints the share), and 3 times that per step with their weight gradients.
 * **MFU, full-training convention** = ``3F`` (the ``6*N*tokens`` rule that counts weight
   gradients too), for comparison with published full fine-tuning numbers.
 * **HFU** = what the GPU actually executes: ``F`` for GradCache's no-grad pass when the local
@@ -27,7 +28,12 @@ and AV counted densely). Per item and step the script reports:
 
 By default the whole local batch is one GradCache chunk (``--mini-batch-size`` = 3 x batch), so
 the loop takes its direct path and runs no extra forward pass; pass a smaller chunk to measure
-GradCache's cost. The goal in issue #3 is MFU >= 45 %.
+GradCache's cost. The goal in issue #19 is MFU >= 45 %.
+
+``--lora-float32`` runs the step as lcoemb did before it trained under bf16 autocast on every
+device (it did on CPUs only): peft then computes each LoRA branch in float32 on the bf16 base,
+float32 GEMMs plus float32 copies of every adapted layer's input and output. It exists to
+measure that change side by side on the same GPU.
 
 Run (one H100/H200, under 5 minutes; no network)
 ------------------------------------------------
@@ -39,6 +45,7 @@ Run (one H100/H200, under 5 minutes; no network)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import tempfile
@@ -88,8 +95,11 @@ def write_data(path: Path, n_triplets: int, words: int, seed: int) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-def forward_flops(model_dir: Path, data: Path, n_items: int) -> tuple[float, float]:
-    """Mean forward FLOPs and mean real tokens per item, counted on the items the loop sees.
+def forward_flops(
+    model_dir: Path, data: Path, n_items: int, lora_r: int
+) -> tuple[float, float, float]:
+    """Mean forward FLOPs and mean real tokens per item, counted on the items the loop sees,
+    and the share LoRA at rank ``lora_r`` on every Linear adds to the forward (not counted).
 
     Parameters are counted on a meta-device copy and tokens with the backbone's own ``prepare``
     (on a stand-in module, which only places the tensors), so nothing loads the weights twice.
@@ -104,6 +114,13 @@ def forward_flops(model_dir: Path, data: Path, n_items: int) -> tuple[float, flo
     with torch.device("meta"):
         lm = cls.model_class(config).model.language_model
     params = sum(p.numel() for name, p in lm.named_parameters() if "embed_tokens" not in name)
+    lora = (
+        2
+        * lora_r
+        * sum(
+            m.in_features + m.out_features for m in lm.modules() if isinstance(m, torch.nn.Linear)
+        )
+    )  # per token: x @ A (in -> r), then @ B (r -> out)
     text = config.text_config
     backbone = cls(torch.nn.Linear(1, 1), cls.processor_class.from_pretrained(model_dir), "")
     rows = [json.loads(line) for line in data.read_text().splitlines()]
@@ -114,7 +131,45 @@ def forward_flops(model_dir: Path, data: Path, n_items: int) -> tuple[float, flo
             lengths.append(int(inputs["attention_mask"].sum()))
     layers, width = text.num_hidden_layers, text.hidden_size
     flops = [2 * params * n + 4 * layers * width * n**2 for n in lengths]
-    return sum(flops) / len(flops), sum(lengths) / len(lengths)
+    tokens = sum(lengths) / len(lengths)
+    mean = sum(flops) / len(flops)
+    return mean, tokens, lora * tokens / mean
+
+
+def check_shape(model_dir: Path, shape: dict[str, int]) -> None:
+    """Refuse a reused ``--model-dir`` whose language model is not the shape asked for."""
+    config = json.loads((model_dir / "config.json").read_text())["text_config"]
+    wrong = {k: (config.get(k), v) for k, v in shape.items() if config.get(k) != v}
+    if wrong:
+        raise SystemExit(
+            f"{model_dir} holds another model shape (saved, asked): {wrong}; "
+            "pass another --model-dir or delete it"
+        )
+
+
+@contextlib.contextmanager
+def lora_in_float32():
+    """The step as lcoemb ran it on GPUs before: no autocast, peft's own float32 LoRA branch
+    (each adapted layer's input cast up to the float32 LoRA weights, the sum cast back)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from lcoemb.training.trainer import Trainer
+
+    build, autocast = Trainer.build_model, Trainer.autocast
+
+    def build_model(self):
+        encoder = build(self)
+        for module in encoder.peft_model.modules():
+            if isinstance(module, BaseTunerLayer):
+                module.cast_input_dtype_enabled = True
+        return encoder
+
+    Trainer.build_model = build_model
+    Trainer.autocast = lambda self: contextlib.nullcontext()
+    try:
+        yield
+    finally:
+        Trainer.build_model, Trainer.autocast = build, autocast
 
 
 def profiled(run, device: str, path: Path) -> None:
@@ -161,7 +216,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed first steps")
     p.add_argument("--lora-r", type=int, default=64)
     p.add_argument("--no-gradient-checkpointing", action="store_true")
+    p.add_argument(
+        "--lora-float32",
+        action="store_true",
+        help="LoRA computed in float32 without autocast, as before (for a side-by-side)",
+    )
     p.add_argument("--device", default="cuda")
+    p.add_argument(
+        "--model-dir",
+        default=None,
+        help="keep the random checkpoint in this folder and reuse it when it is already there "
+        "(runs of different settings then skip writing ~6 GB each); default: a temporary one",
+    )
     p.add_argument("--peak-tflops", type=float, default=None, help="override the GPU's peak")
     p.add_argument("--tiny", action="store_true", help="a 64-wide model: smoke-test the script")
     p.add_argument(
@@ -182,14 +248,23 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
-        model_dir = make_tiny_qwen2_5_omni_thinker(
-            root / "model", **shape, vision_depth=1, audio_layers=1, dtype=torch.bfloat16,
-            init_std=0.02,
-        )  # fmt: skip
+        model_dir = Path(args.model_dir) if args.model_dir else root / "model"
+        reused = (model_dir / "config.json").is_file()
+        if reused:
+            check_shape(model_dir, shape)
+        else:
+            make_tiny_qwen2_5_omni_thinker(
+                model_dir, **shape, vision_depth=1, audio_layers=1, dtype=torch.bfloat16,
+                init_std=0.02,
+            )  # fmt: skip
         data = root / "triplets.jsonl"
         write_data(data, args.batch_size * args.steps, args.words, seed=0)
-        flops_item, tokens_item = forward_flops(model_dir, data, 96)
-        print(f"checkpoint and data written in {time.perf_counter() - t0:.0f} s", flush=True)
+        flops_item, tokens_item, lora_share = forward_flops(model_dir, data, 96, args.lora_r)
+        print(
+            f"checkpoint {'reused' if reused else 'written'}, data written "
+            f"in {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
         config = TrainConfig(
             model=str(model_dir),
             data=[str(data)],
@@ -207,10 +282,11 @@ def main(argv: list[str] | None = None) -> None:
             device=args.device,
         )
         t0 = time.perf_counter()
-        if args.profile:
-            profiled(lambda: train(config), args.device, Path(args.profile))
-        else:
-            train(config)
+        with lora_in_float32() if args.lora_float32 else contextlib.nullcontext():
+            if args.profile:
+                profiled(lambda: train(config), args.device, Path(args.profile))
+            else:
+                train(config)
         wall = time.perf_counter() - t0
         log = [json.loads(line) for line in (root / "run" / "log.jsonl").read_text().splitlines()]
         peak_mem = (
@@ -233,7 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device: {name}; peak bf16 dense: {peak or 'unknown (pass --peak-tflops)'} TFLOP/s")
     print(
         f"model: {shape['num_hidden_layers']} layers x {shape['hidden_size']} "
-        f"(MLP {shape['intermediate_size']}), LoRA r{args.lora_r}, gradient checkpointing "
+        f"(MLP {shape['intermediate_size']}), LoRA r{args.lora_r} "
+        f"({'float32, no autocast' if args.lora_float32 else 'bf16 autocast'}; "
+        f"{100 * lora_share:.1f} % of the forward's FLOPs, not counted), gradient checkpointing "
         f"{'on' if checkpointing else 'off'}; batch {args.batch_size} triplets = {items} items "
         f"of {tokens_item:.0f} tokens, GradCache chunk {chunk}"
         + (" (direct path)" if chunk >= items else "")

@@ -291,7 +291,8 @@ class TrainConfig:
         default="auto",
         metadata={
             "help": "auto: bf16 where the device computes it fast (CUDA with bf16; CPUs with "
-            "AMX or AVX-512 bf16, through autocast), else fp32"
+            "AMX or AVX-512 bf16), else fp32. bf16 stores the frozen base in bf16 and runs "
+            "under bf16 autocast; LoRA weights and optimiser state stay float32"
         },
     )
     save_steps: int = field(default=500, metadata={"help": "checkpoint every N steps"})

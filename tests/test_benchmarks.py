@@ -24,6 +24,7 @@ def _gpu_all(tmp_path: Path, *args: str) -> tuple[Path, str]:
         "WHEELS": str(tmp_path / "no-wheels"),  # the environment's own packages, none carried
         "SITE": str(tmp_path / "site"),
         "STUBS": str(tmp_path / "stubs"),
+        "MODEL_DIR": str(tmp_path / "model"),
     }
     run = subprocess.run(
         ["bash", str(SCRIPT), "--tiny", *args],
@@ -56,12 +57,22 @@ def test_gpu_all_tiny_trains_and_compares_encoders(tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_all_tiny_mfu_profiles_then_runs_without_checkpointing(tmp_path):
-    out, _ = _gpu_all(tmp_path, "--mfu")
+def test_gpu_all_tiny_mfu_runs_each_step_setting_on_one_checkpoint(tmp_path):
+    out, log = _gpu_all(tmp_path, "--mfu")
     profile = (out / "gpu_train_step.profile.txt").read_text()
     assert "self time" in profile and "aten::mm" in profile
-    for batch in (8, 4):
-        log = (out / f"gpu_train_step.b{batch}-nockpt.log").read_text()
-        assert "gradient checkpointing off" in log and f"batch {batch} triplets" in log
-        assert _step_time(log) > 0
+    expected = {
+        "b8": ("bf16 autocast", "checkpointing on", 8),
+        "b8-lora-float32": ("float32, no autocast", "checkpointing on", 8),
+        "b4-nockpt": ("bf16 autocast", "checkpointing off", 4),
+        "b8-nockpt": ("bf16 autocast", "checkpointing off", 8),
+        "profile": ("bf16 autocast", "checkpointing on", 8),
+    }
+    for name, (lora, checkpointing, batch) in expected.items():
+        text = (out / f"gpu_train_step.{name}.log").read_text()
+        assert lora in text and checkpointing in text and f"batch {batch} triplets" in text
+        assert _step_time(text) > 0
+    # the checkpoint is written by the first run only, then reused
+    assert log.count("checkpoint written") == 1 and log.count("checkpoint reused") == 4
+    assert (tmp_path / "model-tiny" / "config.json").is_file()  # --tiny: its own folder
     assert not (out / "gpu_encode.json").exists()  # --mfu runs the train steps only

@@ -386,15 +386,18 @@ def test_multimodal_calibration_fields_train(omni_path, tmp_path):
     assert (result.adapter / "adapter_config.json").is_file()
 
 
-def test_bf16_precision_embeds_under_cpu_autocast(omni_path, triplets, tmp_path, monkeypatch):
-    """precision=bf16 on CPU: the frozen base is stored in bf16 (no per-op weight casts), LoRA
-    and so the optimiser state stay float32, and every embedding runs under bf16 autocast."""
+def test_bf16_precision_embeds_under_autocast(omni_path, triplets, tmp_path, monkeypatch):
+    """precision=bf16: the frozen base is stored in bf16 (no per-op weight casts), LoRA and so
+    the optimiser state stay float32, every embedding runs under bf16 autocast, and so the LoRA
+    matmuls run in bf16, their inputs not upcast (on a GPU, float32 LoRA GEMMs were a large
+    share of a step). The same code runs on every device; only the attention is CPU-specific."""
     seen: list[bool] = []
     dtypes: dict[bool, set[torch.dtype]] = {True: set(), False: set()}
     original = OmniEncoder.embed
 
     attention: set[str] = set()
     casting: set[bool] = set()
+    lora_io: set[torch.dtype] = set()
 
     def spy(self, items, instruction=None):
         seen.append(torch.is_autocast_enabled("cpu"))
@@ -406,7 +409,18 @@ def test_bf16_precision_embeds_under_cpu_autocast(omni_path, triplets, tmp_path,
             for m in self.peft_model.modules()
             if hasattr(m, "cast_input_dtype_enabled")
         )
-        return original(self, items, instruction)
+        hooks = [
+            m.register_forward_hook(
+                lambda _m, args, out: lora_io.update((args[0].dtype, out.dtype))
+            )
+            for name, m in self.peft_model.named_modules()
+            if name.endswith(("lora_A.default", "lora_B.default"))
+        ]
+        try:
+            return original(self, items, instruction)
+        finally:
+            for hook in hooks:
+                hook.remove()
 
     monkeypatch.setattr(OmniEncoder, "embed", spy)
     train(_config(omni_path, triplets, tmp_path, max_steps=1, precision="bf16", save_steps=1))
@@ -414,6 +428,7 @@ def test_bf16_precision_embeds_under_cpu_autocast(omni_path, triplets, tmp_path,
     assert dtypes == {True: {torch.float32}, False: {torch.bfloat16}}
     # float32 attention (the fast CPU backward) and no LoRA input upcasts under autocast
     assert attention == {FLOAT32_SDPA} and casting == {False}
+    assert lora_io == {torch.bfloat16}
 
 
 def test_float32_sdpa_matches_float32_attention_and_keeps_dtype():
