@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from lcoemb import synthetic
 from lcoemb.devices import fast_bf16
-from lcoemb.mini import reader
+from lcoemb.mini import fusion, reader
 from lcoemb.mini.model import LCOMini, LCOMiniConfig
 from lcoemb.mini.towers import TowerUnavailableError
 
@@ -127,6 +127,54 @@ def test_fused_detector_finds_the_same_text_and_is_the_default_only_in_float32(
         for a, b in zip(plain_boxes, fused_boxes):  # an edge moves by a pixel at most here
             assert max(abs(a.left - b.left), abs(a.right - b.right)) <= 2
             assert max(abs(a.top - b.top), abs(a.bottom - b.bottom)) <= 2
+
+
+def test_winograd_convolutions_run_through_nnpack(
+    text_reader: reader.TextReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``FusedConv(winograd=True)``: NNPACK's Winograd kernels image by image, the activation
+    after them, a contiguous output, within float32 rounding of the direct convolution; oneDNN
+    where NNPACK does not run. The float32 detector uses them for VGG blocks 3 and 4 only, each
+    run followed by a :class:`ChannelsLast`; the bf16 one never."""
+    assert fusion.nnpack_convolves()  # PyTorch's x86 CPU builds: AVX2 and FMA
+    g = torch.Generator().manual_seed(0)
+    conv = torch.nn.Conv2d(16, 32, 3, padding=1).eval()
+    norm = torch.nn.BatchNorm2d(32).eval()
+    norm.running_mean.normal_(generator=g)
+    norm.running_var.uniform_(0.5, 2.0, generator=g)
+    fast = fusion.FusedConv(conv, norm, "relu", torch.float32, winograd=True)
+    direct = fusion.FusedConv(conv, norm, "relu", torch.float32)
+    x = torch.randn(3, 16, 20, 24, generator=g).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        y, expected = fast(x), direct(x)
+        one = torch._nnpack_spatial_convolution(
+            x[1:2].contiguous(), fast.weight, fast.bias, [1, 1], [1, 1]
+        )
+        monkeypatch.setattr(fusion, "nnpack_convolves", lambda: False)
+        fallback = fast(x)
+    assert y.shape == (3, 32, 20, 24) and y.is_contiguous() and (y >= 0).all()
+    assert torch.equal(y[1:2], one.relu())  # NNPACK ran, one image at a time
+    assert not torch.equal(y, expected)  # another algorithm than oneDNN's ...
+    assert (y - expected).abs().max() <= 1e-5 * expected.abs().max()  # ... to its rounding
+    assert torch.equal(fallback, expected)
+    assert fusion.ChannelsLast()(y).is_contiguous(memory_format=torch.channels_last)
+    for bad, dtype in (
+        (torch.nn.Conv2d(16, 32, 3, stride=2), torch.float32),
+        (conv, torch.bfloat16),
+    ):
+        with pytest.raises(ValueError, match="winograd needs a float32 3x3 convolution"):
+            fusion.FusedConv(bad, None, None, dtype, winograd=True)
+
+    detector = reader.fuse_detector(text_reader.detector, torch.float32)
+    modules = list(detector.modules())
+    winograd = [m for m in modules if isinstance(m, fusion.FusedConv) and m.winograd]
+    assert [tuple(m.weight.shape[:2]) for m in winograd] == [
+        (256, 128), (256, 256), (256, 256), (512, 256), (512, 512), (512, 512)
+    ]  # fmt: skip
+    assert all(m.weight.is_contiguous() for m in winograd)  # NNPACK's layout, no copy per call
+    assert sum(isinstance(m, fusion.ChannelsLast) for m in modules) == 4
+    bf16 = reader.fuse_detector(text_reader.detector, torch.bfloat16)
+    assert not any(getattr(m, "winograd", False) for m in bf16.modules())
 
 
 def test_missing_package_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:

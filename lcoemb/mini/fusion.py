@@ -7,7 +7,13 @@ Inductor uses). Both save whole passes over the feature maps, which on two CPU c
 much as the small convolutions themselves. In float32 the fold changes only the last bits. The
 text detector (:func:`lcoemb.mini.reader.fuse_detector`) and EfficientNet-Lite0
 (:func:`lcoemb.mini.towers.fuse_efficientnet`) use it.
-"""
+
+Wide 3x3 convolutions can instead run through NNPACK's Winograd kernels, which PyTorch builds
+in (:func:`nnpack_convolves`): F(6x6, 3x3) Winograd does about a fifth of the multiplications of
+a direct convolution. Where the direct one runs at the CPU's float32 matmul rate it was
+1.3-2x faster on the text detector's VGG convolutions of 128-512 channels on 56- to 224-pixel
+maps, and slower on smaller maps or fewer channels (``benchmarks/README.md``). Its outputs
+differ from the direct ones by about 1e-5 of their largest value (oneDNN's own by 2-4e-6)."""
 
 from __future__ import annotations
 
@@ -19,7 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["ACTIVATIONS", "FusedConv", "onednn_convolves", "same_padding"]
+__all__ = [
+    "ACTIVATIONS",
+    "ChannelsLast",
+    "FusedConv",
+    "nnpack_convolves",
+    "onednn_convolves",
+    "same_padding",
+]
 
 #: activation name -> (oneDNN's post-op, its scalars, the same in PyTorch)
 ACTIVATIONS = {
@@ -37,6 +50,17 @@ def onednn_convolves(dtype: torch.dtype) -> bool:
     ):  # the fused kernel Inductor uses; PyTorch does not promise it
         return False
     return dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+@functools.cache
+def nnpack_convolves() -> bool:
+    """Whether NNPACK computes float32 convolutions here: PyTorch's CPU builds include it, and
+    it runs where its initialisation finds the CPU features it needs (AVX2 and FMA on x86).
+    ``torch._nnpack_available()`` is also what initialises it: until it has been called, every
+    NNPACK convolution fails ("SpatialConvolution_updateOutput failed")."""
+    op = getattr(torch, "_nnpack_spatial_convolution", None)
+    available = getattr(torch, "_nnpack_available", None)
+    return op is not None and available is not None and bool(available())
 
 
 def same_padding(
@@ -58,7 +82,13 @@ class FusedConv(nn.Module):
     pass on a CPU (elsewhere, or where oneDNN refuses ``dtype``, by ``conv2d`` and a pass of its
     own). ``same``: TensorFlow ``SAME`` padding from the input's size instead of the
     convolution's own; a symmetric one is passed to the convolution, an asymmetric one (stride
-    2 on even sizes) applied by :func:`F.pad`."""
+    2 on even sizes) applied by :func:`F.pad`.
+
+    ``winograd``: compute it with NNPACK's Winograd kernels on a CPU where NNPACK runs
+    (:func:`nnpack_convolves`), one image at a time (NNPACK's batched path is another, slower
+    algorithm), the activation in a pass of its own; the output is then contiguous, whatever the
+    input's layout. Only for a float32 3x3 convolution with stride 1, no dilation and one group;
+    elsewhere the oneDNN path runs."""
 
     def __init__(
         self,
@@ -67,6 +97,7 @@ class FusedConv(nn.Module):
         activation: str | None,
         dtype: torch.dtype,
         same: bool = False,
+        winograd: bool = False,
     ) -> None:
         super().__init__()
         if activation is not None and activation not in ACTIVATIONS:
@@ -79,6 +110,19 @@ class FusedConv(nn.Module):
         self.kernel_size, self.stride = tuple(conv.kernel_size), list(conv.stride)
         self.padding, self.dilation = list(conv.padding), list(conv.dilation)
         self.groups, self.activation, self.same = conv.groups, activation, same
+        self.winograd = winograd and (
+            self.kernel_size == (3, 3)
+            and self.stride == [1, 1]
+            and self.dilation == [1, 1]
+            and self.groups == 1
+            and dtype == torch.float32
+        )
+        if winograd and not self.winograd:
+            raise ValueError(
+                "winograd needs a float32 3x3 convolution with stride 1, no dilation and one "
+                f"group, not {dtype} {self.kernel_size} stride {self.stride} dilation "
+                f"{self.dilation} groups {self.groups}"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.weight.dtype)
@@ -89,6 +133,16 @@ class FusedConv(nn.Module):
                 padding = [top, left]
             else:
                 x, padding = F.pad(x, [left, right, top, bottom]), [0, 0]
+        if self.winograd and x.device.type == "cpu" and nnpack_convolves():
+            weight = self.weight.contiguous()  # a no-op unless moved to channels-last
+            ys = [
+                torch._nnpack_spatial_convolution(
+                    one.contiguous(), weight, self.bias, padding, self.stride
+                )
+                for one in x.split(1)
+            ]
+            y = ys[0] if len(ys) == 1 else torch.cat(ys)
+            return ACTIVATIONS[self.activation][2](y, inplace=True) if self.activation else y
         if x.device.type == "cpu" and onednn_convolves(self.weight.dtype):
             post, scalars = ACTIVATIONS[self.activation][:2] if self.activation else ("none", [])
             return torch.ops.mkldnn._convolution_pointwise(
@@ -97,3 +151,13 @@ class FusedConv(nn.Module):
             )  # fmt: skip
         y = F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
         return ACTIVATIONS[self.activation][2](y) if self.activation else y
+
+
+class ChannelsLast(nn.Module):
+    """Return the input in channels-last layout (itself if it already is): after Winograd
+    convolutions, whose outputs are contiguous, for the layers that follow. On a CPU, PyTorch's
+    max pooling is ~15x slower on a contiguous map than on a channels-last one, and oneDNN's
+    convolutions, ReLUs and concatenations run in channels-last."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last)

@@ -36,7 +36,7 @@ from scipy import ndimage
 from torch import nn
 
 from lcoemb.devices import fast_bf16
-from lcoemb.mini.fusion import FusedConv, onednn_convolves
+from lcoemb.mini.fusion import ChannelsLast, FusedConv, onednn_convolves
 from lcoemb.mini.towers import TowerUnavailableError, device_key, package_dir, to_rgb_image
 
 __all__ = [
@@ -187,7 +187,12 @@ class CRAFT(nn.Module):
         return self.conv_cls(y).permute(0, 2, 3, 1)
 
 
-def _fuse_sequential(seq: nn.Sequential, dtype: torch.dtype) -> nn.Sequential:
+def _fuse_sequential(
+    seq: nn.Sequential, dtype: torch.dtype, winograd: set[nn.Conv2d]
+) -> nn.Sequential:
+    """``seq`` with each convolution, and the batch norm and ReLU after it, one
+    :class:`FusedConv`; those in ``winograd`` run through NNPACK, and a :class:`ChannelsLast`
+    follows each such run of them."""
     layers, out, i = list(seq), [], 0
     while i < len(layers):
         layer, i = layers[i], i + 1
@@ -198,8 +203,19 @@ def _fuse_sequential(seq: nn.Sequential, dtype: torch.dtype) -> nn.Sequential:
         i += norm is not None
         relu = i < len(layers) and isinstance(layers[i], nn.ReLU)
         i += relu
-        out.append(FusedConv(layer, norm, "relu" if relu else None, dtype))
+        fast = layer in winograd
+        out.append(FusedConv(layer, norm, "relu" if relu else None, dtype, winograd=fast))
+        if fast and not (i < len(layers) and layers[i] in winograd):
+            out.append(ChannelsLast())
     return nn.Sequential(*out)
+
+
+#: VGG16's convolutions (0-12, in order) that :func:`fuse_detector` runs through NNPACK's
+#: Winograd kernels in float32: blocks 3 and 4, 128-512 channels on maps of 112 and 56 pixels
+#: at the default 448. Measured one by one on two AVX2 cores, with the layout copies around
+#: them: 1.3-2x faster there; slower on block 5's 28-pixel maps, on the first two blocks'
+#: 64-128 channels and on the decoder's narrow convolutions.
+WINOGRAD_VGG_CONVS = range(4, 10)
 
 
 def fuse_detector(detector: CRAFT, dtype: torch.dtype | None = None) -> CRAFT:
@@ -214,7 +230,11 @@ def fuse_detector(detector: CRAFT, dtype: torch.dtype | None = None) -> CRAFT:
     bf16 steps, which moves a box's edge by a pixel on some images with text (9 of 196 images
     tried, 7 of them among 40 rendered-word images), and with it those images' reading tokens.
     In float32 the fold only changes last bits, so :func:`load_text_reader` fuses by default
-    where the detector runs in float32 (:func:`fused_by_default`). ``benchmarks/README.md``
+    where the detector runs in float32 (:func:`fused_by_default`). In float32, VGG blocks 3 and
+    4 (:data:`WINOGRAD_VGG_CONVS`) also run through NNPACK's Winograd kernels where PyTorch has
+    them (:func:`lcoemb.mini.fusion.nnpack_convolves`): the scores move by at most 8e-7 at 448
+    px, the same boxes and text on all 215 images tried, and the detector runs 1.17x faster on
+    two AVX2 cores. ``benchmarks/README.md``
     ("LCO-Mini on 2 cores") has the measured trade-offs. Opt in on a bf16 CPU with
     :func:`load_text_reader` ``(fused=True)``.
     """
@@ -222,11 +242,19 @@ def fuse_detector(detector: CRAFT, dtype: torch.dtype | None = None) -> CRAFT:
         device = next(detector.parameters()).device
         dtype = torch.bfloat16 if fast_bf16(device) else torch.float32
     fused = copy.deepcopy(detector)
+    winograd: set[nn.Conv2d] = set()
+    if dtype == torch.float32:
+        vgg = [m for m in fused.basenet.modules() if isinstance(m, nn.Conv2d)][:13]
+        winograd = {vgg[i] for i in WINOGRAD_VGG_CONVS}
     for module in list(fused.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Sequential):  # VGG slices, decoder blocks, head
-                setattr(module, name, _fuse_sequential(child, dtype))
-    return fused.to(memory_format=torch.channels_last)
+                setattr(module, name, _fuse_sequential(child, dtype, winograd))
+    fused.to(memory_format=torch.channels_last)
+    for module in fused.modules():  # NNPACK takes contiguous weights: keep them so
+        if isinstance(module, FusedConv) and module.winograd:
+            module.weight = nn.Parameter(module.weight.contiguous(), requires_grad=False)
+    return fused
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,7 +546,8 @@ def fused_by_default(device: str | torch.device = "cpu") -> bool:
     it in float32 (no AMX or AVX-512 bf16, so most laptops) and where oneDNN convolves. There
     the fold changes only the scores' last float32 bits (at most 5e-7 at 448 px), found the
     same boxes and read the same text on all 216 images tried, and the detector ran 1.12x
-    faster on two AVX2 cores. In bf16 the fold moves some boxes, so it stays opt-in there."""
+    faster on two AVX2 cores (1.3x with :func:`fuse_detector`'s Winograd layers as well). In
+    bf16 the fold moves some boxes, so it stays opt-in there."""
     device = torch.device(device)
     return device.type == "cpu" and not fast_bf16(device) and onednn_convolves(torch.float32)
 
