@@ -40,7 +40,8 @@ STUBS=${STUBS:-/tmp/lcoemb-stubs}
 MODEL_DIR=${MODEL_DIR:-/tmp/lcoemb-gpu-model}
 TRAIN_TIMEOUT=${TRAIN_TIMEOUT:-240}
 ENCODE_TIMEOUT=${ENCODE_TIMEOUT:-240}
-MFU_TIMEOUT=${MFU_TIMEOUT:-150}  # each --mfu run; the first also writes the checkpoint
+MFU_TIMEOUT=${MFU_TIMEOUT:-150}  # each --mfu run
+FIRST_TIMEOUT=${FIRST_TIMEOUT:-240}  # the first --mfu run, which also writes the checkpoint
 ARGS=()
 MFU=0
 # --mfu: the default batch (with gradient checkpointing), then the batches run without it. By
@@ -108,10 +109,11 @@ EOF
 
 status=0
 step() {  # step NAME ARGS...: one gpu_train_step.py run under its timeout, logged to $OUT
-    local name=$1
+    local name=$1 limit=$MFU_TIMEOUT
     shift
-    echo "== gpu_train_step.py $* (timeout ${MFU_TIMEOUT} s)"
-    timeout -k 10 "$MFU_TIMEOUT" "$PY" benchmarks/gpu_train_step.py ${ARGS[@]+"${ARGS[@]}"} \
+    [ -f "$MODEL_DIR/config.json" ] || limit=$FIRST_TIMEOUT
+    echo "== gpu_train_step.py $* (timeout ${limit} s)"
+    timeout -k 10 "$limit" "$PY" benchmarks/gpu_train_step.py ${ARGS[@]+"${ARGS[@]}"} \
         --model-dir "$MODEL_DIR" --steps 5 --warmup 2 "$@" 2>&1 |
         tee "$OUT/gpu_train_step.$name.log" || status=$?
 }

@@ -48,6 +48,7 @@ import argparse
 import contextlib
 import json
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -252,11 +253,14 @@ def main(argv: list[str] | None = None) -> None:
         reused = (model_dir / "config.json").is_file()
         if reused:
             check_shape(model_dir, shape)
-        else:
+        else:  # written beside, then renamed: a run killed while writing leaves no half folder
+            partial = model_dir.with_name(model_dir.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
             make_tiny_qwen2_5_omni_thinker(
-                model_dir, **shape, vision_depth=1, audio_layers=1, dtype=torch.bfloat16,
+                partial, **shape, vision_depth=1, audio_layers=1, dtype=torch.bfloat16,
                 init_std=0.02,
             )  # fmt: skip
+            partial.rename(model_dir)
         data = root / "triplets.jsonl"
         write_data(data, args.batch_size * args.steps, args.words, seed=0)
         flops_item, tokens_item, lora_share = forward_flops(model_dir, data, 96, args.lora_r)
