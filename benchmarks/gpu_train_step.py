@@ -115,13 +115,9 @@ def forward_flops(
     with torch.device("meta"):
         lm = cls.model_class(config).model.language_model
     params = sum(p.numel() for name, p in lm.named_parameters() if "embed_tokens" not in name)
-    lora = (
-        2
-        * lora_r
-        * sum(
-            m.in_features + m.out_features for m in lm.modules() if isinstance(m, torch.nn.Linear)
-        )
-    )  # per token: x @ A (in -> r), then @ B (r -> out)
+    linears = [m for m in lm.modules() if isinstance(m, torch.nn.Linear)]
+    # LoRA's FLOPs per token: x @ A (in -> r), then @ B (r -> out), on every Linear
+    lora = 2 * lora_r * sum(m.in_features + m.out_features for m in linears)
     text = config.text_config
     backbone = cls(torch.nn.Linear(1, 1), cls.processor_class.from_pretrained(model_dir), "")
     rows = [json.loads(line) for line in data.read_text().splitlines()]
