@@ -7,7 +7,14 @@ import warnings
 
 import torch
 
-__all__ = ["default_device", "default_dtype", "dtype_name", "fast_bf16", "warn_if_slow"]
+__all__ = [
+    "default_device",
+    "default_dtype",
+    "dtype_name",
+    "fast_bf16",
+    "float32_cpu",
+    "warn_if_slow",
+]
 
 
 def default_device() -> torch.device:
@@ -28,6 +35,15 @@ def fast_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and (
         cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported()
     )
+
+
+def float32_cpu(device: str | torch.device) -> bool:
+    """Whether ``device`` is a CPU where models run in float32 by default (no AMX or AVX-512
+    bf16: :func:`default_dtype`). There rewrites of LCO-Mini's frozen towers that change only
+    float32's last bits are invisible in the vectors, so they are the default; a bf16 language
+    model would turn the same changes into cosines of ~0.999."""
+    device = torch.device(device)
+    return device.type == "cpu" and not fast_bf16(device)
 
 
 def default_dtype(device: str | torch.device | None = None) -> torch.dtype:

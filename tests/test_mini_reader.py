@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from lcoemb import synthetic
+from lcoemb import devices, synthetic
 from lcoemb.devices import fast_bf16
 from lcoemb.mini import fusion, reader
 from lcoemb.mini.model import LCOMini, LCOMiniConfig
@@ -89,9 +89,9 @@ def test_fused_detector_finds_the_same_text_and_is_the_default_only_in_float32(
     assert reader.fused_by_default() is (not bf16)
     assert reader.load_text_reader() is (text_reader if bf16 else fused)
     assert not reader.fused_by_default("cuda")
-    monkeypatch.setattr(reader, "fast_bf16", lambda device: True)
+    monkeypatch.setattr(devices, "fast_bf16", lambda device: True)
     assert not reader.fused_by_default()
-    monkeypatch.setattr(reader, "fast_bf16", lambda device: False)
+    monkeypatch.setattr(devices, "fast_bf16", lambda device: False)
     assert reader.fused_by_default()
     monkeypatch.undo()
     modules = list(fused.detector.modules())

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from PIL import Image
 
+from lcoemb import devices
 from lcoemb.devices import fast_bf16
 from lcoemb.mini import towers
 from lcoemb.mini.towers import (
@@ -110,9 +111,9 @@ def test_channels_last_only_where_models_run_in_float32(
     assert isinstance(image_tower.model, towers.FusedEfficientNetLite0) is channels_last
     assert not shared._conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
     assert not towers.channels_last_by_default("cuda")
-    monkeypatch.setattr(towers, "fast_bf16", lambda device: True)
+    monkeypatch.setattr(devices, "fast_bf16", lambda device: True)
     assert not towers.channels_last_by_default()
-    monkeypatch.setattr(towers, "fast_bf16", lambda device: False)
+    monkeypatch.setattr(devices, "fast_bf16", lambda device: False)
     assert towers.channels_last_by_default()
     fused = towers.fuse_efficientnet(shared)
     modules = list(fused.modules())
@@ -295,9 +296,9 @@ def test_torch_encoder_only_where_models_run_in_float32(
     assert towers.torch_whisper_by_default() is torch_encoder
     assert (audio_tower.encoder is not None) is torch_encoder
     assert not towers.torch_whisper_by_default("cuda")
-    monkeypatch.setattr(towers, "fast_bf16", lambda device: True)
+    monkeypatch.setattr(devices, "fast_bf16", lambda device: True)
     assert not towers.torch_whisper_by_default()
-    monkeypatch.setattr(towers, "fast_bf16", lambda device: False)
+    monkeypatch.setattr(devices, "fast_bf16", lambda device: False)
     assert towers.torch_whisper_by_default()
     ours, theirs = towers.AudioTower(torch_encoder=True), towers.AudioTower(torch_encoder=False)
     assert ours.encoder is not None and theirs.encoder is None

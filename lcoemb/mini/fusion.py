@@ -25,10 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from lcoemb.devices import float32_cpu
+
 __all__ = [
     "ACTIVATIONS",
     "ChannelsLast",
     "FusedConv",
+    "fuses_by_default",
     "nnpack_convolves",
     "onednn_convolves",
     "same_padding",
@@ -50,6 +53,15 @@ def onednn_convolves(dtype: torch.dtype) -> bool:
     ):  # the fused kernel Inductor uses; PyTorch does not promise it
         return False
     return dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def fuses_by_default(device: str | torch.device = "cpu") -> bool:
+    """Whether LCO-Mini's frozen CNNs (the text detector, EfficientNet) run fused when not
+    told: on a CPU whose models run in float32 (:func:`lcoemb.devices.float32_cpu`) and where
+    oneDNN convolves float32. There the fold changes only float32's last bits; in bf16 it
+    moves the detector's boxes and the vectors, so such CPUs and GPUs keep the networks as
+    shipped."""
+    return float32_cpu(device) and onednn_convolves(torch.float32)
 
 
 @functools.cache

@@ -36,7 +36,7 @@ from scipy import ndimage
 from torch import nn
 
 from lcoemb.devices import fast_bf16
-from lcoemb.mini.fusion import ChannelsLast, FusedConv, onednn_convolves
+from lcoemb.mini.fusion import ChannelsLast, FusedConv, fuses_by_default
 from lcoemb.mini.towers import TowerUnavailableError, device_key, package_dir, to_rgb_image
 
 __all__ = [
@@ -542,14 +542,14 @@ def _load_networks(device: str) -> tuple[CRAFT, TextRecognizer]:
 
 
 def fused_by_default(device: str | torch.device = "cpu") -> bool:
-    """Whether :func:`load_text_reader` fuses the detector when not told: on a CPU that runs
-    it in float32 (no AMX or AVX-512 bf16, so most laptops) and where oneDNN convolves. There
+    """Whether :func:`load_text_reader` fuses the detector when not told: where
+    :func:`~lcoemb.mini.fusion.fuses_by_default` holds, on a CPU that runs it in float32 (no
+    AMX or AVX-512 bf16, so most laptops) and where oneDNN convolves. There
     the fold changes only the scores' last float32 bits (at most 5e-7 at 448 px), found the
     same boxes and read the same text on all 216 images tried, and the detector ran 1.12x
     faster on two AVX2 cores (1.3x with :func:`fuse_detector`'s Winograd layers as well). In
     bf16 the fold moves some boxes, so it stays opt-in there."""
-    device = torch.device(device)
-    return device.type == "cpu" and not fast_bf16(device) and onednn_convolves(torch.float32)
+    return fuses_by_default(device)
 
 
 def load_text_reader(

@@ -36,9 +36,9 @@ from tokenizers import Tokenizer
 from torch import nn
 from transformers import WhisperFeatureExtractor
 
-from lcoemb.devices import fast_bf16
+from lcoemb.devices import float32_cpu
 from lcoemb.inputs import TARGET_SAMPLING_RATE
-from lcoemb.mini.fusion import FusedConv, onednn_convolves, same_padding
+from lcoemb.mini.fusion import FusedConv, fuses_by_default, same_padding
 from lcoemb.mini.silhouettes import SHAPE_FEATURES, cell_shapes
 from lcoemb.mini.whisper import encode_first_frames, load_whisper_encoder
 
@@ -451,24 +451,17 @@ def load_image_tower(device: str | torch.device = "cpu") -> ImageTower:
     return _load_image_tower(device_key(device))
 
 
-def _float32_cpu(device: str | torch.device) -> bool:
-    """A CPU without fast bf16, where LCO-Mini runs in float32 by default: there a tower's
-    float32 rounding changes stay below the vectors' float32 rounding."""
-    device = torch.device(device)
-    return device.type == "cpu" and not fast_bf16(device)
-
-
 def channels_last_by_default(device: str | torch.device = "cpu") -> bool:
     """Whether :func:`load_image_tower` runs EfficientNet in channels-last layout, its batch
-    norms folded and its ReLU6s fused (:func:`fuse_efficientnet`): on a CPU without fast bf16
-    (where models run in float32 by default), where oneDNN runs the fused convolutions
-    (:func:`~lcoemb.mini.fusion.onednn_convolves`). There channels-last alone ran its
-    depthwise convolutions 1.3x faster (8 frames in 187 against 245 ms on two AVX2 cores), and
-    the fusion another 1.6x (84 against 134 ms); its features move by float32 rounding only
-    (under 5e-6 relative; vectors min cos 0.9999999 in float32). A bf16 language model turns
-    such last-bit changes into cosines of ~0.999, so CPUs with fast bf16 keep the network as
-    shipped."""
-    return _float32_cpu(device) and onednn_convolves(torch.float32)
+    norms folded and its ReLU6s fused (:func:`fuse_efficientnet`): where
+    :func:`~lcoemb.mini.fusion.fuses_by_default` holds (a CPU whose models run in float32 by
+    default, where oneDNN runs the fused convolutions), as for the text detector. There
+    channels-last alone ran its depthwise convolutions 1.3x faster (8 frames in 187 against
+    245 ms on two AVX2 cores), and the fusion another 1.6x (84 against 134 ms); its features
+    move by float32 rounding only (under 5e-6 relative; vectors min cos 0.9999999 in
+    float32). A bf16 language model turns such last-bit changes into cosines of ~0.999, so
+    CPUs with fast bf16 keep the network as shipped."""
+    return fuses_by_default(device)
 
 
 @functools.cache
@@ -524,7 +517,7 @@ def torch_whisper_by_default(device: str = "cpu") -> bool:
     encode 1.5x faster in all), and its states equal CTranslate2's to float32 rounding (under
     1e-5 relative; the same transcripts). A bf16 language model turns such last-bit changes
     into cosines of ~0.999, so CPUs with fast bf16, and GPUs, keep CTranslate2's encoder."""
-    return _float32_cpu(device)
+    return float32_cpu(device)
 
 
 def _default_threads() -> int:
