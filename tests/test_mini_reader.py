@@ -7,6 +7,7 @@ import importlib.util
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from torch.utils.hooks import RemovableHandle
 
 from lcoemb import devices, synthetic
 from lcoemb.devices import fast_bf16
@@ -197,3 +198,72 @@ def test_reading_tokens_follow_the_image_tokens() -> None:
     plain.add_reading()
     assert plain.reads and plain.mini_config.read_feature_size == 256
     assert plain.embed_image(features, reading).shape == (13, 576)
+
+
+def _count_detected(detector: torch.nn.Module) -> tuple[list[int], RemovableHandle]:
+    """A hook counting the images ``detector`` sees, and its handle."""
+    seen = [0]
+
+    def hook(module: torch.nn.Module, args: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        seen[0] += len(args[0])
+
+    return seen, detector.register_forward_hook(hook)
+
+
+def test_reading_cache_reads_each_image_once(text_reader: reader.TextReader) -> None:
+    """With ``cache_size``, an image whose pixels were read before (another object, the same
+    pixels) is not detected again and gets the same tokens; the least recently used reading
+    goes first, a changed pixel or setting is read afresh, and 0 turns the cache off."""
+    cached = reader.TextReader(text_reader.detector, text_reader.recognizer, cache_size=2)
+    a, b = _page(["money door"]), _page(["cat"])
+    changed = a.copy()
+    changed.putpixel((0, 0), (0, 0, 0))
+    expected = text_reader([a, b])
+    seen, handle = _count_detected(text_reader.detector)
+    try:
+        tokens = cached([a, b, a.copy()])  # a's copy in the same call is read once too
+        assert seen[0] == 2
+        for got, want in zip(tokens, [*expected, expected[0]], strict=True):
+            assert torch.equal(got, want)
+        tokens[0].add_(1.0)  # callers get copies: the cached reading stays as read
+        assert cached.read([a.copy()]) == ["money door"] and seen[0] == 2
+        assert torch.equal(cached([a])[0], expected[0]) and seen[0] == 2
+        cached([changed])  # one pixel differs: read; b was the least recently used
+        assert seen[0] == 3 and len(cached._cache) == 2
+        assert torch.equal(cached([b])[0], expected[1]) and seen[0] == 4
+        cached([a])  # evicted by b
+        assert seen[0] == 5
+        cached.max_tokens = 3  # another setting: every reading is read afresh
+        assert len(cached([a])[0]) == 3 and seen[0] == 6
+        cached.cache_size = 0
+        cached([a])
+        cached([a])
+        assert seen[0] == 8 and not cached._cache
+    finally:
+        handle.remove()
+
+
+def test_reading_cache_lets_a_second_model_skip_detection() -> None:
+    """:func:`reader.reading_cache` (what the quickstart wraps its evaluation in): the base and
+    the trained model read the same images with the shared frozen reader, so the second
+    model's images are not detected again, and both get the vectors they get without it."""
+    from lcoemb import OmniEncoder
+
+    base = OmniEncoder.from_pretrained("lco-mini-base", device="cpu")
+    trained = OmniEncoder.from_pretrained("lco-mini", device="cpu")
+    images = [_page(["money door"]), synthetic.scene(0, "test").image, _page(["cat"])]
+    expected = [base.encode(images), trained.encode(images)]
+    shared = reader.load_text_reader()
+    seen, handle = _count_detected(shared.detector)
+    try:
+        with reader.reading_cache(max_images=8):
+            assert shared.cache_size == 8
+            got = [base.encode(images), trained.encode(images)]
+            assert seen[0] == 3
+        assert shared.cache_size == 0 and not shared._cache
+        base.encode(images[:1])
+        assert seen[0] == 4
+    finally:
+        handle.remove()
+    for g, e in zip(got, expected, strict=True):
+        assert (g == e).all()

@@ -62,6 +62,11 @@ def test_quickstart_end_to_end_with_a_tiny_budget(tmp_path, capsys):
     assert ood <= set(report["base"]) and "OOD speech→text" in printed
     assert (out / "lco" / "adapter" / "adapter_config.json").is_file()
     assert report["space"]["trained"]["layers"][-1] == report["space"]["base"]["layers"][-1]
+    # the readings it cached for the trained model are forgotten, the cache off again
+    from lcoemb.mini.reader import load_text_reader
+
+    shared = load_text_reader()
+    assert shared.cache_size == 0 and not shared._cache
 
 
 def test_cli_default_model_is_lco_mini(tmp_path):
