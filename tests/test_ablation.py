@@ -15,6 +15,7 @@ from lcoemb.cli import build_parser
 from lcoemb.config import ABLATION_VARIANTS, AblationConfig, given_settings
 from lcoemb.evaluation.retrieval import evaluate_ood, evaluate_retrieval
 from lcoemb.inputs import Audio, ImageRef, Video
+from lcoemb.mini.reader import load_text_reader
 from lcoemb.mini.registry import backbone_path
 from lcoemb.recipes.ablation import ablation, write_calibration_triplets
 from lcoemb.synthetic import OOD_SETS
@@ -101,6 +102,8 @@ def test_every_variant_is_trained_scored_and_tabled(report):
         else:
             assert row["generation"]["n"] == 1 and row["training_seconds"] > 0
     assert "| mix 80/20 |" in table
+    shared = load_text_reader()  # the variants shared its readings; now forgotten, cache off
+    assert shared.cache_size == 0 and not shared._cache
 
 
 @pytest.mark.slow

@@ -42,6 +42,7 @@ from lcoemb.config import AblationConfig
 from lcoemb.encoder import OmniEncoder
 from lcoemb.evaluation.generation import generation_retained
 from lcoemb.evaluation.retrieval import evaluate_ood, evaluate_retrieval
+from lcoemb.mini.reader import reading_cache
 from lcoemb.mini.registry import backbone_path
 from lcoemb.recipes.quickstart import write_text_triplets
 from lcoemb.synthetic import OOD_SETS, TASKS, AnySample, AudioSample, ClipSample, dataset, mp4_bytes
@@ -193,34 +194,36 @@ def ablation(config: AblationConfig) -> dict[str, Any]:
     seconds["data"] = time.perf_counter() - t0
 
     rows: dict[str, dict[str, Any]] = {}
-    for i, variant in enumerate(config.variants, 1):
-        print(f"[2/3] variant {i}/{len(config.variants)}: {_label(variant, config)}")
-        row: dict[str, Any] = {"label": _label(variant, config), "training_seconds": None}
-        adapter = None
-        if variant != "none":
-            t0 = time.perf_counter()
-            result = train(
-                config.train_config(
-                    model=base_path,
-                    output=str(out / "runs" / variant),
-                    **_training_data(variant, text, calibration, config),
+    # every variant reads the same images (evaluation, calibration) with the same frozen reader
+    with reading_cache():
+        for i, variant in enumerate(config.variants, 1):
+            print(f"[2/3] variant {i}/{len(config.variants)}: {_label(variant, config)}")
+            row: dict[str, Any] = {"label": _label(variant, config), "training_seconds": None}
+            adapter = None
+            if variant != "none":
+                t0 = time.perf_counter()
+                result = train(
+                    config.train_config(
+                        model=base_path,
+                        output=str(out / "runs" / variant),
+                        **_training_data(variant, text, calibration, config),
+                    )
                 )
+                row["training_seconds"] = time.perf_counter() - t0
+                row["final_loss"] = result.final_loss
+                row["adapter"] = str(result.adapter)
+                adapter = result.adapter
+            encoder = OmniEncoder.from_pretrained(base_path, adapter=adapter, device=config.device)
+            row["retrieval"] = evaluate_retrieval(encoder, config.n_eval) | evaluate_ood(
+                encoder, config.n_ood
             )
-            row["training_seconds"] = time.perf_counter() - t0
-            row["final_loss"] = result.final_loss
-            row["adapter"] = str(result.adapter)
-            adapter = result.adapter
-        encoder = OmniEncoder.from_pretrained(base_path, adapter=adapter, device=config.device)
-        row["retrieval"] = evaluate_retrieval(encoder, config.n_eval) | evaluate_ood(
-            encoder, config.n_ood
-        )
-        row |= summarize(row["retrieval"])
-        row["generation"] = (
-            None
-            if adapter is None
-            else generation_retained(encoder, config.n_generation, config.generation_tasks)
-        )
-        rows[variant] = row
+            row |= summarize(row["retrieval"])
+            row["generation"] = (
+                None
+                if adapter is None
+                else generation_retained(encoder, config.n_generation, config.generation_tasks)
+            )
+            rows[variant] = row
 
     print("[3/3] results")
     report = {"config": vars(config), "variants": rows, "seconds": seconds}
