@@ -103,7 +103,7 @@ def test_every_variant_is_trained_scored_and_tabled(report):
             assert row["generation"]["n"] == 1 and row["training_seconds"] > 0
     assert "| mix 80/20 |" in table
     shared = load_text_reader()  # the variants shared its readings; now forgotten, cache off
-    assert shared.cache_size == 0 and not shared._cache
+    assert shared.cache_size is None and not shared._cache
 
 
 @pytest.mark.slow

@@ -246,7 +246,8 @@ def test_reading_cache_reads_each_image_once(text_reader: reader.TextReader) -> 
 def test_reading_cache_lets_a_second_model_skip_detection() -> None:
     """:func:`reader.reading_cache` (what the quickstart wraps its evaluation in): the base and
     the trained model read the same images with the shared frozen reader, so the second
-    model's images are not detected again, and both get the vectors they get without it."""
+    model's images are not detected again, and both get the vectors they get without it; the
+    readings are forgotten when the block ends."""
     from lcoemb import OmniEncoder
 
     base = OmniEncoder.from_pretrained("lco-mini-base", device="cpu")
@@ -254,16 +255,24 @@ def test_reading_cache_lets_a_second_model_skip_detection() -> None:
     images = [_page(["money door"]), synthetic.scene(0, "test").image, _page(["cat"])]
     expected = [base.encode(images), trained.encode(images)]
     shared = reader.load_text_reader()
+    assert shared.cache_size is None  # follows reading_cache
     seen, handle = _count_detected(shared.detector)
     try:
         with reader.reading_cache(max_images=8):
-            assert shared.cache_size == 8
             got = [base.encode(images), trained.encode(images)]
-            assert seen[0] == 3
-        assert shared.cache_size == 0 and not shared._cache
+            assert seen[0] == 3 and len(shared._cache) == 3
+            with reader.reading_cache(max_images=1):  # nested: its size holds inside
+                base.encode(images)
+                assert seen[0] == 6 and len(shared._cache) == 1
+            assert not shared._cache  # the inner block's end forgot them
+        assert not shared._cache
         base.encode(images[:1])
-        assert seen[0] == 4
+        assert seen[0] == 7 and not shared._cache  # off again
     finally:
         handle.remove()
+    loaded = reader._load_reader.cache_info().currsize
+    with reader.reading_cache():  # loads no reader for models that do not read
+        pass
+    assert reader._load_reader.cache_info().currsize == loaded
     for g, e in zip(got, expected, strict=True):
         assert (g == e).all()

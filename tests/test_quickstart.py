@@ -66,7 +66,7 @@ def test_quickstart_end_to_end_with_a_tiny_budget(tmp_path, capsys):
     from lcoemb.mini.reader import load_text_reader
 
     shared = load_text_reader()
-    assert shared.cache_size == 0 and not shared._cache
+    assert shared.cache_size is None and not shared._cache
 
 
 def test_cli_default_model_is_lco_mini(tmp_path):

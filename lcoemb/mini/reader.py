@@ -26,6 +26,7 @@ import functools
 import hashlib
 import math
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -424,8 +425,9 @@ class TextReader:
     keyed by their pixels (a BLAKE2 digest of the RGB bytes) and cleared when the networks or
     settings change: the reader is frozen, so an image reads the same whichever adapter the
     language model carries, and a second model encoding the same images (the quickstart's base
-    and trained models) skips detection, most of an image's cost. Off (0) by default; see
-    :func:`reading_cache`. A reading is at most ``max_tokens`` x 256 float32 (48 KiB).
+    and trained models) skips detection, most of an image's cost. ``None`` (the default)
+    follows :func:`reading_cache`: off outside such a block. A reading is at most
+    ``max_tokens`` x 256 float32 (48 KiB).
     """
 
     def __init__(
@@ -441,7 +443,7 @@ class TextReader:
         text_threshold: float = 0.7,
         link_threshold: float = 0.4,
         low_text: float = 0.4,
-        cache_size: int = 0,
+        cache_size: int | None = None,
     ) -> None:
         if detector is None or recognizer is None:
             detector, recognizer = load_reader_networks(device)
@@ -505,7 +507,8 @@ class TextReader:
     def _read(self, images: Sequence[Any]) -> list[tuple[torch.Tensor, str]]:
         """Per image, its reading tokens and text: from the cache where ``cache_size`` allows
         and the image was read before, else read (each distinct image once per call)."""
-        if self.cache_size <= 0:
+        size = _shared_cache.size if self.cache_size is None else self.cache_size
+        if size <= 0:
             self._cache.clear()
             return self._read_uncached(images)
         rgb = [to_rgb_image(image) for image in images]
@@ -517,6 +520,8 @@ class TextReader:
             self.max_lines,
             self.max_tokens,
             self.thresholds,
+            # a reader that follows reading_cache starts each block empty
+            _shared_cache.block if self.cache_size is None else None,
         )
         with self._cache_lock:
             if settings != self._cache_for:  # the networks compare by identity
@@ -530,8 +535,10 @@ class TextReader:
         with self._cache_lock:
             for k in todo:
                 self._cache[k] = found[k]
-            while len(self._cache) > self.cache_size:
+            while len(self._cache) > size:
                 self._cache.popitem(last=False)
+        if self.cache_size is None:  # forgotten when the block ends
+            _shared_cache.readers.add(self)
         return [found[k] for k in keys]
 
     @torch.inference_mode()
@@ -576,23 +583,38 @@ def _pixels_digest(image: Image.Image) -> bytes:
     return digest.digest()
 
 
+class _SharedCache:
+    """What :func:`reading_cache` sets for every reader whose ``cache_size`` is ``None``, and
+    the readers that cached something under it."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.block = 0  # counts blocks, so that a reader never carries readings across them
+        self.readers: weakref.WeakSet[TextReader] = weakref.WeakSet()
+
+
+_shared_cache = _SharedCache()
+
+
 @contextlib.contextmanager
-def reading_cache(max_images: int = 512, device: str | torch.device = "cpu") -> Iterator[None]:
-    """Within the block, the shared reader of ``device`` (:func:`load_text_reader`'s, which
-    every LCO-Mini model reads with unless given another) remembers the readings of its last
-    ``max_images`` images; after it, it forgets them and reads every image again. For code that
-    encodes the same images with several models built on LCO-Mini (base and trained, adapters
-    compared): the reader is frozen, so the second model's images skip detection, which is
-    most of their cost (about 0.7 s of 0.8 per image on two float32 CPU cores). At most
-    ``max_images`` x 48 KiB of tokens."""
-    reader = load_text_reader(device)
-    before = reader.cache_size
-    reader.cache_size = max_images
+def reading_cache(max_images: int = 512) -> Iterator[None]:
+    """Within the block, every reader that does not set its own ``cache_size`` (those of
+    :func:`load_text_reader`, which LCO-Mini models read with) remembers the readings of its
+    last ``max_images`` images; after it, they forget them and read every image again. For
+    code that encodes the same images with several models built on LCO-Mini (base and
+    trained, adapters compared, stage-1 checkpoints): the reader is frozen, so the second
+    model's images skip detection, which is most of their cost (about 0.7 s of 0.8 per image
+    on two float32 CPU cores). Nothing is loaded for models that do not read. At most
+    ``max_images`` x 48 KiB of tokens per reader. Blocks nest: the inner size holds inside."""
+    before = _shared_cache.size
+    _shared_cache.size, _shared_cache.block = max_images, _shared_cache.block + 1
     try:
         yield
     finally:
-        reader.cache_size = before
-        reader._cache.clear()
+        _shared_cache.size, _shared_cache.block = before, _shared_cache.block + 1
+        for reader in list(_shared_cache.readers):
+            with reader._cache_lock:
+                reader._cache.clear()
 
 
 def load_reader_networks(device: str | torch.device = "cpu") -> tuple[CRAFT, TextRecognizer]:

@@ -33,6 +33,7 @@ from lcoemb.config import QuickstartConfig
 from lcoemb.encoder import OmniEncoder
 from lcoemb.evaluation.generation import generation_scores, score_key
 from lcoemb.grsl.fit import fit_file
+from lcoemb.mini.reader import reading_cache
 from lcoemb.mini.registry import backbone_path
 from lcoemb.recipes.quickstart import train_text_adapter
 from lcoemb.synthetic import TASKS
@@ -123,67 +124,70 @@ def measure(
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    for i, model in enumerate(models):
-        name = model_name(model)
-        folder = out / f"{i:02d}-{name.rsplit('/', 1)[-1]}"
-        budget = budgets[i] if budgets is not None else None
-        if seeds is not None and budget is None:
-            budget = os.fspath(model)
-        gen: dict[str, Any] | None = None  # measured once, shared by the model's seeds
-        for seed in seeds if seeds is not None else [None]:
-            run = folder if seed is None else folder / f"seed-{seed}"
-            settings = {
-                "model": os.fspath(model),
-                "adapter": os.fspath(adapters[i]) if adapters is not None else None,
-                "train_steps": train_steps,
-                **training,
-                "n_generation": n_generation,
-                "offline_size": offline_size,
-            } | ({} if seed is None else {"seed": seed})
-            done = _finished_row(run, settings)
-            if done is not None:
-                print(f"[{name}] measured before: {run / ROW_FILE}")
-                rows.append(done | {"budget": budget})
-                gen = gen or done["generation_scores"]
-                continue
-            base = backbone_path(model)
-            if gen is None:
-                encoder = OmniEncoder.from_pretrained(base)
-                tasks = grsl_tasks(encoder.modalities)
-                print(f"[{name}] generation: {', '.join(tasks)} on {n_generation} items each")
-                scores = generation_scores(encoder, n_generation, tasks)
-                gen = {k: v for k, v in scores.items() if not k.endswith("_examples")}
-                del encoder
-            if adapters is not None:
-                adapter = adapters[i]
-            else:
-                seeded = "" if seed is None else f", seed {seed}"
-                print(f"[{name}] text-only LCO training, {train_steps} steps{seeded}")
-                config = QuickstartConfig(
-                    max_steps=train_steps, **({} if seed is None else {"seed": seed}), **training
+    # LCO-Mini checkpoints (stage-1 budgets, seeds) all read with one frozen reader: each image
+    # of the offline benchmark and the generation tasks is detected once, not once per row
+    # (the benchmark's ~1,000 images fit); models that do not read load nothing for it
+    with reading_cache(max_images=2048):
+        for i, model in enumerate(models):
+            name = model_name(model)
+            folder = out / f"{i:02d}-{name.rsplit('/', 1)[-1]}"
+            budget = budgets[i] if budgets is not None else None
+            if seeds is not None and budget is None:
+                budget = os.fspath(model)
+            gen: dict[str, Any] | None = None  # measured once, shared by the model's seeds
+            for seed in seeds if seeds is not None else [None]:
+                run = folder if seed is None else folder / f"seed-{seed}"
+                settings = {
+                    "model": os.fspath(model),
+                    "adapter": os.fspath(adapters[i]) if adapters is not None else None,
+                    "train_steps": train_steps,
+                    **training,
+                    "n_generation": n_generation,
+                    "offline_size": offline_size,
+                } | ({} if seed is None else {"seed": seed})
+                done = _finished_row(run, settings)
+                if done is not None:
+                    print(f"[{name}] measured before: {run / ROW_FILE}")
+                    rows.append(done | {"budget": budget})
+                    gen = gen or done["generation_scores"]
+                    continue
+                base = backbone_path(model)
+                if gen is None:
+                    encoder = OmniEncoder.from_pretrained(base)
+                    tasks = grsl_tasks(encoder.modalities)
+                    print(f"[{name}] generation: {', '.join(tasks)} on {n_generation} items each")
+                    scores = generation_scores(encoder, n_generation, tasks)
+                    gen = {k: v for k, v in scores.items() if not k.endswith("_examples")}
+                    del encoder
+                if adapters is not None:
+                    adapter = adapters[i]
+                else:
+                    seeded = "" if seed is None else f", seed {seed}"
+                    print(f"[{name}] text-only LCO training, {train_steps} steps{seeded}")
+                    seeding = {} if seed is None else {"seed": seed}
+                    config = QuickstartConfig(max_steps=train_steps, **seeding, **training)
+                    adapter = str(train_text_adapter(base, run, config).adapter)
+                trained = OmniEncoder.from_pretrained(base, adapter=adapter)
+                print(f"[{name}] representation: offline benchmark")
+                summary = evaluate(
+                    MTEBEncoder(trained, name, adapter=adapter),
+                    offline_tasks(size=offline_size),
+                    run / "eval",
                 )
-                adapter = str(train_text_adapter(base, run, config).adapter)
-            trained = OmniEncoder.from_pretrained(base, adapter=adapter)
-            print(f"[{name}] representation: offline benchmark")
-            summary = evaluate(
-                MTEBEncoder(trained, name, adapter=adapter),
-                offline_tasks(size=offline_size),
-                run / "eval",
-            )
-            rows.append(
-                {
-                    "model": model,
-                    "budget": budget,
-                    "seed": seed,
-                    "generation": generation_score(gen),
-                    "representation": summary["mean"],
-                    "generation_scores": gen,
-                    "representation_by_type": summary["by_type"],
-                    "adapter": adapter,
-                }
-            )
-            run.mkdir(parents=True, exist_ok=True)
-            (run / ROW_FILE).write_text(json.dumps({"settings": settings, "row": rows[-1]}))
+                rows.append(
+                    {
+                        "model": model,
+                        "budget": budget,
+                        "seed": seed,
+                        "generation": generation_score(gen),
+                        "representation": summary["mean"],
+                        "generation_scores": gen,
+                        "representation_by_type": summary["by_type"],
+                        "adapter": adapter,
+                    }
+                )
+                run.mkdir(parents=True, exist_ok=True)
+                (run / ROW_FILE).write_text(json.dumps({"settings": settings, "row": rows[-1]}))
     columns = ["model", "generation", "representation"]
     columns += (["budget"] if budgets is not None or seeds is not None else []) + (
         ["seed"] if seeds is not None else []
