@@ -507,11 +507,11 @@ class TextReader:
     def _read(self, images: Sequence[Any]) -> list[tuple[torch.Tensor, str]]:
         """Per image, its reading tokens and text: from the cache where ``cache_size`` allows
         and the image was read before, else read (each distinct image once per call)."""
+        rgb = [to_rgb_image(image) for image in images]
         size = _shared_cache.size if self.cache_size is None else self.cache_size
         if size <= 0:
             self._cache.clear()
-            return self._read_uncached(images)
-        rgb = [to_rgb_image(image) for image in images]
+            return self._read_uncached(rgb)
         keys = [_pixels_digest(image) for image in rgb]
         settings = (
             self.detector,
@@ -542,10 +542,10 @@ class TextReader:
         return [found[k] for k in keys]
 
     @torch.inference_mode()
-    def _read_uncached(self, images: Sequence[Any]) -> list[tuple[torch.Tensor, str]]:
+    def _read_uncached(self, rgb: list[Image.Image]) -> list[tuple[torch.Tensor, str]]:
+        """Read RGB images (:meth:`_read` converted them once)."""
         out = []
-        for image, lines in zip(images, self.detect(images)):
-            image = to_rgb_image(image)
+        for image, lines in zip(rgb, self.detect(rgb)):
             feats: list[torch.Tensor] = []
             text: list[str] = []
             if lines:
